@@ -1,0 +1,19 @@
+# mmdistill developer commands. `make test` installs what is missing, then runs
+# the whole suite; `make install` alone is idempotent.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo clean-venv
+
+install:
+	VENV=$(VENV) bash tools/install.sh
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,271 @@
+"""A deterministic generator of small detection + segmentation datasets.
+
+Each scene is a textured, cluttered background with objects of several
+classes (distinct shapes, colours and textures, varied scales, occluding each
+other). The same scenes are written in two standard formats:
+
+* COCO detection: ``<root>/images/<split>/*.png`` and
+  ``<root>/annotations/<split>.json`` (visible-part boxes, ``iscrowd=0``);
+* mmseg segmentation: ``<root>/images/<split>/*.png`` and
+  ``<root>/labels/<split>/*.png`` (class index + 1 per pixel, 0 =
+  background).
+
+The Cityscapes layout used by mmseg's stock Cityscapes configs can be written
+too (:func:`write_cityscapes_layout`), so their pipelines run unchanged.
+"""
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+SHAPES = ('rectangle', 'ellipse', 'triangle', 'diamond', 'ring', 'cross')
+
+
+def _texture(rng: np.random.Generator, h: int, w: int,
+             base: np.ndarray, kind: int) -> np.ndarray:
+    """A (h, w, 3) uint8 texture around colour ``base``."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi)
+    freq = rng.uniform(0.25, 0.6)
+    if kind == 0:  # stripes
+        pattern = np.sin(freq * (xx + yy) + phase)
+    elif kind == 1:  # checks
+        pattern = np.sign(np.sin(freq * xx + phase) * np.sin(freq * yy))
+    elif kind == 2:  # dots
+        pattern = np.cos(freq * 2 * xx + phase) + np.cos(freq * 2 * yy)
+        pattern = pattern / 2
+    else:  # flat with noise
+        pattern = rng.normal(0, 0.3, (h, w)).astype(np.float32)
+    img = base[None, None, :].astype(np.float32) + 40 * pattern[..., None]
+    img += rng.normal(0, 8, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _shape_mask(shape: str, h: int, w: int) -> np.ndarray:
+    """A boolean (h, w) mask of ``shape`` filling its box."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    ny, nx = (yy - cy) / max(h / 2, 1), (xx - cx) / max(w / 2, 1)
+    if shape == 'rectangle':
+        return np.ones((h, w), bool)
+    if shape == 'ellipse':
+        return nx**2 + ny**2 <= 1
+    if shape == 'triangle':
+        return (ny >= -1) & (np.abs(nx) <= (ny + 1) / 2)
+    if shape == 'diamond':
+        return np.abs(nx) + np.abs(ny) <= 1
+    if shape == 'ring':
+        r = nx**2 + ny**2
+        return (r <= 1) & (r >= 0.35)
+    if shape == 'cross':
+        return (np.abs(nx) <= 0.3) | (np.abs(ny) <= 0.3)
+    raise ValueError(f'unknown shape {shape!r}')
+
+
+def class_styles(num_classes: int, seed: int = 0) -> List[dict]:
+    """A fixed shape, colour and texture per class."""
+    rng = np.random.default_rng(10_000 + seed)
+    styles = []
+    for i in range(num_classes):
+        styles.append(
+            dict(
+                shape=SHAPES[i % len(SHAPES)],
+                color=rng.integers(40, 230, 3),
+                texture=int(i // len(SHAPES)) % 4))
+    return styles
+
+
+def render_scene(rng: np.random.Generator,
+                 size: Tuple[int, int],
+                 styles: Sequence[dict],
+                 max_objects: int = 6,
+                 scale_range: Tuple[float, float] = (0.12, 0.5),
+                 clutter: int = 6) -> Tuple[np.ndarray, np.ndarray, list]:
+    """Render one scene.
+
+    Returns:
+        tuple: image (h, w, 3) uint8 BGR, label map (h, w) uint8 with
+        0 = background and ``k + 1`` = class k, and the visible instances as
+        dicts with ``label`` and ``bbox`` (x1, y1, x2, y2).
+    """
+    h, w = size
+    background = _texture(rng, h, w, rng.integers(60, 200, 3),
+                          int(rng.integers(0, 4)))
+    image = background.copy()
+    labels = np.zeros((h, w), np.uint8)
+    instance_ids = np.zeros((h, w), np.int32)
+    # Clutter: untextured blobs of random colours, not objects.
+    for _ in range(clutter):
+        bh, bw = (int(rng.integers(3, max(4, h // 6))),
+                  int(rng.integers(3, max(4, w // 6))))
+        y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+        blob = _shape_mask('ellipse', bh, bw)
+        image[y:y + bh, x:x + bw][blob] = rng.integers(0, 255, 3)
+    objects = []
+    for k in range(int(rng.integers(1, max_objects + 1))):
+        label = int(rng.integers(0, len(styles)))
+        style = styles[label]
+        side = rng.uniform(*scale_range) * min(h, w)
+        aspect = rng.uniform(0.6, 1.6)
+        oh = int(np.clip(side * aspect, 6, h - 1))
+        ow = int(np.clip(side / aspect, 6, w - 1))
+        y, x = int(rng.integers(0, h - oh)), int(rng.integers(0, w - ow))
+        mask = _shape_mask(style['shape'], oh, ow)
+        tex = _texture(rng, oh, ow, style['color'], style['texture'])
+        region = image[y:y + oh, x:x + ow]
+        region[mask] = tex[mask]
+        labels[y:y + oh, x:x + ow][mask] = label + 1
+        instance_ids[y:y + oh, x:x + ow][mask] = k + 1
+        objects.append(label)
+    instances = []
+    for k, label in enumerate(objects):
+        ys, xs = np.nonzero(instance_ids == k + 1)
+        if len(ys) < 12:  # (almost) fully occluded
+            continue
+        instances.append(
+            dict(
+                label=label,
+                bbox=[float(xs.min()), float(ys.min()),
+                      float(xs.max() + 1), float(ys.max() + 1)],
+                area=float(len(ys))))
+    return image, labels, instances
+
+
+def generate(root: str,
+             classes: Sequence[str],
+             splits: Dict[str, int],
+             size: Tuple[int, int] = (128, 128),
+             seed: int = 0,
+             max_objects: int = 6,
+             scale_range: Tuple[float, float] = (0.12, 0.5),
+             clutter: int = 6) -> Dict[str, dict]:
+    """Write a dataset in COCO and mmseg formats under ``root``.
+
+    Args:
+        root (str): Output folder.
+        classes (Sequence[str]): Class names (the label map uses index + 1;
+            0 is background).
+        splits (dict): Split name -> number of images, e.g.
+            ``dict(train=64, val=16)``.
+        size (tuple): Image (height, width).
+        seed (int): Seed; the same seed writes the same files.
+
+    Returns:
+        dict: Per split, the paths written (``img_dir``, ``seg_dir``,
+        ``ann_file``).
+    """
+    import cv2
+    styles = class_styles(len(classes), seed)
+    written = {}
+    for split_index, (split, count) in enumerate(sorted(splits.items())):
+        rng = np.random.default_rng([seed, split_index])
+        img_dir = osp.join(root, 'images', split)
+        seg_dir = osp.join(root, 'labels', split)
+        os.makedirs(img_dir, exist_ok=True)
+        os.makedirs(seg_dir, exist_ok=True)
+        images, annotations = [], []
+        for i in range(count):
+            image, labels, instances = render_scene(
+                rng, size, styles, max_objects, scale_range, clutter)
+            name = f'{split}_{i:05d}.png'
+            cv2.imwrite(osp.join(img_dir, name), image)
+            cv2.imwrite(osp.join(seg_dir, name), labels)
+            images.append(
+                dict(id=i + 1, file_name=name, height=size[0],
+                     width=size[1]))
+            for inst in instances:
+                x1, y1, x2, y2 = inst['bbox']
+                annotations.append(
+                    dict(
+                        id=len(annotations) + 1,
+                        image_id=i + 1,
+                        category_id=inst['label'] + 1,
+                        bbox=[x1, y1, x2 - x1, y2 - y1],
+                        area=inst['area'],
+                        iscrowd=0))
+        ann_file = osp.join(root, 'annotations', f'{split}.json')
+        os.makedirs(osp.dirname(ann_file), exist_ok=True)
+        with open(ann_file, 'w') as f:
+            json.dump(
+                dict(
+                    images=images,
+                    annotations=annotations,
+                    categories=[
+                        dict(id=k + 1, name=name)
+                        for k, name in enumerate(classes)
+                    ]), f)
+        written[split] = dict(
+            img_dir=img_dir, seg_dir=seg_dir, ann_file=ann_file)
+    return written
+
+
+def write_cityscapes_layout(root: str,
+                            splits: Dict[str, int],
+                            size: Tuple[int, int] = (64, 128),
+                            num_classes: int = 19,
+                            seed: int = 0,
+                            city: str = 'synth') -> str:
+    """Write scenes in the Cityscapes folder layout with train ids.
+
+    ``leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`` and
+    ``gtFine/<split>/<city>/<name>_gtFine_labelTrainIds.png``; label
+    ``k`` is class k of the 19 Cityscapes classes, 255 is ignore (used for
+    the background here), as mmseg's ``CityscapesDataset`` expects.
+
+    Returns:
+        str: ``root``.
+    """
+    import cv2
+    styles = class_styles(num_classes, seed)
+    for split_index, (split, count) in enumerate(sorted(splits.items())):
+        rng = np.random.default_rng([seed, 100 + split_index])
+        img_dir = osp.join(root, 'leftImg8bit', split, city)
+        seg_dir = osp.join(root, 'gtFine', split, city)
+        os.makedirs(img_dir, exist_ok=True)
+        os.makedirs(seg_dir, exist_ok=True)
+        for i in range(count):
+            image, labels, _ = render_scene(rng, size, styles)
+            train_ids = np.where(labels == 0, 255, labels - 1).astype(
+                np.uint8)
+            stem = f'{city}_{i:06d}_000019'
+            cv2.imwrite(osp.join(img_dir, f'{stem}_leftImg8bit.png'), image)
+            cv2.imwrite(
+                osp.join(seg_dir, f'{stem}_gtFine_labelTrainIds.png'),
+                train_ids)
+    return root
+
+
+def write_coco_layout(root: str,
+                      splits: Dict[str, int],
+                      classes: Optional[Sequence[str]] = None,
+                      size: Tuple[int, int] = (96, 128),
+                      seed: int = 0) -> str:
+    """Write scenes in the COCO 2017 layout used by mmdet's stock configs:
+    ``<split>2017/*.png`` and ``annotations/instances_<split>2017.json``.
+
+    Args:
+        classes (Sequence[str], optional): Category names; defaults to the 80
+            COCO classes, so ``CocoDataset`` maps them unchanged.
+
+    Returns:
+        str: ``root``.
+    """
+    import shutil
+    if classes is None:
+        from mmdet.datasets import CocoDataset
+        classes = CocoDataset.METAINFO['classes']
+    tmp = osp.join(root, '_generated')
+    written = generate(tmp, classes, splits, size=size, seed=seed)
+    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+    for split, paths in written.items():
+        dst = osp.join(root, f'{split}2017')
+        if osp.isdir(dst):
+            shutil.rmtree(dst)
+        shutil.move(paths['img_dir'], dst)
+        shutil.move(paths['ann_file'],
+                    osp.join(root, 'annotations',
+                             f'instances_{split}2017.json'))
+    shutil.rmtree(tmp)
+    return root

@@ -1,0 +1,374 @@
+"""One frozen teacher, one student, any number of distillation pairs."""
+import copy
+import inspect
+import warnings
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS as ROOT_MODELS
+from mmengine.registry import DefaultScope
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from mmdistill.registry import MODELS
+from mmdistill.utils.config import load_config
+from .taps import (FeatureRecorder, StopForward, Tap, TapPathError,
+                   expand_braces, parse_tap)
+
+LOSS_PREFIX = 'loss_distill_'
+
+
+def _load_state_dict(checkpoint: str) -> 'OrderedDict':
+    """Read a checkpoint on CPU and return its bare state dict."""
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f'Teacher checkpoint {checkpoint!r} not found. Give a local path '
+            'or URL of the weights released with the teacher config.') from err
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict):
+        raise TypeError(
+            f'{checkpoint!r} holds a {type(state).__name__}, not a state dict.')
+    # A distiller checkpoint can serve as a teacher: take its student.
+    if any(k.startswith('student.') for k in state):
+        state = {k[len('student.'):]: v for k, v in state.items()
+                 if k.startswith('student.')}
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k,
+                        v) for k, v in state.items())
+
+
+def _describe(keys: Sequence[str], limit: int = 25) -> str:
+    shown = '\n'.join(f'    {k}' for k in keys[:limit])
+    more = f'\n    ... and {len(keys) - limit} more' if len(keys) > limit else ''
+    return shown + more
+
+
+def load_teacher_weights(teacher: nn.Module, checkpoint: str,
+                         strict: bool = True) -> None:
+    """Load ``checkpoint`` into ``teacher``; list every key that does not fit.
+
+    Raises:
+        ValueError: When keys are missing, unexpected or of another shape and
+            ``strict`` is True.
+    """
+    state = _load_state_dict(checkpoint)
+    own = teacher.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+                  f'{tuple(own[k].shape)}' for k in own
+                  if k in state and hasattr(state[k], 'shape')
+                  and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        report = ''
+        if missing:
+            report += (f'\n  missing in the checkpoint ({len(missing)}):\n' +
+                       _describe(missing))
+        if unexpected:
+            report += (f'\n  unexpected in the checkpoint ({len(unexpected)})'
+                       ':\n' + _describe(unexpected))
+        if mismatched:
+            report += (f'\n  shape mismatch ({len(mismatched)}):\n' +
+                       _describe(mismatched))
+        message = (f'The teacher checkpoint {checkpoint!r} does not fit the '
+                   f'teacher config:{report}')
+        if strict:
+            raise ValueError(
+                message + '\nUse the config the checkpoint was trained with, '
+                'or set teacher=dict(..., strict=False) to load only the '
+                'matching weights.')
+        warnings.warn(message + '\nLoading the matching weights only '
+                      '(strict=False).')
+    bad = {k.split(':')[0] for k in mismatched}
+    teacher.load_state_dict(
+        {k: v for k, v in state.items() if k in own and k not in bad},
+        strict=False)
+
+
+def build_teacher(config: str,
+                  checkpoint: Optional[str],
+                  strict: bool = True,
+                  cfg_options: Optional[dict] = None) -> nn.Module:
+    """Build a teacher from its config in its own registry scope, load its
+    weights on CPU and freeze it (eval mode, no gradients)."""
+    if not checkpoint:
+        raise ValueError(
+            'teacher.checkpoint is required: a teacher with random weights '
+            'teaches nothing. Give the weights released with '
+            f'{config!r} (a local path or URL).')
+    cfg = load_config(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'model' not in cfg:
+        raise KeyError(f'The teacher config {config!r} has no "model".')
+    scope = cfg.get('default_scope', None)
+    model_cfg = copy.deepcopy(cfg.model)
+    with DefaultScope.overwrite_default_scope(scope):
+        teacher = ROOT_MODELS.build(model_cfg)
+    load_teacher_weights(teacher, checkpoint, strict)
+    teacher.requires_grad_(False)
+    teacher.eval()
+    return teacher
+
+
+class _Pair:
+    """A resolved distillation pair."""
+
+    def __init__(self, name: str, student: Tap, teacher: Tap) -> None:
+        self.name = name
+        self.student = student
+        self.teacher = teacher
+
+
+def _per_level(value, count: int, what: str, pair: str):
+    """One config per expanded level: a list is indexed, anything else is
+    copied to every level."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(
+                f'distill.{pair}.{what} is a list of {len(value)}, but the '
+                f'taps expand to {count} levels.')
+        return [copy.deepcopy(v) for v in value]
+    return [copy.deepcopy(value) for _ in range(count)]
+
+
+@MODELS.register_module()
+class SingleTeacherDistiller(BaseModel):
+    """Trains a student from a frozen teacher through tapped features.
+
+    The student's own losses are returned unchanged, plus one
+    ``loss_distill_<pair>`` per distillation pair; ``predict``/``tensor``
+    modes (validation, test) run the student alone.
+
+    The teacher is built from its own config in its own registry scope, its
+    weights are loaded on CPU, and it is kept frozen: eval mode through every
+    ``train()`` call, no gradients, outside ``parameters()`` (so neither the
+    optimizer nor DDP nor runner checkpoints see it; it is reloaded from its
+    checkpoint), and it runs only as far as its deepest tap.
+
+    Args:
+        student (dict): The student model config, normally
+            ``{{_base_.model}}`` of the inherited mmdet/mmseg/mmpretrain
+            config. Its data preprocessor serves both models.
+        teacher (dict): ``config`` (local path or ``mmdet::``/``mmseg::``/
+            ``mmpretrain::`` path), ``checkpoint`` (path or URL), optional
+            ``strict`` (default True: a checkpoint that does not fit stops
+            with the list of keys) and ``cfg_options`` (overrides merged into
+            the teacher config).
+        distill (dict): Pair name -> dict with ``student`` and ``teacher``
+            taps (see :mod:`mmdistill.distillers.taps`; a ``{0-4}`` group
+            expands to pairs ``<name>_0`` ... ``<name>_4``), an optional
+            ``connector`` config (student side; a list gives one config per
+            expanded level) and a ``loss`` config (likewise).
+        student_checkpoint (str, optional): Start the student from these
+            weights (loaded in ``init_weights``, so a resumed run overrides
+            them).
+        init_student_from_teacher (list[str], optional): Submodule paths
+            (e.g. ``['neck', 'bbox_head']``) whose teacher weights are copied
+            into the student where names and shapes match: the "inheriting
+            strategy" of FGD/MGD.
+        data_preprocessor (dict, optional): Replaces the student's data
+            preprocessor for both models. Defaults to the student's.
+        init_cfg (dict, optional): mmengine init config.
+    """
+
+    def __init__(self,
+                 student: dict,
+                 teacher: dict,
+                 distill: Dict[str, dict],
+                 student_checkpoint: Optional[str] = None,
+                 init_student_from_teacher: Optional[List[str]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if not isinstance(student, dict) or 'type' not in student:
+            raise TypeError(
+                'student must be a model config dict, e.g. '
+                'student={{_base_.model}} in a config inheriting the '
+                "student's mmdet/mmseg config.")
+        student = copy.deepcopy(student)
+        if data_preprocessor is not None:
+            student['data_preprocessor'] = data_preprocessor
+        self.student = ROOT_MODELS.build(student)
+        self.data_preprocessor = self.student.data_preprocessor
+
+        teacher = dict(teacher)
+        unknown = set(teacher) - {'config', 'checkpoint', 'strict',
+                                  'cfg_options'}
+        if unknown or 'config' not in teacher:
+            raise ValueError(
+                'teacher takes config, checkpoint, strict and cfg_options; '
+                f'got {sorted(teacher)}.')
+        # Kept out of the module tree on purpose: see the class docstring.
+        self.__dict__['teacher'] = build_teacher(
+            teacher['config'], teacher.get('checkpoint'),
+            teacher.get('strict', True), teacher.get('cfg_options'))
+        self._check_preprocessors()
+
+        self.pairs: Dict[str, _Pair] = OrderedDict()
+        self.connectors = nn.ModuleDict()
+        self.distill_losses = nn.ModuleDict()
+        self._loss_takes_samples: Dict[str, bool] = {}
+        if not distill:
+            raise ValueError('distill is empty: name at least one pair.')
+        for name, spec in distill.items():
+            self._add_pairs(name, spec)
+
+        self.student_recorder = FeatureRecorder(
+            self.student,
+            {n: p.student for n, p in self.pairs.items()}, 'student')
+        self.teacher_recorder = FeatureRecorder(
+            self.teacher,
+            {n: p.teacher for n, p in self.pairs.items()}, 'teacher')
+        self.student_checkpoint = student_checkpoint
+        self.init_student_from_teacher = list(init_student_from_teacher or [])
+        modules = dict(self.student.named_modules())
+        teacher_modules = dict(self.teacher.named_modules())
+        for path in self.init_student_from_teacher:
+            if path not in modules or path not in teacher_modules:
+                raise TapPathError(
+                    f'init_student_from_teacher: {path!r} must be a module '
+                    'of both the student and the teacher.')
+
+    # ------------------------------------------------------------------ build
+    def _add_pairs(self, name: str, spec: dict) -> None:
+        if not isinstance(spec, dict) or not {'student', 'teacher', 'loss'
+                                              } <= set(spec):
+            raise ValueError(
+                f'distill.{name} needs student, teacher and loss (and '
+                'optionally connector), e.g. dict(student="neck[0]", '
+                'teacher="neck[0]", loss=dict(type="L2Loss")).')
+        unknown = set(spec) - {'student', 'teacher', 'connector', 'loss'}
+        if unknown:
+            raise ValueError(f'distill.{name}: unknown keys {sorted(unknown)}.')
+        students = expand_braces(spec['student'])
+        teachers = expand_braces(spec['teacher'])
+        count = max(len(students), len(teachers))
+        if len(students) == 1:
+            students = students * count
+        if len(teachers) == 1:
+            teachers = teachers * count
+        if len(students) != len(teachers):
+            raise ValueError(
+                f'distill.{name}: the student taps expand to {len(students)} '
+                f'levels and the teacher taps to {len(teachers)}.')
+        connectors = _per_level(spec.get('connector'), count, 'connector',
+                                name)
+        losses = _per_level(spec['loss'], count, 'loss', name)
+        for level in range(count):
+            pair = name if count == 1 else f'{name}_{level}'
+            if pair in self.pairs:
+                raise ValueError(f'Two distillation pairs are named {pair!r}.')
+            self.pairs[pair] = _Pair(pair, parse_tap(students[level]),
+                                     parse_tap(teachers[level]))
+            if connectors[level] is not None:
+                self.connectors[pair] = MODELS.build(connectors[level])
+            loss = MODELS.build(losses[level])
+            self.distill_losses[pair] = loss
+            params = inspect.signature(loss.forward).parameters
+            self._loss_takes_samples[pair] = 'data_samples' in params
+
+    def _check_preprocessors(self) -> None:
+        student, teacher = self.data_preprocessor, self.teacher.data_preprocessor
+        for attr in ('mean', 'std'):
+            a, b = getattr(student, attr, None), getattr(teacher, attr, None)
+            if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                    and (a.shape != b.shape or not torch.allclose(a, b))):
+                warnings.warn(
+                    f'The teacher config normalises with {attr} '
+                    f'{b.flatten().tolist()} but the student with '
+                    f'{a.flatten().tolist()}; the student\'s data '
+                    'preprocessor serves both models, so the teacher sees '
+                    'inputs normalised unlike in its own training.')
+
+    # -------------------------------------------------------- module plumbing
+    def train(self, mode: bool = True) -> 'SingleTeacherDistiller':
+        super().train(mode)
+        self.teacher.train(False)
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.student_checkpoint:
+            from mmengine.runner import load_checkpoint
+            load_checkpoint(
+                self.student,
+                self.student_checkpoint,
+                map_location='cpu',
+                strict=False,
+                revise_keys=[(r'^module\.', ''), (r'^student\.', '')])
+        if self.init_student_from_teacher:
+            self.inherit_from_teacher(self.init_student_from_teacher)
+
+    @torch.no_grad()
+    def inherit_from_teacher(self, paths: Sequence[str]) -> Dict[str, int]:
+        """Copy teacher weights of the submodules ``paths`` into the student
+        where names and shapes match; returns copied/skipped counts."""
+        student_state = self.student.state_dict()
+        copied, skipped = 0, []
+        for key, value in self.teacher.state_dict().items():
+            if not any(key == p or key.startswith(p + '.') for p in paths):
+                continue
+            target = student_state.get(key)
+            if target is not None and target.shape == value.shape:
+                target.copy_(value)
+                copied += 1
+            else:
+                skipped.append(key)
+        print_log(
+            f'init_student_from_teacher {list(paths)}: copied {copied} '
+            f'tensors, skipped {len(skipped)} (absent or of another shape)'
+            + (f': {skipped[:10]}' if skipped else ''), logger='current')
+        return dict(copied=copied, skipped=len(skipped))
+
+    # ---------------------------------------------------------------- forward
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[list] = None,
+                mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        return self.student(inputs, data_samples, mode=mode)
+
+    @torch.no_grad()
+    def teacher_features(self, inputs: torch.Tensor,
+                         data_samples: Optional[list] = None) -> dict:
+        """Run the teacher up to its deepest tap and return its features."""
+        with self.teacher_recorder.record(stop_when_done=True) as features:
+            try:
+                self.teacher(inputs, data_samples, mode='tensor')
+            except StopForward:
+                pass
+        self.teacher_recorder.check_complete(features, 'teacher')
+        return features
+
+    def loss(self, inputs: torch.Tensor,
+             data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
+        """The student's losses plus ``loss_distill_<pair>`` per pair."""
+        with self.student_recorder.record() as student_features:
+            losses = self.student(inputs, data_samples, mode='loss')
+        self.student_recorder.check_complete(student_features, 'student loss')
+        teacher_features = self.teacher_features(inputs, data_samples)
+        for name in self.pairs:
+            student = student_features[name]
+            teacher = teacher_features[name].detach()
+            if name in self.connectors:
+                student = self.connectors[name](student, teacher)
+            loss = self.distill_losses[name]
+            key = LOSS_PREFIX + name
+            if key in losses:
+                raise KeyError(f'The student already returns a loss {key!r}.')
+            if self._loss_takes_samples[name]:
+                losses[key] = loss(student, teacher, data_samples=data_samples)
+            else:
+                losses[key] = loss(student, teacher)
+        return losses

@@ -1,0 +1,255 @@
+"""Feature taps: read any module's output (or input) by its dotted path.
+
+A tap is written in a config as a string or a dict:
+
+* ``'neck.fpn_convs.0.conv'``: the output of that module;
+* ``'neck[2]'``: element 2 of a module that returns a tuple or list;
+* ``dict(path='backbone.layer4', source='input')``: the module's first
+  positional input instead of its output;
+* ``dict(path='bbox_head.retina_cls', call=3)``: the 4th call of a module that
+  runs several times per forward (a head shared by the FPN levels).
+
+The compact form ``'neck.fpn_convs.{0-4}.conv'`` (or ``{0,2,4}``) expands one
+distillation pair into one pair per value (see :func:`expand_braces`).
+"""
+import difflib
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Union
+
+import torch
+import torch.nn as nn
+
+_BRACES = re.compile(r'\{([^{}]*)\}')
+_INDEXED = re.compile(r'^(?P<path>[^\[\]]*)\[(?P<index>-?\d+)\]$')
+
+
+@dataclass(frozen=True)
+class Tap:
+    """Where a feature is read.
+
+    Args:
+        path (str): Dotted module path, as in ``model.named_modules()``.
+        index (int, optional): Element of a tuple/list output; for an input
+            tap, the positional argument (default 0).
+        source (str): ``'output'`` (default) or ``'input'``.
+        call (int): Which call of the module, when it runs several times in
+            one forward. Defaults to 0 (the first).
+    """
+    path: str
+    index: Optional[int] = None
+    source: str = 'output'
+    call: int = 0
+
+    def __str__(self) -> str:
+        text = self.path
+        if self.index is not None:
+            text += f'[{self.index}]'
+        if self.source != 'output':
+            text += f' ({self.source})'
+        if self.call:
+            text += f' (call {self.call})'
+        return text
+
+
+def parse_tap(spec: Union[str, dict, Tap]) -> Tap:
+    """Turn a config value (string or dict) into a :class:`Tap`."""
+    if isinstance(spec, Tap):
+        return spec
+    if isinstance(spec, str):
+        match = _INDEXED.match(spec)
+        if match:
+            return Tap(match['path'], index=int(match['index']))
+        return Tap(spec)
+    if isinstance(spec, dict):
+        unknown = set(spec) - {'path', 'index', 'source', 'call'}
+        if unknown or 'path' not in spec:
+            raise ValueError(
+                f'A tap dict takes the keys path, index, source and call; got '
+                f'{sorted(spec)}. Example: dict(path="backbone.layer4", '
+                'source="output").')
+        tap = parse_tap(spec['path'])
+        index = spec.get('index', tap.index)
+        source = spec.get('source', 'output')
+        if source not in ('output', 'input'):
+            raise ValueError(
+                f'Tap source must be "output" or "input", got {source!r}.')
+        return Tap(tap.path, index, source, int(spec.get('call', 0)))
+    raise TypeError(f'A tap is a string or a dict, got {type(spec).__name__}')
+
+
+def _brace_values(body: str) -> List[str]:
+    values: List[str] = []
+    for part in body.split(','):
+        part = part.strip()
+        if re.fullmatch(r'-?\d+--?\d+|\d+-\d+', part):
+            start, end = (int(v) for v in part.split('-', 1))
+            step = 1 if end >= start else -1
+            values += [str(v) for v in range(start, end + step, step)]
+        elif part:
+            values.append(part)
+    if not values:
+        raise ValueError(f'Empty brace expression {{{body}}}')
+    return values
+
+
+def expand_braces(spec: Union[str, dict]) -> List[Union[str, dict]]:
+    """Expand the one ``{a-b}`` / ``{a,b,c}`` group of a tap, if any.
+
+    ``'neck.fpn_convs.{0-2}.conv'`` gives ``['neck.fpn_convs.0.conv',
+    'neck.fpn_convs.1.conv', 'neck.fpn_convs.2.conv']``; a string without
+    braces gives a one-element list. A dict tap expands its ``path``.
+    """
+    text = spec['path'] if isinstance(spec, dict) else spec
+    if not isinstance(text, str):
+        return [spec]
+    groups = _BRACES.findall(text)
+    if not groups:
+        return [spec]
+    if len(groups) > 1:
+        raise ValueError(
+            f'Tap {text!r} has {len(groups)} brace groups; one is allowed.')
+    values = _brace_values(groups[0])
+    expanded = [_BRACES.sub(value, text, count=1) for value in values]
+    if isinstance(spec, dict):
+        return [dict(spec, path=path) for path in expanded]
+    return expanded
+
+
+def check_paths(model: nn.Module, taps: List[Tap], owner: str) -> None:
+    """Raise :class:`TapPathError` (a ``KeyError``) naming each unknown
+    path and the closest existing names."""
+    names = [name for name, _ in model.named_modules() if name]
+    known = set(names)
+    problems = []
+    for tap in taps:
+        if tap.path not in known:
+            close = difflib.get_close_matches(tap.path, names, n=5, cutoff=0.5)
+            if not close:
+                parent = tap.path.rsplit('.', 1)[0]
+                close = [n for n in names if n.startswith(parent + '.')][:5]
+            hint = (', '.join(repr(c) for c in close)
+                    if close else 'no similar name')
+            problems.append(
+                f'  {tap.path!r} is not a module of the {owner} '
+                f'(closest: {hint})')
+    if problems:
+        top = sorted({n.split('.')[0] for n in names})
+        raise TapPathError(
+            f'Unknown {owner} tap path(s):\n' + '\n'.join(problems) +
+            f'\nTop-level modules of the {owner}: {top}. A path is a name '
+            'from model.named_modules(), e.g. "neck.fpn_convs.0.conv".')
+
+
+class TapPathError(KeyError):
+    """An unknown module path; prints its message unquoted, unlike
+    ``KeyError``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ''
+
+
+class StopForward(Exception):
+    """Raised by a hook once every tap of a stopping recorder is filled."""
+
+
+class FeatureRecorder:
+    """Records tapped features of one model during a forward pass.
+
+    Hooks are attached only inside :meth:`record`, so the model can be
+    copied or pickled freely between steps.
+
+    Args:
+        model (nn.Module): The model whose modules are tapped.
+        taps (dict): Name -> :class:`Tap`.
+        owner (str): ``'student'`` or ``'teacher'``, used in messages.
+    """
+
+    def __init__(self, model: nn.Module, taps: Dict[str, Tap],
+                 owner: str) -> None:
+        check_paths(model, list(taps.values()), owner)
+        self.model = model
+        self.taps = dict(taps)
+        self.owner = owner
+        modules = dict(model.named_modules())
+        self._by_module: Dict[tuple, List[str]] = {}
+        for name, tap in self.taps.items():
+            key = (tap.path, tap.source)
+            self._by_module.setdefault(key, []).append(name)
+        self._modules = {key: modules[key[0]] for key in self._by_module}
+
+    def _select(self, name: str, value):
+        tap = self.taps[name]
+        index = tap.index
+        if tap.source == 'input' and index is None:
+            index = 0  # the first positional argument
+        if index is not None:
+            if not isinstance(value, (tuple, list)):
+                raise TypeError(
+                    f'{self.owner} tap {tap} has an index, but '
+                    f'{tap.path!r} gives a {type(value).__name__}; remove '
+                    'the index.')
+            if not -len(value) <= index < len(value):
+                raise IndexError(
+                    f'{self.owner} tap {tap}: {tap.path!r} gives '
+                    f'{len(value)} values, index {index} is out of range.')
+            value = value[index]
+        if not isinstance(value, torch.Tensor):
+            kind = type(value).__name__
+            size = f' of {len(value)}' if isinstance(value,
+                                                      (tuple, list)) else ''
+            raise TypeError(
+                f'{self.owner} tap {tap} gives a {kind}{size}, not a tensor; '
+                f'pick one element, e.g. "{tap.path}[0]".')
+        return value
+
+    @contextmanager
+    def record(self, stop_when_done: bool = False) -> Iterator[dict]:
+        """Attach the hooks; yield the dict that fills with name -> tensor.
+
+        Args:
+            stop_when_done (bool): Raise :class:`StopForward` as soon as every
+                tap is filled, so the rest of the model does not run. The
+                caller catches it.
+        """
+        features: Dict[str, torch.Tensor] = {}
+        calls = {key: 0 for key in self._by_module}
+        handles = []
+
+        def make_hook(key):
+
+            def store(value):
+                count = calls[key]
+                calls[key] += 1
+                for name in self._by_module[key]:
+                    if self.taps[name].call == count:
+                        features[name] = self._select(name, value)
+                if stop_when_done and len(features) == len(self.taps):
+                    raise StopForward
+
+            if key[1] == 'input':
+                return lambda module, args: store(args)
+            return lambda module, args, output: store(output)
+
+        for key, module in self._modules.items():
+            hook = make_hook(key)
+            if key[1] == 'input':
+                handles.append(module.register_forward_pre_hook(hook))
+            else:
+                handles.append(module.register_forward_hook(hook))
+        try:
+            yield features
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def check_complete(self, features: dict, mode: str) -> None:
+        """Raise naming every tap that did not run in the last forward."""
+        missing = [str(self.taps[n]) for n in self.taps if n not in features]
+        if missing:
+            raise RuntimeError(
+                f'These {self.owner} taps did not run during the '
+                f'{mode} forward: {missing}. Tap a module on the path of '
+                f'that forward, or raise "call" only up to the number of '
+                'times the module runs.')

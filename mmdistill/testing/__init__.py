@@ -1,0 +1,9 @@
+"""Helpers to run real configs small (tests, config checks)."""
+from .tiny import (random_checkpoint, shrink_detector, shrink_segmentor,
+                   teacher_overrides, tiny_detection, tiny_model,
+                   tiny_segmentation)
+
+__all__ = [
+    'random_checkpoint', 'shrink_detector', 'shrink_segmentor',
+    'teacher_overrides', 'tiny_detection', 'tiny_model', 'tiny_segmentation'
+]

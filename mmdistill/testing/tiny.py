@@ -1,0 +1,213 @@
+"""Shrink real mmdet/mmseg configs so they train in seconds on a CPU.
+
+Used by the test suite and the quick checks of the shipped configs: the model
+keeps its type and structure (same backbone family, neck, heads), with fewer
+layers and channels, no pretrained download, small inputs and a tiny
+generated dataset.
+"""
+import copy
+from typing import Any, Dict, Optional, Tuple
+
+from mmengine.config import Config, ConfigDict
+
+
+def _walk(node: Any, fn) -> None:
+    """Call ``fn`` on every dict inside nested dicts/lists."""
+    if isinstance(node, dict):
+        fn(node)
+        for value in node.values():
+            _walk(value, fn)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _walk(value, fn)
+
+
+def shrink_resnet(backbone: dict, width: int, depth: int = 18) -> list:
+    """ResNet / ResNetV1c / ResNeXt -> ResNet-``depth`` of base ``width``;
+    returns the stage output channels."""
+    if backbone.get('type') in ('ResNeXt', 'mmdet.ResNeXt'):
+        backbone['type'] = 'ResNet'
+        backbone.pop('groups', None)
+        backbone.pop('base_width', None)
+    backbone.update(depth=depth, base_channels=width, init_cfg=None)
+    if 'stem_channels' in backbone or backbone.get('type', '').endswith(
+            'V1c'):
+        backbone['stem_channels'] = width
+    expansion = 1 if depth in (18, 34) else 4
+    return [width * expansion * 2**i for i in range(4)]
+
+
+def shrink_detector(model: dict, width: int = 8, fpn_channels: int = 16,
+                    depth: int = 18) -> dict:
+    """Shrink a mmdet detector config in place (ResNet + FPN + heads)."""
+    stages = shrink_resnet(model['backbone'], width, depth)
+    neck = model.get('neck')
+    if neck is not None:
+        neck['in_channels'] = stages[-len(neck['in_channels']):]
+        neck['out_channels'] = fpn_channels
+    for key in ('bbox_head', 'rpn_head'):
+        head = model.get(key)
+        if head is not None:
+            head['in_channels'] = fpn_channels
+            if 'feat_channels' in head:
+                head['feat_channels'] = fpn_channels
+            if 'stacked_convs' in head:
+                head['stacked_convs'] = 1
+    roi = model.get('roi_head')
+    if roi is not None:
+        roi['bbox_roi_extractor']['out_channels'] = fpn_channels
+        heads = roi['bbox_head']
+        for head in heads if isinstance(heads, list) else [heads]:
+            head['in_channels'] = fpn_channels
+            head['fc_out_channels'] = 4 * fpn_channels
+        if roi.get('mask_roi_extractor'):
+            roi['mask_roi_extractor']['out_channels'] = fpn_channels
+            masks = roi['mask_head']
+            for head in masks if isinstance(masks, list) else [masks]:
+                head['in_channels'] = fpn_channels
+                head['conv_out_channels'] = fpn_channels
+    return model
+
+
+def shrink_segmentor(model: dict, width: int = 8, depth: int = 18,
+                     crop: Tuple[int, int] = (64, 64)) -> dict:
+    """Shrink a mmseg encoder-decoder config in place."""
+    model['pretrained'] = None
+    backbone = model['backbone']
+    if backbone.get('type') == 'MobileNetV2':
+        backbone.update(widen_factor=0.25, init_cfg=None)
+        stages = [None, None, 8, 80]  # widen 0.25: 320 * 0.25, 32 * 0.25
+    else:
+        stages = shrink_resnet(backbone, width, depth)
+    heads = [model['decode_head']]
+    aux = model.get('auxiliary_head')
+    heads += aux if isinstance(aux, list) else ([aux] if aux else [])
+    for head in heads:
+        index = head.get('in_index', -1)
+        if isinstance(index, int):
+            head['in_channels'] = stages[index]
+        head['channels'] = max(8, stages[-1] // 4)
+        if 'c1_in_channels' in head:  # DepthwiseSeparableASPPHead
+            head['c1_in_channels'] = stages[0]
+            head['c1_channels'] = 8
+    if model.get('data_preprocessor') is not None:
+        model['data_preprocessor']['size'] = crop
+    return model
+
+
+def _shrink_pipeline(node: Any, size: Tuple[int, int]) -> None:
+    """Replace image scales and crops in pipelines by ``size`` (w, h)."""
+
+    def fix(d: dict) -> None:
+        kind = d.get('type', '')
+        if kind in ('Resize', 'RandomResize', 'RandomChoiceResize'):
+            if kind == 'RandomChoiceResize':
+                d['scales'] = [size]
+            else:
+                d['scale'] = size
+            d.pop('scale_factor', None)
+        elif kind == 'RandomCrop':
+            d['crop_size'] = (size[1], size[0])
+        elif kind == 'MultiScaleFlipAug':
+            d['scale'] = size
+
+    _walk(node, fix)
+
+
+def tiny_runtime(cfg: Config,
+                 work_dir: str,
+                 data_root: str,
+                 size: Tuple[int, int],
+                 batch_size: int = 2) -> Config:
+    """Point every dataloader at ``data_root``, shrink inputs to ``size``
+    (w, h), use no worker processes, log every iteration."""
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if loader is None:
+            continue
+        loader.batch_size = batch_size if key == 'train_dataloader' else 1
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        dataset = loader.dataset
+        while 'dataset' in dataset:  # RepeatDataset, ConcatDataset wrappers
+            dataset = dataset.dataset
+        dataset.data_root = data_root
+        _shrink_pipeline(dataset.get('pipeline'), size)
+    for key in ('train_pipeline', 'test_pipeline', 'tta_pipeline'):
+        if key in cfg:
+            _shrink_pipeline(cfg[key], size)
+    cfg.work_dir = work_dir
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.pop('visualization', None)
+    cfg.env_cfg = ConfigDict(
+        cudnn_benchmark=False,
+        mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+        dist_cfg=dict(backend='gloo'))
+    return cfg
+
+
+def tiny_detection(cfg: Config,
+                   work_dir: str,
+                   data_root: str,
+                   size: Tuple[int, int] = (128, 96),
+                   epochs: int = 1) -> Config:
+    """An mmdet COCO config: data from ``write_coco_layout(data_root)``."""
+    tiny_runtime(cfg, work_dir, data_root, size)
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg.get(key)
+        if evaluator is not None and 'ann_file' in evaluator:
+            evaluator.ann_file = (
+                f'{data_root}/annotations/instances_val2017.json')
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = cfg[key].dataset
+        while 'dataset' in dataset:
+            dataset = dataset.dataset
+        dataset.pop('filter_cfg', None)
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = 1
+    cfg.default_hooks.checkpoint.interval = 1
+    return cfg
+
+
+def tiny_segmentation(cfg: Config,
+                      work_dir: str,
+                      data_root: str,
+                      size: Tuple[int, int] = (64, 64),
+                      iters: int = 2) -> Config:
+    """An mmseg Cityscapes config: data from
+    ``write_cityscapes_layout(data_root)``; ``iters`` iterations, validated
+    and saved at the end."""
+    tiny_runtime(cfg, work_dir, data_root, size)
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = iters
+    cfg.default_hooks.checkpoint.interval = iters
+    return cfg
+
+
+def tiny_model(model: dict, kind: str, **kwargs) -> dict:
+    """Shrink a copy of a model config; ``kind`` is 'det' or 'seg'."""
+    model = copy.deepcopy(model)
+    if kind == 'det':
+        return shrink_detector(model, **kwargs)
+    if kind == 'seg':
+        return shrink_segmentor(model, **kwargs)
+    raise ValueError(f'kind must be "det" or "seg", got {kind!r}')
+
+
+def teacher_overrides(model: dict) -> Dict[str, Any]:
+    """``cfg_options`` for ``teacher=dict(...)`` that replace the teacher
+    config's model by ``model`` (a shrunken copy)."""
+    return {'model': dict(model, _delete_=True)}
+
+
+def random_checkpoint(model_cfg: dict, path: str,
+                      scope: Optional[str] = None, seed: int = 0) -> str:
+    """Build ``model_cfg`` with random weights and save its state dict."""
+    import torch
+    from mmengine.registry import MODELS, DefaultScope
+    torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(copy.deepcopy(model_cfg))
+    model.init_weights()
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return path

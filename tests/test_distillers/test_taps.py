@@ -1,0 +1,115 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from mmdistill.distillers.taps import (FeatureRecorder, StopForward, Tap,
+                                       expand_braces, parse_tap)
+
+
+class Net(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU())
+        self.shared = nn.Conv2d(4, 4, 1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        x = self.body(self.stem(x))
+        levels = [self.shared(x), self.shared(x * 2)]
+        return self.head(levels[0] + levels[1])
+
+
+def test_expand_braces_range_list_and_dict():
+    assert expand_braces('neck.fpn_convs.{0-2}.conv') == [
+        'neck.fpn_convs.0.conv', 'neck.fpn_convs.1.conv',
+        'neck.fpn_convs.2.conv'
+    ]
+    assert expand_braces('neck[{1,3}]') == ['neck[1]', 'neck[3]']
+    assert expand_braces('backbone.layer4') == ['backbone.layer4']
+    assert expand_braces(dict(path='a.{0-1}', source='input')) == [
+        dict(path='a.0', source='input'),
+        dict(path='a.1', source='input')
+    ]
+    with pytest.raises(ValueError, match='one is allowed'):
+        expand_braces('a.{0-1}.b.{0-1}')
+
+
+def test_parse_tap_forms():
+    assert parse_tap('neck[2]') == Tap('neck', index=2)
+    assert parse_tap('backbone.layer4') == Tap('backbone.layer4')
+    assert parse_tap(dict(path='head', source='input', call=1)) == Tap(
+        'head', None, 'input', 1)
+    with pytest.raises(ValueError, match='source'):
+        parse_tap(dict(path='head', source='middle'))
+    with pytest.raises(ValueError, match='keys'):
+        parse_tap(dict(pth='head'))
+
+
+def test_unknown_path_names_closest_modules():
+    with pytest.raises(KeyError) as err:
+        FeatureRecorder(Net(), {'a': Tap('body.O')}, 'student')
+    message = str(err.value)
+    assert "'body.O'" in message and "'body.0'" in message
+
+
+def test_records_output_input_index_and_call():
+    net = Net()
+    taps = {
+        'out': Tap('stem'),
+        'inp': Tap('head', source='input'),
+        'second': Tap('shared', call=1),
+    }
+    recorder = FeatureRecorder(net, taps, 'student')
+    x = torch.randn(2, 3, 5, 5)
+    with recorder.record() as feats:
+        net(x)
+    stem = net.stem(x)
+    torch.testing.assert_close(feats['out'], stem)
+    body = net.body(stem)
+    torch.testing.assert_close(feats['second'], net.shared(body * 2))
+    torch.testing.assert_close(
+        feats['inp'], net.shared(body) + net.shared(body * 2))
+    # hooks are gone after the context
+    assert not net.stem._forward_hooks and not net.head._forward_pre_hooks
+
+
+def test_stop_when_done_skips_the_rest():
+    net = Net()
+    calls = []
+    net.head.register_forward_hook(lambda *a: calls.append(1))
+    recorder = FeatureRecorder(net, {'b': Tap('body')}, 'teacher')
+    with recorder.record(stop_when_done=True) as feats:
+        with pytest.raises(StopForward):
+            net(torch.randn(1, 3, 4, 4))
+    assert 'b' in feats and calls == []
+
+
+def test_tuple_output_needs_index():
+
+    class TupleNet(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.split = Splitter()
+
+        def forward(self, x):
+            return self.split(x)
+
+    class Splitter(nn.Module):
+
+        def forward(self, x):
+            return x, 2 * x
+
+    net = TupleNet()
+    recorder = FeatureRecorder(net, {'a': Tap('split')}, 'student')
+    with pytest.raises(TypeError, match=r'split\[0\]'):
+        with recorder.record():
+            net(torch.ones(1))
+    recorder = FeatureRecorder(net, {'a': Tap('split', index=1)}, 'student')
+    with recorder.record() as feats:
+        net(torch.ones(1))
+    assert feats['a'].item() == 2
+    with pytest.raises(RuntimeError, match='did not run'):
+        recorder.check_complete({}, 'loss')

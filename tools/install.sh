@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Idempotent installer for mmdistill and the OpenMMLab stack it builds on.
+#
+# Creates $VENV (default .venv), installs torch 2.13.0 only when no torch is
+# importable (a base interpreter that already has torch, e.g. a CUDA box, is
+# reused through --system-site-packages and mmcv is built against it), builds
+# mmcv 2.1.0 with its C++/CUDA ops from source unless `import mmcv.ops` already
+# works, then installs mmdet, mmsegmentation, mmpretrain and mmdistill itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+BASE_PYTHON=${PYTHON:-python3}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+
+log() { echo "[mmdistill install] $*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if "$BASE_PYTHON" -c "import torch" 2>/dev/null; then
+    log "base interpreter already has torch; creating $VENV with system site-packages to keep it"
+    "$BASE_PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    log "creating $VENV"
+    "$BASE_PYTHON" -m venv "$VENV"
+  fi
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+
+if "$PY" -c "import torch" 2>/dev/null; then
+  log "torch $("$PY" -c 'import torch; print(torch.__version__)') present, keeping it"
+else
+  log "installing torch==$TORCH_VERSION"
+  "${PIP[@]}" install "torch==$TORCH_VERSION"
+fi
+
+if "$PY" -c "import mmcv.ops" 2>/dev/null; then
+  log "mmcv with ops present, skipping the build"
+else
+  # mmcv's setup.py imports pkg_resources (removed in setuptools>=70); torch's
+  # metadata asks for a newer setuptools, so this is a separate step and the
+  # newer one is put back after the build.
+  "${PIP[@]}" install numpy "mmengine==0.10.7" wheel ninja packaging
+  "${PIP[@]}" install "setuptools<70" 2>&1 | grep -v "dependency conflicts\|requires setuptools\|resolver does not" || true
+  if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    FORCE_CUDA=1
+  else
+    FORCE_CUDA=0
+  fi
+  log "building mmcv==2.1.0 with ops (FORCE_CUDA=$FORCE_CUDA); ~8 min on 2 cores the first time, cached afterwards"
+  MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+    "${PIP[@]}" install --no-build-isolation "mmcv==2.1.0"
+  "${PIP[@]}" install "setuptools>=77" || true
+fi
+
+if "$PY" -c "import mmengine, mmdet, mmseg, mmpretrain, ftfy, regex, pytest" 2>/dev/null \
+   && "$PY" -c "import mmdistill" 2>/dev/null; then
+  log "mm packages and mmdistill present"
+else
+  log "installing mmengine, mmdet, mmsegmentation, mmpretrain, runtime and test requirements"
+  "${PIP[@]}" install -r requirements/runtime.txt -r requirements/tests.txt \
+    mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0
+  "${PIP[@]}" install --no-build-isolation --no-deps -e .
+fi
+log "done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmpretrain; print("torch", torch.__version__, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__version__, "mmpretrain", mmpretrain.__version__)')"
