@@ -1,0 +1,17 @@
+"""Distillation losses: ``forward(student, teacher, data_samples=None)``
+returning a scalar already multiplied by its weight."""
+from .angular import AngularLoss
+from .at import ATLoss
+from .fgd import FGDLoss
+from .cwd import ChannelWiseDivergence
+from .l2 import L2Loss
+from .magnitude import MagnitudeLoss
+from .mgd import MGDLoss
+from .mse import MSELoss
+from .pixel_kl import PixelKLDivergence
+
+__all__ = [
+    'FGDLoss',
+    'L2Loss', 'MSELoss', 'AngularLoss', 'MagnitudeLoss',
+    'ChannelWiseDivergence', 'PixelKLDivergence', 'ATLoss', 'MGDLoss'
+]

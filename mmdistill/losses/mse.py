@@ -1,0 +1,54 @@
+"""Element-mean squared error, the loss of the TaT distillation (paper 000,
+``shared/papers/000_f56eff672f0e4e33.txt``)."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from mmdistill.registry import MODELS
+from mmdistill.utils.tensor import upcast
+
+
+@MODELS.register_module()
+class MSELoss(nn.Module):
+    """``loss = loss_weight * mean((S - T)^2)``.
+
+    The squared differences are averaged over every element (N*C*H*W of
+    them), the mean squared error between the reconfigured student S' and
+    the teacher T used by the target-aware transformer (paper 000,
+    ``shared/papers/000_f56eff672f0e4e33.txt``). Unlike :class:`L2Loss`
+    (sum / N), the value does not grow with the feature size.
+
+    Args:
+        loss_weight (float): weight the mean is multiplied by.
+            Defaults to 1.0.
+    """
+
+    def __init__(self, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self,
+                student: torch.Tensor,
+                teacher: torch.Tensor,
+                data_samples: Optional[list] = None) -> torch.Tensor:
+        """Compute the weighted mean squared error.
+
+        Args:
+            student (torch.Tensor): student feature, any shape.
+            teacher (torch.Tensor): teacher feature of the same shape; it is
+                detached, no gradient reaches the teacher.
+            data_samples (list, optional): unused, accepted for the common
+                loss signature.
+
+        Returns:
+            torch.Tensor: scalar loss, float32 for half-precision inputs.
+        """
+        if student.shape != teacher.shape:
+            raise ValueError(
+                f'MSELoss needs equal shapes, got student '
+                f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}: '
+                'add a connector that maps the student to the teacher\'s '
+                'channels and size.')
+        diff = upcast(student) - upcast(teacher.detach())
+        return self.loss_weight * diff.pow(2).mean()
