@@ -1,0 +1,451 @@
+"""Tests of TaTConnector (target-aware transformer, paper 000)."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from mmdistill.connectors import TaTConnector
+from mmdistill.registry import MODELS
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def make(in_c, out_c, **kwargs):
+    """A float64 connector with non-trivial BN affine parameters."""
+    conn = TaTConnector(in_c, out_c, **kwargs).double()
+    with torch.no_grad():
+        for module in conn.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return conn
+
+
+def embed_ref(conv_module, x):
+    """1x1 conv (no bias) then BatchNorm with the batch statistics."""
+    weight = conv_module.conv.weight.detach()[:, :, 0, 0]
+    y = torch.einsum('oc,nchw->nohw', weight, x)
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    var = ((y - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+    bn = conv_module.norm
+    y = (y - mean) / torch.sqrt(var + bn.eps)
+    return y * bn.weight.detach()[None, :, None, None] + \
+        bn.bias.detach()[None, :, None, None]
+
+
+def qkv_ref(conn, student, teacher):
+    q = embed_ref(conn.query, student)
+    v = embed_ref(conn.value, student)
+    k = embed_ref(conn.key, teacher) if conn.key is not None and \
+        not isinstance(conn.key, torch.nn.Identity) else teacher
+    return q, k, v
+
+
+def attend_ref(q, k, v):
+    """Row softmax of ``q k^T`` (no scaling) applied to ``v``; (L, D) each."""
+    logits = q @ k.T
+    weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return weights @ v, weights
+
+
+def global_ref(q, k, v, heads):
+    n, c, h, w = v.shape
+    d = c // heads
+    out = torch.zeros_like(v)
+    attn = torch.zeros(n, heads, h * w, h * w, dtype=v.dtype)
+    for b in range(n):
+        for head in range(heads):
+            sl = slice(head * d, (head + 1) * d)
+            o, a = attend_ref(q[b, sl].reshape(d, -1).T,
+                              k[b, sl].reshape(d, -1).T,
+                              v[b, sl].reshape(d, -1).T)
+            out[b, sl] = o.T.reshape(d, h, w)
+            attn[b, head] = a
+    return out, attn
+
+
+def starts(size, num):
+    length = math.ceil(size / num)
+    if num == 1:
+        return length, [0]
+    return length, [math.floor(i * (size - length) / (num - 1))
+                    for i in range(num)]
+
+
+def patch_group_ref(q, k, v, grid, groups):
+    """Loop over images, groups and patches; overlapped pixels averaged."""
+    n, c, h, w = v.shape
+    ph, row0 = starts(h, grid[0])
+    pw, col0 = starts(w, grid[1])
+    patches = [(r, s) for r in row0 for s in col0]  # row-major order
+    per = len(patches) // groups
+    out = torch.zeros_like(v)
+    count = torch.zeros(h, w, dtype=v.dtype)
+    attn = torch.zeros(n, groups, ph * pw, ph * pw, dtype=v.dtype)
+
+    def stack(x, b, members):
+        return torch.cat([x[b, :, r:r + ph, s:s + pw].reshape(c, -1)
+                          for r, s in members]).T
+
+    for b in range(n):
+        for g in range(groups):
+            members = patches[g * per:(g + 1) * per]
+            o, a = attend_ref(stack(q, b, members), stack(k, b, members),
+                              stack(v, b, members))
+            attn[b, g] = a
+            for t, (r, s) in enumerate(members):
+                out[b, :, r:r + ph, s:s + pw] += \
+                    o[:, t * c:(t + 1) * c].T.reshape(c, ph, pw)
+                if b == 0:
+                    count[r:r + ph, s:s + pw] += 1
+    assert (count > 0).all()  # every position is covered
+    return out / count, attn
+
+
+def cells(size, num):
+    return [(a * size // num, -(-(a + 1) * size // num)) for a in range(num)]
+
+
+def pool_ref(x, grid):
+    n, c, h, w = x.shape
+    out = torch.zeros(n, c, *grid, dtype=x.dtype)
+    for a, (r0, r1) in enumerate(cells(h, grid[0])):
+        for b, (s0, s1) in enumerate(cells(w, grid[1])):
+            out[:, :, a, b] = x[:, :, r0:r1, s0:s1].mean(dim=(2, 3))
+    return out
+
+
+def unpool_ref(x, size):
+    """Each position takes the mean of the anchor cells that contain it."""
+    n, c, gh, gw = x.shape
+    out = torch.zeros(n, c, *size, dtype=x.dtype)
+    hits = torch.zeros(*size, dtype=x.dtype)
+    for a, (r0, r1) in enumerate(cells(size[0], gh)):
+        for b, (s0, s1) in enumerate(cells(size[1], gw)):
+            out[:, :, r0:r1, s0:s1] += x[:, :, a:a + 1, b:b + 1]
+    for i in range(size[0]):
+        for j in range(size[1]):
+            hits[i, j] = sum(r0 <= i < r1 for r0, r1 in cells(size[0], gh)) \
+                * sum(s0 <= j < s1 for s0, s1 in cells(size[1], gw))
+    return out / hits
+
+
+def inputs(n, in_c, out_c, size, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    student = torch.randn(n, in_c, *size, generator=gen, dtype=torch.float64)
+    teacher = torch.randn(n, out_c, *size, generator=gen,
+                          dtype=torch.float64)
+    return student, teacher
+
+
+# --------------------------------------------------------------- global ---
+@pytest.mark.parametrize('n,in_c,out_c,size,heads', [
+    (2, 6, 10, (4, 5), 1),    # channel mismatch
+    (1, 8, 8, (3, 3), 1),     # batch 1
+    (2, 6, 12, (3, 4), 3),    # multi-head
+])
+def test_global_value(n, in_c, out_c, size, heads):
+    torch.manual_seed(0)
+    conn = make(in_c, out_c, mode='global', num_heads=heads)
+    student, teacher = inputs(n, in_c, out_c, size)
+    out = conn(student, teacher)
+    expected, attn = global_ref(*qkv_ref(conn, student, teacher), heads)
+    assert out.dtype == torch.float64 and out.shape == teacher.shape
+    assert rel_err(out, expected) <= 1e-6
+    assert rel_err(conn.last_attention, attn) <= 1e-6
+
+
+def test_global_attention_rows_sum_to_one_and_are_detached():
+    torch.manual_seed(0)
+    conn = make(4, 6, mode='global')
+    student, teacher = inputs(2, 4, 6, (5, 3))
+    student.requires_grad_(True)
+    conn(student, teacher)
+    attn = conn.last_attention
+    assert attn.shape == (2, 1, 15, 15)
+    assert not attn.requires_grad
+    assert (attn >= 0).all()
+    assert torch.allclose(attn.sum(-1), torch.ones(2, 1, 15,
+                                                   dtype=attn.dtype))
+    # not the uniform map: it really depends on q and k
+    assert attn.std() > 1e-3
+
+
+def test_no_sqrt_d_scaling():
+    """Doubling q (via theta's BN) must square the softmax logits' base."""
+    torch.manual_seed(0)
+    conn = make(4, 4, mode='global')
+    student, teacher = inputs(1, 4, 4, (2, 3))
+    conn(student, teacher)
+    first = conn.last_attention.clone()
+    with torch.no_grad():
+        conn.query.norm.weight.mul_(2)
+        conn.query.norm.bias.mul_(2)
+    conn(student, teacher)
+    second = conn.last_attention
+    # softmax(2 z) = softmax(z)^2 / sum(softmax(z)^2)
+    expected = first ** 2 / (first ** 2).sum(-1, keepdim=True)
+    assert rel_err(second, expected) <= 1e-6
+
+
+def test_identity_key():
+    torch.manual_seed(0)
+    conn = make(5, 6, mode='global', key_embed=False)
+    assert isinstance(conn.key, torch.nn.Identity)
+    student, teacher = inputs(2, 5, 6, (3, 3))
+    out = conn(student, teacher)
+    q = embed_ref(conn.query, student)
+    v = embed_ref(conn.value, student)
+    expected, _ = global_ref(q, teacher, v, 1)
+    assert rel_err(out, expected) <= 1e-6
+
+
+# ---------------------------------------------------------- patch group ---
+@pytest.mark.parametrize('size,grid,groups', [
+    ((8, 8), (2, 4), 4),      # 8 patches of 4x2, 2 patches per group
+    ((8, 6), (4, 3), None),   # one group per patch
+    ((6, 6), (3, 3), 1),      # all 9 patches stacked in one group
+])
+def test_patch_group_divisible_value(size, grid, groups):
+    torch.manual_seed(0)
+    conn = make(6, 10, mode='patch_group', patch_grid=grid,
+                num_groups=groups)
+    student, teacher = inputs(2, 6, 10, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # divisible: no warning
+        out = conn(student, teacher)
+    n_groups = groups or grid[0] * grid[1]
+    expected, attn = patch_group_ref(*qkv_ref(conn, student, teacher), grid,
+                                     n_groups)
+    assert out.shape == teacher.shape
+    assert rel_err(out, expected) <= 1e-6
+    assert rel_err(conn.last_attention, attn) <= 1e-6
+    assert torch.allclose(conn.last_attention.sum(-1),
+                          torch.ones(attn.shape[:-1], dtype=attn.dtype))
+
+
+def test_patch_group_one_patch_per_group_is_local_global_attention():
+    """With one group per patch each patch is an independent global TaT."""
+    torch.manual_seed(0)
+    conn = make(4, 6, mode='patch_group', patch_grid=(2, 2), num_groups=None)
+    student, teacher = inputs(1, 4, 6, (4, 6))
+    out = conn(student, teacher)
+    q, k, v = qkv_ref(conn, student, teacher)
+    for r in (0, 2):
+        for s in (0, 3):
+            sl = (slice(None), slice(None), slice(r, r + 2), slice(s, s + 3))
+            local, _ = global_ref(q[sl], k[sl], v[sl], 1)
+            assert rel_err(out[sl], local) <= 1e-6
+
+
+@pytest.mark.parametrize('size,grid,groups', [
+    ((7, 10), (3, 4), 2),     # remainder rows and columns
+    ((5, 9), (2, 2), 4),      # remainder, one group per patch
+    ((3, 5), (4, 4), 8),      # map smaller than the grid
+])
+def test_patch_group_non_divisible_value_and_warning(size, grid, groups):
+    torch.manual_seed(0)
+    conn = make(6, 8, mode='patch_group', patch_grid=grid, num_groups=groups)
+    student, teacher = inputs(2, 6, 8, size)
+    with pytest.warns(UserWarning, match='overlap'):
+        out = conn(student, teacher)
+    expected, attn = patch_group_ref(*qkv_ref(conn, student, teacher), grid,
+                                     groups)
+    assert out.shape == teacher.shape
+    assert rel_err(out, expected) <= 1e-6
+    assert rel_err(conn.last_attention, attn) <= 1e-6
+    # warned once per connector
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        conn(student, teacher)
+
+
+def test_patch_group_remainder_rows_and_columns_are_not_dropped():
+    torch.manual_seed(0)
+    conn = TaTConnector(4, 4, mode='patch_group', patch_grid=(2, 2),
+                        num_groups=1)
+    student = torch.randn(2, 4, 5, 7, requires_grad=True)
+    teacher = torch.randn(2, 4, 5, 7)
+    with pytest.warns(UserWarning):
+        out = conn(student, teacher)
+    # the last row and column of the output depend on the student
+    out[:, :, -1, :].sum().backward(retain_graph=True)
+    assert student.grad[:, :, -1, :].abs().sum() > 0
+    student.grad = None
+    out[:, :, :, -1].sum().backward()
+    assert student.grad[:, :, :, -1].abs().sum() > 0
+
+
+# --------------------------------------------------------------- anchor ---
+@pytest.mark.parametrize('size,anchor', [
+    ((8, 12), (4, 3)),        # divisible: 2x4 cells
+    ((7, 10), (3, 4)),        # unequal, overlapping adaptive cells
+    ((3, 5), (4, 4)),         # anchor grid larger than the map: clamped
+])
+def test_anchor_value_both_outputs(size, anchor):
+    torch.manual_seed(0)
+    up = make(6, 10, mode='anchor', anchor_size=anchor)
+    grid_only = make(6, 10, mode='anchor', anchor_size=anchor,
+                     anchor_output='anchor')
+    grid_only.load_state_dict(up.state_dict())
+    student, teacher = inputs(2, 6, 10, size)
+    grid = (min(anchor[0], size[0]), min(anchor[1], size[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        out_up = up(student, teacher)
+        out_grid = grid_only(student, teacher)
+    q, k, v = qkv_ref(up, student, teacher)
+    expected, attn = global_ref(pool_ref(q, grid), pool_ref(k, grid),
+                                pool_ref(v, grid), 1)
+    assert out_grid.shape == (2, 10, *grid)
+    assert rel_err(out_grid, expected) <= 1e-6
+    assert rel_err(grid_only.last_attention, attn) <= 1e-6
+    assert up.last_attention.shape == (2, 1, grid[0] * grid[1],
+                                       grid[0] * grid[1])
+    assert out_up.shape == teacher.shape
+    assert rel_err(out_up, unpool_ref(expected, size)) <= 1e-6
+    # loss targets
+    assert rel_err(grid_only.teacher_target(teacher),
+                   pool_ref(teacher, grid)) <= 1e-6
+    assert torch.equal(up.teacher_target(teacher), teacher)
+    assert rel_err(up.pool_teacher(teacher), pool_ref(teacher, grid)) <= 1e-6
+
+
+def test_anchor_warns_once_when_cells_are_unequal():
+    conn = TaTConnector(4, 4, mode='anchor', anchor_size=(3, 4))
+    student, teacher = torch.randn(2, 4, 7, 10), torch.randn(2, 4, 7, 10)
+    with pytest.warns(UserWarning, match='anchor grid'):
+        conn(student, teacher)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        conn(student, teacher)
+        conn(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8))
+
+
+def test_anchor_upsampled_mse_has_the_paper_gradients():
+    """MSE(up(S'), T) = MSE(S', pool(T)) + const for equal anchor cells."""
+    torch.manual_seed(0)
+    up = make(6, 8, mode='anchor', anchor_size=(2, 3))
+    grid_only = make(6, 8, mode='anchor', anchor_size=(2, 3),
+                     anchor_output='anchor')
+    grid_only.load_state_dict(up.state_dict())
+    teacher = torch.randn(2, 8, 6, 9, dtype=torch.float64)
+    losses, grads = [], []
+    for conn, seed in ((up, 1), (grid_only, 1), (up, 2), (grid_only, 2)):
+        student = torch.randn(2, 6, 6, 9, dtype=torch.float64,
+                              generator=torch.Generator().manual_seed(seed),
+                              requires_grad=True)
+        conn.zero_grad()
+        out = conn(student, teacher)
+        loss = ((out - conn.teacher_target(teacher)) ** 2).mean()
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([student.grad.flatten()] +
+                               [p.grad.flatten() for p in conn.parameters()]))
+    # within-cell variance of the teacher: the constant gap
+    cell = teacher.reshape(2, 8, 2, 3, 3, 3)
+    gap = cell.var(dim=(3, 5), unbiased=False).mean().item()
+    assert abs((losses[0] - losses[1]) - gap) <= 1e-9
+    assert abs((losses[2] - losses[3]) - gap) <= 1e-9
+    assert rel_err(grads[0], grads[1]) <= 1e-6
+    assert rel_err(grads[2], grads[3]) <= 1e-6
+    assert rel_err(grads[2], grads[0]) > 1e-3  # not a constant
+
+
+# ------------------------------------------------------- shared checks ---
+@pytest.mark.parametrize('mode', ['global', 'patch_group', 'anchor'])
+def test_gradients_student_and_params_never_teacher(mode):
+    torch.manual_seed(0)
+    conn = TaTConnector(4, 6, mode=mode, patch_grid=(2, 2), num_groups=2,
+                        anchor_size=(2, 2))
+    student = torch.randn(2, 4, 4, 4, requires_grad=True)
+    teacher = torch.randn(2, 6, 4, 4, requires_grad=True)
+    out = conn(student, teacher)
+    ((out - teacher.detach()) ** 2).mean().backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    for name, param in conn.named_parameters():
+        assert param.grad is not None, name
+        if name == 'key.bn.bias':
+            # adds q_i . beta to every logit of row i: softmax-invariant
+            assert param.grad.abs().max() < 1e-6
+        else:
+            assert param.grad.abs().sum() > 1e-6, name
+    assert teacher.grad is None
+    names = {name.split('.')[0] for name, _ in conn.named_parameters()}
+    assert names == {'query', 'value', 'key'}
+
+
+@pytest.mark.parametrize('mode,extra', [
+    ('global', {}),
+    ('patch_group', {}),                               # paper grid 16 x 16
+    ('patch_group', dict(patch_grid=4, num_groups=8)),
+    ('anchor', {}),                                    # anchors 32 -> 16
+])
+def test_pspnet_stage4_shapes(mode, extra):
+    """PSPNet stage 4 at 1/8: 512 student, 2048 teacher channels."""
+    torch.manual_seed(0)
+    conn = TaTConnector(512, 2048, mode=mode, **extra)
+    student, teacher = torch.randn(1, 512, 16, 16), torch.randn(1, 2048, 16,
+                                                                  16)
+    out = conn(student, teacher)
+    assert out.shape == (1, 2048, 16, 16) and torch.isfinite(out).all()
+    assert torch.allclose(conn.last_attention.sum(-1),
+                          torch.ones(conn.last_attention.shape[:-1]),
+                          atol=1e-5)
+
+
+def test_fpn_levels():
+    """Five FPN levels (strides 8-128 of a 128 x 96 input), 256 channels."""
+    torch.manual_seed(0)
+    conns = [TaTConnector(256, 256) for _ in range(5)]
+    for conn, size in zip(conns, [(16, 12), (8, 6), (4, 3), (2, 2), (1, 1)]):
+        student, teacher = torch.randn(2, 256, *size), torch.randn(2, 256,
+                                                                    *size)
+        out = conn(student, teacher)
+        assert out.shape == (2, 256, *size)
+        hw = size[0] * size[1]
+        assert conn.last_attention.shape == (2, 1, hw, hw)
+
+
+def test_keep_attention_off():
+    conn = TaTConnector(4, 4, keep_attention=False)
+    conn(torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3))
+    assert conn.last_attention is None
+
+
+def test_half_precision_attention_in_float32():
+    conn = TaTConnector(4, 6).to(torch.bfloat16)
+    out = conn(torch.randn(2, 4, 3, 3, dtype=torch.bfloat16),
+               torch.randn(2, 6, 3, 3, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    assert conn.last_attention.dtype == torch.float32
+
+
+def test_errors_name_the_problem():
+    conn = TaTConnector(4, 6)
+    with pytest.raises(ValueError, match='teacher'):
+        conn(torch.randn(1, 4, 3, 3))
+    with pytest.raises(ValueError, match='spatial size'):
+        conn(torch.randn(1, 4, 3, 3), torch.randn(1, 6, 4, 4))
+    with pytest.raises(ValueError, match='channels'):
+        conn(torch.randn(1, 5, 3, 3), torch.randn(1, 6, 3, 3))
+    with pytest.raises(ValueError, match='num_groups'):
+        TaTConnector(4, 6, mode='patch_group', patch_grid=(3, 3),
+                     num_groups=2)
+    with pytest.raises(ValueError, match='num_heads'):
+        TaTConnector(4, 6, num_heads=4)
+    with pytest.raises(ValueError, match='mode'):
+        TaTConnector(4, 6, mode='local')
+    with pytest.raises(ValueError, match='anchor_output'):
+        TaTConnector(4, 6, anchor_output='nearest')
+
+
+def test_registry():
+    conn = MODELS.build(dict(type='TaTConnector', in_channels=4,
+                             out_channels=8, mode='patch_group',
+                             patch_grid=(2, 2), num_groups=2))
+    assert conn.mode == 'patch_group' and conn.num_groups == 2
