@@ -52,13 +52,19 @@ else
   "${PIP[@]}" install "setuptools>=77" || true
 fi
 
-if "$PY" -c "import mmengine, mmdet, mmseg, mmpretrain, ftfy, regex, pytest" 2>/dev/null \
-   && "$PY" -c "import mmdistill" 2>/dev/null; then
-  log "mm packages and mmdistill present"
+# (run from / so that the checkout itself is not what gets imported)
+if (cd / && "$PY" -c "import mmengine, mmdet, mmseg, mmpretrain, ftfy, regex, matplotlib, pytest, xdist") 2>/dev/null; then
+  log "mmengine, mmdet, mmseg, mmpretrain and test requirements present"
 else
   log "installing mmengine, mmdet, mmsegmentation, mmpretrain, runtime and test requirements"
   "${PIP[@]}" install -r requirements/runtime.txt -r requirements/tests.txt \
     mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0
+fi
+if [ "$("$PY" -m pip show -f mmdistill 2>/dev/null | grep -c "$(pwd)")" -gt 0 ] \
+   && [ -e mmdistill/.mim/configs ]; then
+  log "mmdistill installed from this checkout"
+else
+  log "installing mmdistill (editable) from $(pwd)"
   "${PIP[@]}" install --no-build-isolation --no-deps -e .
 fi
 log "done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmpretrain; print("torch", torch.__version__, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__version__, "mmpretrain", mmpretrain.__version__)')"

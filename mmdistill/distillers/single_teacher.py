@@ -115,6 +115,14 @@ def build_teacher(config: str,
     return teacher
 
 
+def build_component(cfg: dict) -> nn.Module:
+    """Build a connector or loss in the ``mmdistill`` scope (the runner's
+    default scope is the student's, e.g. ``mmdet``); a scoped type such as
+    ``'mmdet.SmoothL1Loss'`` still resolves through its own registry."""
+    with DefaultScope.overwrite_default_scope('mmdistill'):
+        return MODELS.build(cfg)
+
+
 class _Pair:
     """A resolved distillation pair."""
 
@@ -171,8 +179,10 @@ class SingleTeacherDistiller(BaseModel):
             (e.g. ``['neck', 'bbox_head']``) whose teacher weights are copied
             into the student where names and shapes match: the "inheriting
             strategy" of FGD/MGD.
-        data_preprocessor (dict, optional): Replaces the student's data
-            preprocessor for both models. Defaults to the student's.
+        data_preprocessor (dict, optional): Used only when the student
+            config has no data preprocessor (mmengine's Runner passes the
+            config's top-level ``data_preprocessor`` here). The student's own
+            always wins.
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -191,7 +201,7 @@ class SingleTeacherDistiller(BaseModel):
                 'student={{_base_.model}} in a config inheriting the '
                 "student's mmdet/mmseg config.")
         student = copy.deepcopy(student)
-        if data_preprocessor is not None:
+        if student.get('data_preprocessor') is None and data_preprocessor:
             student['data_preprocessor'] = data_preprocessor
         self.student = ROOT_MODELS.build(student)
         self.data_preprocessor = self.student.data_preprocessor
@@ -266,8 +276,8 @@ class SingleTeacherDistiller(BaseModel):
             self.pairs[pair] = _Pair(pair, parse_tap(students[level]),
                                      parse_tap(teachers[level]))
             if connectors[level] is not None:
-                self.connectors[pair] = MODELS.build(connectors[level])
-            loss = MODELS.build(losses[level])
+                self.connectors[pair] = build_component(connectors[level])
+            loss = build_component(losses[level])
             self.distill_losses[pair] = loss
             params = inspect.signature(loss.forward).parameters
             self._loss_takes_samples[pair] = 'data_samples' in params
@@ -362,7 +372,12 @@ class SingleTeacherDistiller(BaseModel):
             student = student_features[name]
             teacher = teacher_features[name].detach()
             if name in self.connectors:
-                student = self.connectors[name](student, teacher)
+                connector = self.connectors[name]
+                student = connector(student, teacher)
+                # e.g. TaT in anchor mode compares with the pooled teacher
+                target = getattr(connector, 'teacher_target', None)
+                if target is not None:
+                    teacher = target(teacher)
             loss = self.distill_losses[name]
             key = LOSS_PREFIX + name
             if key in losses:

@@ -172,12 +172,10 @@ class FeatureRecorder:
         self.model = model
         self.taps = dict(taps)
         self.owner = owner
-        modules = dict(model.named_modules())
         self._by_module: Dict[tuple, List[str]] = {}
         for name, tap in self.taps.items():
             key = (tap.path, tap.source)
             self._by_module.setdefault(key, []).append(name)
-        self._modules = {key: modules[key[0]] for key in self._by_module}
 
     def _select(self, name: str, value):
         tap = self.taps[name]
@@ -232,7 +230,11 @@ class FeatureRecorder:
                 return lambda module, args: store(args)
             return lambda module, args, output: store(output)
 
-        for key, module in self._modules.items():
+        # Looked up at every call: the runner may have replaced modules since
+        # the build (SyncBN reverted or converted, DDP wrapping).
+        modules = dict(self.model.named_modules())
+        for key in self._by_module:
+            module = modules[key[0]]
             hook = make_hook(key)
             if key[1] == 'input':
                 handles.append(module.register_forward_pre_hook(hook))
