@@ -4,12 +4,21 @@ torch 2.6 made ``torch.load`` weights-only by default; mmengine's runner
 checkpoints hold a few non-tensor objects (the message hub's
 ``HistoryBuffer`` and numpy scalars/arrays), so ``--resume`` and
 ``load_from`` fail with ``UnpicklingError: Weights only load failed``.
-Instead of turning weights-only off, :func:`allow_mmengine_checkpoints` adds
-exactly those types to torch's allowlist of safe globals; any other object in
-a file a user points at is still refused.
+Instead of turning weights-only off, :func:`allow_mmengine_checkpoints`
+
+* adds exactly those types to torch's allowlist of safe globals, and
+* makes mmengine's loader of local files (used by ``load_from``,
+  ``--resume`` and ``load_checkpoint``) unpickle with torch's weights-only
+  allowlist plus one thing torch cannot express: ``HistoryBuffer`` pickles its
+  statistics methods as ``getattr(HistoryBuffer, 'mean')``, so ``getattr`` is
+  accepted on that class and those names only.
+
+Any other object in a file a user points at is still refused.
 """
 import os
 import os.path as osp
+import pickle
+import types
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional
 
@@ -35,17 +44,87 @@ def _numpy_safe_globals() -> list:
     return safe
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Allow the types of mmengine runner checkpoints in weights-only loads.
+def _allowed_globals() -> Dict[str, Any]:
+    """``'module.name' -> object`` that torch's weights-only load accepts,
+    including what was added with ``add_safe_globals``."""
+    from torch import _weights_only_unpickler as wou
+    allowed = dict(wou._get_allowed_globals())
+    allowed.update(wou._get_user_allowed_globals())
+    return allowed
 
-    Safe to call several times. Does nothing on a torch without
-    ``torch.serialization.add_safe_globals``.
-    """
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    from mmengine.logging import HistoryBuffer
+    methods = set(HistoryBuffer._statistics_methods) | {
+        'min', 'max', 'current', 'mean'}
+    if obj is HistoryBuffer and name in methods:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only torch's weights-only globals and HistoryBuffer's
+    statistics methods."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ('builtins', '__builtin__') and name == 'getattr':
+            return _history_buffer_getattr
+        allowed = _allowed_globals()
+        for mod in (module, module.replace('numpy.core', 'numpy._core', 1)):
+            if f'{mod}.{name}' in allowed:
+                return allowed[f'{mod}.{name}']
+        raise pickle.UnpicklingError(
+            f'{module}.{name} is not allowed in a checkpoint (mmdistill '
+            'loads checkpoints with torch\'s weights-only allowlist). If you '
+            'trust this file, add the type with '
+            'torch.serialization.add_safe_globals([...]) before loading.')
+
+
+restricted_pickle = types.ModuleType('mmdistill_restricted_pickle')
+restricted_pickle.Unpickler = _RestrictedUnpickler
+restricted_pickle.load = pickle.load
+restricted_pickle.__name__ = 'mmdistill_restricted_pickle'
+
+
+def load_checkpoint_file(filename: str, map_location=None) -> Any:
+    """``torch.load`` of a local runner checkpoint, restricted as described
+    in the module docstring; a corrupt file gives a clear error."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(
+            filename,
+            map_location=map_location,
+            pickle_module=restricted_pickle,
+            weights_only=False)
+    except pickle.UnpicklingError:
+        raise
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise RuntimeError(
+            f'Cannot read the checkpoint {filename}: {err}. The file is '
+            'truncated or corrupt (an interrupted save or copy?); use another '
+            'checkpoint, e.g. the previous one in the work dir.') from err
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let mmengine runner checkpoints load on torch >= 2.6 (see the module
+    docstring). Safe to call several times."""
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:
+    if add_safe_globals is None:  # torch < 2.4 loads them anyway
         return
     from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader
     add_safe_globals([HistoryBuffer] + _numpy_safe_globals())
+    CheckpointLoader.register_scheme(prefixes='', force=True)(
+        load_from_local)
+
+
+def load_from_local(filename: str, map_location=None) -> Any:
+    """mmengine ``CheckpointLoader`` scheme for local files (its log line
+    reads "Loads checkpoint by local backend")."""
+    return load_checkpoint_file(filename, map_location)
 
 
 def _plain(value: Any) -> Any:
