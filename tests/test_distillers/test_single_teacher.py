@@ -1,0 +1,202 @@
+"""SingleTeacherDistiller on a shrunken real RetinaNet / PSPNet."""
+import copy
+
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.registry import MODELS as ROOT_MODELS
+from mmengine.registry import DefaultScope
+
+from mmdistill.registry import MODELS
+from mmdistill.testing import random_checkpoint
+
+
+def build(cfg):
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        return ROOT_MODELS.build(copy.deepcopy(cfg.model))
+
+
+def det_batch(model, num_boxes=(2, 0)):
+    """A preprocessed batch of 2 images with boxes (and one without)."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    inputs, samples = [], []
+    for i, k in enumerate(num_boxes):
+        inputs.append(torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8))
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(96, 128), ori_shape=(96, 128), scale_factor=(1., 1.)))
+        xy = torch.rand(k, 2) * 60
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + 20 + torch.rand(k, 2) * 20], 1),
+            labels=torch.randint(0, 80, (k, )))
+        samples.append(sample)
+    data = model.data_preprocessor(
+        dict(inputs=inputs, data_samples=samples), True)
+    return data['inputs'], data['data_samples']
+
+
+@pytest.fixture
+def retina(tiny_cfg):
+    cfg, ckpt = tiny_cfg('retinanet')
+    return cfg, ckpt
+
+
+def test_losses_frozen_teacher_and_gradients(retina):
+    cfg, _ = retina
+    model = build(cfg)
+    model.train()
+    teacher = model.teacher
+    assert all(not m.training for m in teacher.modules())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    own = {id(p) for p in model.parameters()}
+    assert not any(id(p) in own for p in teacher.parameters())
+    assert not any(k.startswith('teacher') for k in model.state_dict())
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+
+    ran = {'neck': 0, 'bbox_head': 0}
+    teacher.neck.register_forward_pre_hook(
+        lambda *a: ran.__setitem__('neck', ran['neck'] + 1))
+    teacher.bbox_head.register_forward_pre_hook(
+        lambda *a: ran.__setitem__('bbox_head', ran['bbox_head'] + 1))
+
+    inputs, samples = det_batch(model)
+    losses = model(inputs, samples, mode='loss')
+    student_keys = set(model.student.loss(inputs, samples))
+    assert student_keys < set(losses)
+    distill = sorted(k for k in losses if k.startswith('loss_distill_'))
+    assert distill == [f'loss_distill_fpn_{i}' for i in range(5)]
+    assert ran == {'neck': 1, 'bbox_head': 0}  # teacher stopped after neck
+
+    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(v)
+                for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert all(p.grad is not None
+               for p in model.connectors.parameters())
+    assert model.student.backbone.layer4[0].conv1.weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+    # BN running stats of the teacher never move
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+    # predict goes to the student alone
+    model.eval()
+    with torch.no_grad():
+        a = model(inputs, samples, mode='tensor')
+        b = model.student(inputs, samples, mode='tensor')
+    assert all(torch.equal(x, y) for x, y in zip(a[0], b[0]))
+
+
+def test_teacher_stays_in_eval_through_train_calls(retina):
+    cfg, _ = retina
+    model = build(cfg)
+    for mode in (True, False, True):
+        model.train(mode)
+        assert model.student.training is mode
+        assert all(not m.training for m in model.teacher.modules())
+
+
+def test_unknown_tap_path_names_the_closest(retina):
+    cfg, _ = retina
+    cfg.model.distill.fpn.student = 'neck.fpn_conv.{0-4}.conv'
+    with pytest.raises(KeyError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert "'neck.fpn_conv.0.conv' is not a module of the student" in message
+    assert 'neck.fpn_convs.0.conv' in message
+
+
+def test_mismatched_teacher_checkpoint_lists_the_keys(retina, tmp_path):
+    cfg, _ = retina
+    wrong = copy.deepcopy(cfg.model.teacher.cfg_options.model)
+    wrong.pop('_delete_')
+    wrong.neck.out_channels = 24
+    wrong.bbox_head.in_channels = wrong.bbox_head.feat_channels = 24
+    path = str(tmp_path / 'wrong.pth')
+    random_checkpoint(wrong, path, scope='mmdet')
+    state = torch.load(path)
+    state['state_dict'].pop('backbone.conv1.weight')
+    state['state_dict']['extra.weight'] = torch.zeros(1)
+    torch.save(state, path)
+    cfg.model.teacher.checkpoint = path
+    with pytest.raises(ValueError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert 'missing in the checkpoint (1)' in message
+    assert 'backbone.conv1.weight' in message
+    assert 'unexpected in the checkpoint (1)' in message
+    assert 'extra.weight' in message
+    assert 'shape mismatch' in message and 'neck.fpn_convs.0.conv.weight' in message
+    assert 'strict=False' in message
+
+    cfg.model.teacher.strict = False
+    with pytest.warns(UserWarning, match='matching weights only'):
+        model = build(cfg)
+    loaded = model.teacher.state_dict()
+    assert torch.equal(loaded['backbone.layer1.0.conv1.weight'],
+                       state['state_dict']['backbone.layer1.0.conv1.weight'])
+
+
+def test_missing_checkpoint_and_bad_pair_are_clear(retina):
+    cfg, _ = retina
+    bad = copy.deepcopy(cfg)
+    bad.model.teacher.checkpoint = None
+    with pytest.raises(ValueError, match='teacher.checkpoint is required'):
+        build(bad)
+    bad = copy.deepcopy(cfg)
+    bad.model.distill.fpn.pop('loss')
+    with pytest.raises(ValueError, match='needs student, teacher and loss'):
+        build(bad)
+    bad = copy.deepcopy(cfg)
+    bad.model.distill.fpn.teacher = 'neck.fpn_convs.{0-2}.conv'
+    with pytest.raises(ValueError, match='5 levels .* 3'):
+        build(bad)
+
+
+def test_inherit_from_teacher_and_student_checkpoint(tiny_cfg, tmp_path):
+    cfg, ckpt = tiny_cfg('retinanet', same_shape=True)
+    cfg.model.init_student_from_teacher = ['neck', 'bbox_head']
+    student_ckpt = random_checkpoint(
+        cfg.model.student, str(tmp_path / 'student.pth'), scope='mmdet',
+        seed=7)
+    cfg.model.student_checkpoint = student_ckpt
+    model = build(cfg)
+    model.init_weights()
+    teacher = torch.load(ckpt)['state_dict']
+    pretrained = torch.load(student_ckpt)['state_dict']
+    state = model.student.state_dict()
+    for key, value in state.items():
+        if key.startswith(('neck.', 'bbox_head.')):
+            assert torch.equal(value, teacher[key]), key
+        elif key.startswith('backbone.'):
+            assert torch.equal(value, pretrained[key]), key
+
+
+def test_losses_receive_data_samples(retina):
+    seen = {}
+
+    @MODELS.register_module(force=True)
+    class _RecordingLoss(torch.nn.Module):
+
+        def forward(self, student, teacher, data_samples=None):
+            seen['samples'] = data_samples
+            return (student - teacher).abs().mean()
+
+    cfg, _ = retina
+    cfg.model.distill = ConfigDict(
+        p3=dict(
+            student='neck.fpn_convs.0.conv',
+            teacher='neck.fpn_convs.0.conv',
+            connector=dict(type='LinearConnector', in_channels=16,
+                           out_channels=32),
+            loss=dict(type='_RecordingLoss')),
+        fgd=dict(
+            student='neck[1]',
+            teacher='neck[1]',
+            loss=dict(type='FGDLoss', in_channels=32, student_channels=16)))
+    model = build(cfg)
+    inputs, samples = det_batch(model)
+    losses = model(inputs, samples, mode='loss')
+    assert seen['samples'] is samples
+    assert torch.isfinite(losses['loss_distill_fgd'])
+    assert set(k for k in losses if k.startswith('loss_distill')) == {
+        'loss_distill_p3', 'loss_distill_fgd'}
