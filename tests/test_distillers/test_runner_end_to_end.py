@@ -100,6 +100,13 @@ def test_train_validate_save_resume_export(name, tiny_cfg):
     assert sha256(export1) == export1_hash  # nothing rewritten
     assert not osp.exists(export1.replace('.pth', '-1.pth'))
 
+    # load_from: the runner's own loader reads a runner checkpoint
+    runner.load_checkpoint(ckpt1, map_location='cpu')
+    for key, value in runner.model.state_dict().items():
+        if key in saved['state_dict']:
+            assert torch.equal(value, saved['state_dict'][key]), key
+    runner.load_checkpoint(ckpt2, map_location='cpu')
+
     # the export is plain: no mmdistill type needed to unpickle it
     assert torch.serialization.get_unsafe_globals_in_checkpoint(
         export2) == []
