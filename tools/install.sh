@@ -26,11 +26,17 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check -q)
 
+# pip install, without the machine's "Location ... is ignored" noise; keeps
+# pip's exit status (pipefail).
+pip_install() {
+  "${PIP[@]}" install "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }
+}
+
 if "$PY" -c "import torch" 2>/dev/null; then
   log "torch $("$PY" -c 'import torch; print(torch.__version__)') present, keeping it"
 else
   log "installing torch==$TORCH_VERSION"
-  "${PIP[@]}" install "torch==$TORCH_VERSION"
+  pip_install "torch==$TORCH_VERSION"
 fi
 
 if "$PY" -c "import mmcv.ops" 2>/dev/null; then
@@ -39,8 +45,8 @@ else
   # mmcv's setup.py imports pkg_resources (removed in setuptools>=70); torch's
   # metadata asks for a newer setuptools, so this is a separate step and the
   # newer one is put back after the build.
-  "${PIP[@]}" install numpy "mmengine==0.10.7" wheel ninja packaging
-  "${PIP[@]}" install "setuptools<70" 2>&1 | grep -v "dependency conflicts\|requires setuptools\|resolver does not" || true
+  pip_install numpy "mmengine==0.10.7" wheel ninja packaging
+  pip_install "setuptools<70" 2>&1 | grep -v "dependency conflicts\|requires setuptools\|resolver does not" || true
   if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     FORCE_CUDA=1
   else
@@ -48,8 +54,8 @@ else
   fi
   log "building mmcv==2.1.0 with ops (FORCE_CUDA=$FORCE_CUDA); ~8 min on 2 cores the first time, cached afterwards"
   MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-    "${PIP[@]}" install --no-build-isolation "mmcv==2.1.0"
-  "${PIP[@]}" install "setuptools>=77" || true
+    pip_install --no-build-isolation "mmcv==2.1.0"
+  pip_install "setuptools>=77" || true
 fi
 
 # (run from / so that the checkout itself is not what gets imported)
@@ -57,7 +63,7 @@ if (cd / && "$PY" -c "import mmengine, mmdet, mmseg, mmpretrain, ftfy, regex, ma
   log "mmengine, mmdet, mmseg, mmpretrain and test requirements present"
 else
   log "installing mmengine, mmdet, mmsegmentation, mmpretrain, runtime and test requirements"
-  "${PIP[@]}" install -r requirements/runtime.txt -r requirements/tests.txt \
+  pip_install -r requirements/runtime.txt -r requirements/tests.txt \
     mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0
 fi
 if [ "$("$PY" -m pip show -f mmdistill 2>/dev/null | grep -c "$(pwd)")" -gt 0 ] \
@@ -65,6 +71,6 @@ if [ "$("$PY" -m pip show -f mmdistill 2>/dev/null | grep -c "$(pwd)")" -gt 0 ] 
   log "mmdistill installed from this checkout"
 else
   log "installing mmdistill (editable) from $(pwd)"
-  "${PIP[@]}" install --no-build-isolation --no-deps -e .
+  pip_install --no-build-isolation --no-deps -e .
 fi
 log "done: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmpretrain; print("torch", torch.__version__, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__version__, "mmpretrain", mmpretrain.__version__)')"
