@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import check_same_shape, upcast
 
 
 @MODELS.register_module()
@@ -77,13 +77,11 @@ class AngularLoss(nn.Module):
         Returns:
             torch.Tensor: scalar loss, float32 for half-precision inputs.
         """
-        if student.shape != teacher.shape:
-            raise ValueError(
-                f'AngularLoss needs equal shapes, got student '
-                f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}: '
-                'add a connector (e.g. 1x1 conv + BN + ReLU, as paper 002 '
-                'does) that maps the student to the teacher\'s channels and '
-                'size.')
+        check_same_shape(
+            'AngularLoss', student, teacher,
+            'add a connector (e.g. 1x1 conv + BN + ReLU, as paper 002 '
+            "does) that maps the student to the teacher's channels and "
+            'size.')
         if student.dim() < 2:
             raise ValueError(
                 'AngularLoss needs features shaped (N, C, *spatial), got '

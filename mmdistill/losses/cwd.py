@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import check_same_shape, upcast
 
 
 @MODELS.register_module()
@@ -61,12 +61,7 @@ class ChannelWiseDivergence(nn.Module):
         Returns:
             torch.Tensor: scalar loss, float32 for half-precision inputs.
         """
-        if student.shape != teacher.shape:
-            raise ValueError(
-                f'ChannelWiseDivergence needs equal shapes, got student '
-                f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}: '
-                'add a connector that maps the student to the teacher\'s '
-                'channels and size.')
+        check_same_shape('ChannelWiseDivergence', student, teacher)
         if student.dim() < 3:
             raise ValueError(
                 'ChannelWiseDivergence needs (N, C, H, W) tensors, got shape '

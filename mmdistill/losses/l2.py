@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import check_same_shape, upcast
 
 
 @MODELS.register_module()
@@ -29,10 +29,6 @@ class L2Loss(nn.Module):
                 student: torch.Tensor,
                 teacher: torch.Tensor,
                 data_samples: Optional[list] = None) -> torch.Tensor:
-        if student.shape != teacher.shape:
-            raise ValueError(
-                f'L2Loss needs equal shapes, got student {tuple(student.shape)}'
-                f' and teacher {tuple(teacher.shape)}: add a connector that '
-                'maps the student to the teacher\'s channels and size.')
+        check_same_shape('L2Loss', student, teacher)
         diff = upcast(student) - upcast(teacher.detach())
         return self.loss_weight * diff.pow(2).sum() / student.shape[0]

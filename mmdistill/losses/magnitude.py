@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import check_same_shape, upcast
 
 
 @MODELS.register_module()
@@ -51,12 +51,10 @@ class MagnitudeLoss(nn.Module):
         Returns:
             torch.Tensor: scalar loss, float32 for half-precision inputs.
         """
-        if student.shape != teacher.shape:
-            raise ValueError(
-                f'MagnitudeLoss needs equal shapes, got student '
-                f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}: '
-                'add a connector (e.g. 1x1 conv + BN + ReLU) that maps the '
-                'student to the teacher\'s channels and size.')
+        check_same_shape(
+            'MagnitudeLoss', student, teacher,
+            'add a connector (e.g. 1x1 conv + BN + ReLU) that maps the '
+            "student to the teacher's channels and size.")
         s = upcast(student).flatten(1)
         t = upcast(teacher.detach()).flatten(1)
         num_elements = s.shape[1]

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import check_same_shape, upcast
 
 
 @MODELS.register_module()
@@ -44,11 +44,6 @@ class MSELoss(nn.Module):
         Returns:
             torch.Tensor: scalar loss, float32 for half-precision inputs.
         """
-        if student.shape != teacher.shape:
-            raise ValueError(
-                f'MSELoss needs equal shapes, got student '
-                f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}: '
-                'add a connector that maps the student to the teacher\'s '
-                'channels and size.')
+        check_same_shape('MSELoss', student, teacher)
         diff = upcast(student) - upcast(teacher.detach())
         return self.loss_weight * diff.pow(2).mean()

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import check_same_shape, upcast
 
 
 @MODELS.register_module()
@@ -94,12 +94,10 @@ class PixelKLDivergence(nn.Module):
         Returns:
             torch.Tensor: scalar loss, float32 for half-precision inputs.
         """
-        if student.shape != teacher.shape:
-            raise ValueError(
-                f'PixelKLDivergence needs equal shapes, got student '
-                f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}: '
-                'both must predict the same classes; resize the student '
-                'logits to the teacher\'s size (or add a connector).')
+        check_same_shape(
+            'PixelKLDivergence', student, teacher,
+            'both must predict the same classes; resize the student '
+            "logits to the teacher's size (or add a connector).")
         if student.dim() != 4:
             raise ValueError(
                 'PixelKLDivergence needs logits shaped (N, K, H, W), got '

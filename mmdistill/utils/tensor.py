@@ -11,3 +11,17 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     if x.dtype in (torch.float16, torch.bfloat16):
         return x.float()
     return x
+
+
+def check_same_shape(
+        owner: str,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        fix: str = ('add a connector that maps the student to the '
+                    "teacher's channels and size.")) -> None:
+    """Raise a ``ValueError`` naming both shapes and the fix when the
+    student and teacher tensors a loss compares differ in shape."""
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f'{owner} needs equal shapes, got student {tuple(student.shape)}'
+            f' and teacher {tuple(teacher.shape)}: {fix}')
