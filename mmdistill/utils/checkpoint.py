@@ -1,24 +1,23 @@
 """Checkpoint I/O on torch >= 2.6, and the student-only export.
 
 torch 2.6 made ``torch.load`` weights-only by default; mmengine's runner
-checkpoints hold a few non-tensor objects (the message hub's
-``HistoryBuffer`` and numpy scalars/arrays), so ``--resume`` and
-``load_from`` fail with ``UnpicklingError: Weights only load failed``.
-Instead of turning weights-only off, :func:`allow_mmengine_checkpoints`
+checkpoints hold a few non-tensor objects, so ``--resume`` and ``load_from``
+fail with ``UnpicklingError: Weights only load failed``. Instead of turning
+weights-only off, :func:`allow_mmengine_checkpoints` adds to torch's own
+allowlist exactly what those checkpoints hold:
 
-* adds exactly those types to torch's allowlist of safe globals, and
-* makes mmengine's loader of local files (used by ``load_from``,
-  ``--resume`` and ``load_checkpoint``) unpickle with torch's weights-only
-  allowlist plus one thing torch cannot express: ``HistoryBuffer`` pickles its
-  statistics methods as ``getattr(HistoryBuffer, 'mean')``, so ``getattr`` is
-  accepted on that class and those names only.
+* mmengine's ``HistoryBuffer`` (the message hub's logs) and numpy arrays,
+  scalars and dtypes;
+* ``HistoryBuffer`` pickles its statistics methods as
+  ``getattr(HistoryBuffer, 'mean')``: ``getattr`` is allowed as a shim that
+  answers only that class and those method names.
 
-Any other object in a file a user points at is still refused.
+Loading stays in torch's weights-only unpickler (its checks on every opcode
+apply), so any other object in a file a user points at is still refused.
 """
 import os
 import os.path as osp
 import pickle
-import types
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional
 
@@ -44,61 +43,45 @@ def _numpy_safe_globals() -> list:
     return safe
 
 
-def _allowed_globals() -> Dict[str, Any]:
-    """``'module.name' -> object`` that torch's weights-only load accepts,
-    including what was added with ``add_safe_globals``."""
-    from torch import _weights_only_unpickler as wou
-    allowed = dict(wou._get_allowed_globals())
-    allowed.update(wou._get_user_allowed_globals())
-    return allowed
-
-
-def _history_buffer_getattr(obj: Any, name: str) -> Any:
+def history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as seen by the unpickler: only ``HistoryBuffer``'s
+    statistics methods can be reached through it."""
     from mmengine.logging import HistoryBuffer
     methods = set(HistoryBuffer._statistics_methods) | {
         'min', 'max', 'current', 'mean'}
-    if obj is HistoryBuffer and name in methods:
-        return getattr(obj, name)
+    if obj is HistoryBuffer and isinstance(name, str) and name in methods:
+        return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only torch's weights-only globals and HistoryBuffer's
-    statistics methods."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module in ('builtins', '__builtin__') and name == 'getattr':
-            return _history_buffer_getattr
-        allowed = _allowed_globals()
-        for mod in (module, module.replace('numpy.core', 'numpy._core', 1)):
-            if f'{mod}.{name}' in allowed:
-                return allowed[f'{mod}.{name}']
-        raise pickle.UnpicklingError(
-            f'{module}.{name} is not allowed in a checkpoint (mmdistill '
-            'loads checkpoints with torch\'s weights-only allowlist). If you '
-            'trust this file, add the type with '
-            'torch.serialization.add_safe_globals([...]) before loading.')
-
-
-restricted_pickle = types.ModuleType('mmdistill_restricted_pickle')
-restricted_pickle.Unpickler = _RestrictedUnpickler
-restricted_pickle.load = pickle.load
-restricted_pickle.__name__ = 'mmdistill_restricted_pickle'
+def allow_mmengine_checkpoints() -> None:
+    """Let mmengine runner checkpoints load with torch's weights-only
+    unpickler (see the module docstring). Safe to call several times."""
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is None:  # torch < 2.4 loads them anyway
+        return
+    from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader
+    add_safe_globals([HistoryBuffer] + _numpy_safe_globals() + [
+        (history_buffer_getattr, 'builtins.getattr'),
+        (history_buffer_getattr, '__builtin__.getattr'),
+    ])
+    CheckpointLoader.register_scheme(prefixes='', force=True)(
+        load_from_local)
+    CheckpointLoader.register_scheme(
+        prefixes=('http://', 'https://'), force=True)(load_from_http)
 
 
 def load_checkpoint_file(filename: str, map_location=None) -> Any:
-    """``torch.load`` of a local runner checkpoint, restricted as described
-    in the module docstring; a corrupt file gives a clear error."""
+    """``torch.load`` of a local checkpoint, weights-only (with the allowlist
+    above); a truncated or corrupt file gives an error that says so."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
     try:
-        return torch.load(
-            filename,
-            map_location=map_location,
-            pickle_module=restricted_pickle,
-            weights_only=False)
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
     except pickle.UnpicklingError:
         raise
     except (RuntimeError, EOFError, OSError, ValueError) as err:
@@ -108,17 +91,27 @@ def load_checkpoint_file(filename: str, map_location=None) -> Any:
             'checkpoint, e.g. the previous one in the work dir.') from err
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Let mmengine runner checkpoints load on torch >= 2.6 (see the module
-    docstring). Safe to call several times."""
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:  # torch < 2.4 loads them anyway
-        return
-    from mmengine.logging import HistoryBuffer
-    from mmengine.runner.checkpoint import CheckpointLoader
-    add_safe_globals([HistoryBuffer] + _numpy_safe_globals())
-    CheckpointLoader.register_scheme(prefixes='', force=True)(
-        load_from_local)
+def load_from_http(filename: str,
+                   map_location=None,
+                   model_dir: Optional[str] = None,
+                   progress: bool = False) -> Any:
+    """mmengine ``CheckpointLoader`` scheme for URLs: download into torch's
+    hub cache (local rank 0 first), then load weights-only. (mmengine's own
+    goes through ``torch.hub.load_state_dict_from_url``, which is not
+    weights-only.)"""
+    from urllib.parse import urlparse
+
+    from mmengine.dist import get_dist_info
+    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    path = osp.join(model_dir, osp.basename(urlparse(filename).path))
+    rank, world_size = get_dist_info()
+    for turn in ((0, ) if world_size == 1 else (0, 1)):
+        if (rank == 0) == (turn == 0) and not osp.exists(path):
+            os.makedirs(model_dir, exist_ok=True)
+            torch.hub.download_url_to_file(filename, path, progress=progress)
+        if world_size > 1 and turn == 0:
+            torch.distributed.barrier()
+    return load_checkpoint_file(path, map_location)
 
 
 def load_from_local(filename: str, map_location=None) -> Any:
