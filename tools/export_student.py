@@ -11,8 +11,6 @@ import argparse
 import os.path as osp
 import sys
 
-import torch
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -34,7 +32,8 @@ def main(argv=None) -> str:
     from mmengine.config import Config
 
     from mmdistill.hooks.student_checkpoint import student_config
-    from mmdistill.utils.checkpoint import (save_student_checkpoint,
+    from mmdistill.utils.checkpoint import (load_checkpoint_file,
+                                            save_student_checkpoint,
                                             student_state_dict)
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint!r} does not exist')
@@ -43,7 +42,8 @@ def main(argv=None) -> str:
         sys.exit(f'error: {out} exists; choose --out or pass --force to '
                  'overwrite it')
     try:
-        ckpt = torch.load(args.checkpoint, map_location='cpu')
+        # torch's weights-only allowlist plus mmengine's HistoryBuffer
+        ckpt = load_checkpoint_file(args.checkpoint, map_location='cpu')
     except Exception as err:  # corrupt or not a checkpoint
         sys.exit(f'error: cannot read {args.checkpoint!r}: {err}')
     try:

@@ -2,6 +2,10 @@
 
 Usage: python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Several processes: ``tools/dist_train.sh CONFIG N`` (torchrun) or
+``tools/slurm_train.sh``. Without a CUDA device the processes use the gloo
+backend on the CPU (see ``mmdistill.utils.setup_env``).
 """
 import argparse
 import os
@@ -75,6 +79,8 @@ def setup_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
+    from mmdistill.utils.setup_env import init_distributed
+    init_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:

@@ -1,17 +1,165 @@
-"""Config adjustments shared by the command-line tools."""
+"""Config and process-group set-up shared by the command-line tools.
+
+The OpenMMLab tools assume GPUs when they run several processes: NCCL,
+``torch.cuda.set_device(LOCAL_RANK)``, ``DistributedDataParallel`` with
+``device_ids=[LOCAL_RANK]`` and SyncBN in every mmseg config. On a machine
+without CUDA each of these stops the run. :func:`prepare_config` and
+:func:`init_distributed` make ``tools/dist_train.sh CONFIG N`` (and
+``dist_test.sh``) run the same config on CPU processes with the ``gloo``
+backend. With CUDA they change nothing.
+"""
+import copy
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+#: Norm layer types that synchronise statistics through CUDA collectives.
+SYNC_NORMS = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
+#: Model wrappers that take ``device_ids`` (torch's DDP and mmengine's).
+DDP_WRAPPERS = ('MMDistributedDataParallel', 'DistributedDataParallel')
+
+
+def _log_once(message: str) -> None:
+    """Log from the first process only (the process group does not exist
+    yet; the launchers' RANK / SLURM_PROCID / OMPI rank tell)."""
+    for name in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
+        if name in os.environ:
+            if os.environ[name] != '0':
+                return
+            break
+    print_log(message, logger='current')
+
+
+def _is_sync_norm(node: Any) -> bool:
+    kind = node.get('type') if isinstance(node, dict) else None
+    return isinstance(kind, str) and kind.split('.')[-1] in SYNC_NORMS
+
+
+def _replace_sync_norms(node: Any) -> int:
+    """Replace SyncBN configs in ``node`` (nested dicts/lists) by ``BN``;
+    return how many were replaced."""
+    count = 0
+    if isinstance(node, dict):
+        if _is_sync_norm(node):
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _replace_sync_norms(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_sync_norms(value)
+    return count
+
+
+def _cpu_distributed(cfg: Config) -> None:
+    """Adjust a multi-process config for CPU processes."""
+    # DDP refuses ``device_ids`` for a module on the CPU; mmengine passes
+    # ``[LOCAL_RANK]`` unless the wrapper config says otherwise.
+    wrapper = cfg.get('model_wrapper_cfg', None)
+    if wrapper is None:
+        cfg.model_wrapper_cfg = ConfigDict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        wrapper = cfg.model_wrapper_cfg
+    kind = str(wrapper.get('type', 'MMDistributedDataParallel'))
+    if kind.split('.')[-1] in DDP_WRAPPERS:
+        wrapper['device_ids'] = None
+
+    # torch's SyncBatchNorm trains on CUDA tensors only. Plain BN computes
+    # each process's batch statistics; SyncBuffersHook averages the running
+    # statistics over the processes before validation and at the end of
+    # training, so that every process holds the same buffers.
+    replaced = _replace_sync_norms(cfg.get('model', None))
+    if cfg.get('sync_bn', None):
+        _log_once(f'sync_bn={cfg.sync_bn!r} ignored: synchronised BN needs '
+                  'CUDA.')
+        cfg.sync_bn = None
+        replaced += 1
+    if replaced:
+        hooks = list(cfg.get('custom_hooks', None) or [])
+        if not any('SyncBuffersHook' in str(h.get('type', '')) for h in hooks):
+            hooks.append(ConfigDict(type='SyncBuffersHook'))
+            cfg.custom_hooks = hooks
+        _log_once(f'No CUDA device: {replaced} SyncBN layer config(s) use '
+                  'BN in each CPU process; SyncBuffersHook averages their '
+                  'running statistics.')
 
 
 def prepare_config(cfg: Config) -> Config:
-    """Make a config runnable on the machine at hand.
+    """Make a config runnable on the machine at hand (in place).
 
-    * Without a CUDA device the distributed backend becomes ``gloo`` (NCCL
-      needs GPUs), so ``tools/dist_train.sh CONFIG 2`` works on a CPU box.
+    Without a CUDA device:
+
+    * the distributed backend becomes ``gloo`` (NCCL needs GPUs), so
+      ``tools/dist_train.sh CONFIG 2`` works on a CPU box;
+    * when several processes are launched (``cfg.launcher`` is not
+      ``'none'``), ``model_wrapper_cfg`` gets ``device_ids=None`` (what DDP
+      requires for a CPU module; ``find_unused_parameters`` and
+      ``broadcast_buffers`` keep the values mmengine would use), SyncBN layer
+      configs of the model become BN, and a ``SyncBuffersHook`` keeps the BN
+      statistics equal on all processes.
+
+    With CUDA the config is returned unchanged. Calling it twice is harmless.
+
+    Args:
+        cfg (Config): A config whose ``launcher`` was set by the tool.
+
+    Returns:
+        Config: ``cfg``.
     """
-    if not torch.cuda.is_available():
-        env_cfg = cfg.setdefault('env_cfg', {})
-        dist_cfg = env_cfg.setdefault('dist_cfg', {})
-        if dist_cfg.get('backend', 'nccl') == 'nccl':
-            dist_cfg['backend'] = 'gloo'
+    if torch.cuda.is_available():
+        return cfg
+    env_cfg = cfg.setdefault('env_cfg', ConfigDict())
+    dist_cfg = env_cfg.setdefault('dist_cfg', ConfigDict())
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+    if cfg.get('launcher', 'none') != 'none':
+        _cpu_distributed(cfg)
     return cfg
+
+
+@contextmanager
+def _without_cuda_set_device() -> Iterator[None]:
+    """mmengine's ``init_dist`` calls ``torch.cuda.set_device(LOCAL_RANK)``
+    for every launcher, which raises on a torch without CUDA; the process has
+    no device to select, so the call is skipped for the duration."""
+    original = torch.cuda.set_device
+    torch.cuda.set_device = lambda device: None
+    try:
+        yield
+    finally:
+        torch.cuda.set_device = original
+
+
+def init_distributed(cfg: Config) -> bool:
+    """Start the process group of a multi-process CPU run.
+
+    mmengine's ``Runner`` starts it itself unless one exists; on a machine
+    without CUDA its ``init_dist`` fails at ``torch.cuda.set_device``, so the
+    tools call this first. It reads the launcher's environment exactly as
+    mmengine does (``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``
+    from torchrun, ``SLURM_*``, ``OMPI_*``) with ``env_cfg.dist_cfg``
+    (backend, timeout). With CUDA, or with ``launcher='none'``, it does
+    nothing and the Runner proceeds as usual.
+
+    Args:
+        cfg (Config): The prepared config (see :func:`prepare_config`).
+
+    Returns:
+        bool: Whether this call started the process group.
+    """
+    from mmengine.dist import init_dist, is_distributed
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or is_distributed() or torch.cuda.is_available():
+        return False
+    dist_cfg = copy.deepcopy(
+        dict(cfg.get('env_cfg', {}).get('dist_cfg', None) or {}))
+    dist_cfg.setdefault('backend', 'gloo')
+    with _without_cuda_set_device():
+        init_dist(launcher, **dist_cfg)
+    return True

@@ -1,0 +1,179 @@
+"""Support for the tests of tools/: shrunken shipped configs written to disk
+(the tools read config files), and a hook that records each process's
+student weights.
+
+This module is imported by the test processes through ``custom_imports``
+(``tests/test_tools`` is put on their ``PYTHONPATH``); it is not part of the
+package.
+"""
+import copy
+import hashlib
+import json
+import os
+import os.path as osp
+import socket
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.dist import get_dist_info
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+HERE = osp.dirname(osp.abspath(__file__))
+ROOT = osp.dirname(osp.dirname(HERE))
+CONFIGS = {
+    'retinanet': 'configs/mlp/mlp_fpn_retinanet_x101-r50_2x_coco.py',
+    'pspnet':
+    'configs/mlp/mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+}
+KIND = dict(retinanet='det', pspnet='seg')
+PROBE = 'student_rank{rank}.json'
+
+
+def state_sha256(state) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a state dict."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().cpu().contiguous()
+        digest.update(f'{key}|{value.dtype}|{tuple(value.shape)}|'.encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if value.numel() else b'')
+    return digest.hexdigest()
+
+
+@HOOKS.register_module()
+class StudentWeightProbe(Hook):
+    """After training, every process writes ``student_rank<R>.json`` into
+    the work dir: the sha256 of its student's parameters and of its whole
+    student state (parameters and buffers), the iteration and world size."""
+
+    priority = 'LOWEST'
+
+    def after_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        student = model.student
+        rank, world_size = get_dist_info()
+        record = dict(
+            rank=rank,
+            world_size=world_size,
+            iter=runner.iter,
+            wrapper=type(runner.model).__name__,
+            backend=torch.distributed.get_backend()
+            if torch.distributed.is_initialized() else None,
+            find_unused_parameters=getattr(runner.model,
+                                           'find_unused_parameters', None),
+            params=state_sha256(dict(student.named_parameters())),
+            state=state_sha256(student.state_dict()),
+            connectors=state_sha256(model.connectors.state_dict())
+            if hasattr(model, 'connectors') else None,
+            num_params=sum(p.numel() for p in student.parameters()))
+        with open(osp.join(runner.work_dir, PROBE.format(rank=rank)),
+                  'w') as f:
+            json.dump(record, f)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def tool_env(port: Optional[int] = None) -> dict:
+    """Environment for a tool subprocess: the venv's python first on PATH,
+    this folder importable (for ``custom_imports``), one thread a process."""
+    import sys
+    env = dict(os.environ)
+    env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH',
+                                                                     '')
+    env['PYTHON'] = sys.executable
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (HERE, env.get('PYTHONPATH')) if p)
+    env.setdefault('OMP_NUM_THREADS', '1')
+    if port is not None:
+        env['PORT'] = str(port)
+    return env
+
+
+def _shrink(cfg: Config, kind: str) -> tuple:
+    """Student width 8, teacher width 16; returns (teacher model config,
+    teacher scope)."""
+    from mmdistill.testing import tiny_model
+    from mmdistill.utils.config import load_config
+    extra = {'fpn_channels': 16} if kind == 'det' else {}
+    cfg.model.student = tiny_model(cfg.model.student, kind, width=8, **extra)
+    teacher_cfg = load_config(cfg.model.teacher.config)
+    extra = {'fpn_channels': 32} if kind == 'det' else {}
+    teacher = tiny_model(teacher_cfg.model, kind, width=16, **extra)
+    channels = (16, 32) if kind == 'det' else (64, 128)
+    for pair in cfg.model.distill.values():
+        connector = pair.get('connector')
+        if connector is not None:
+            connector.in_channels, connector.out_channels = channels
+    if kind == 'det':  # an untrained detector scores ~0.01: keep its boxes
+        test_cfg = cfg.model.student.test_cfg
+        for stage in [test_cfg] + [v for v in test_cfg.values()
+                                   if isinstance(v, dict)]:
+            if 'score_thr' in stage:
+                stage.score_thr = 0.0
+                stage.max_per_img = 20
+    return teacher, teacher_cfg.default_scope
+
+
+def write_tiny_config(name: str,
+                      root: str,
+                      train_images: int = 8,
+                      val_images: int = 4,
+                      length: int = 2,
+                      checkpoint_interval: Optional[int] = None,
+                      probe: bool = True) -> str:
+    """Shrink the shipped config ``name`` ('retinanet' or 'pspnet') to run
+    in seconds over generated data under ``root`` and dump it to
+    ``root/<name>.py``; a random teacher checkpoint is written beside it.
+
+    ``length`` is epochs (detection) or iterations (segmentation); a
+    validation follows every epoch / the last iteration, and a checkpoint
+    every ``checkpoint_interval`` epochs / iterations (default: the same).
+    ``probe`` adds :class:`StudentWeightProbe`.
+
+    Returns:
+        str: The config path.
+    """
+    from mmdistill.datasets import (write_cityscapes_layout,
+                                    write_coco_layout)
+    from mmdistill.testing import (random_checkpoint, teacher_overrides,
+                                   tiny_detection, tiny_segmentation)
+    kind = KIND[name]
+    cfg = Config.fromfile(osp.join(ROOT, CONFIGS[name]))
+    teacher, scope = _shrink(cfg, kind)
+    checkpoint = random_checkpoint(
+        teacher, osp.join(root, f'{name}_teacher.pth'), scope=scope)
+    cfg.model.teacher.checkpoint = checkpoint
+    cfg.model.teacher.cfg_options = teacher_overrides(teacher)
+    data = osp.join(root, f'{name}_data')
+    splits = dict(train=train_images, val=val_images)
+    work_dir = osp.join(root, f'{name}_work')
+    if kind == 'det':
+        write_coco_layout(data, splits)
+        tiny_detection(cfg, work_dir, data, epochs=length)
+    else:
+        write_cityscapes_layout(data, splits)
+        tiny_segmentation(cfg, work_dir, data, iters=length)
+    if checkpoint_interval is not None:
+        cfg.default_hooks.checkpoint.interval = checkpoint_interval
+    # the tools decide the backend; keep the config's own choice open
+    cfg.env_cfg.pop('dist_cfg', None)
+    cfg.randomness = dict(seed=0)
+    if probe:
+        imports = copy.deepcopy(cfg.custom_imports)
+        imports['imports'] = list(imports['imports']) + ['tools_support']
+        cfg.custom_imports = imports
+        cfg.custom_hooks = list(cfg.custom_hooks) + [
+            dict(type='StudentWeightProbe')
+        ]
+    path = osp.join(root, f'{name}.py')
+    cfg.dump(path)
+    return path

@@ -1,0 +1,260 @@
+"""Test (and evaluate) a checkpoint with mmengine's Runner.
+
+Usage: python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+       [--show] [--show-dir DIR] [--tta] [--cfg-options KEY=VALUE ...]
+       [--launcher {none,pytorch,slurm,mpi}]
+
+CONFIG and CHECKPOINT may be
+
+* a distillation config with a runner checkpoint of it (``iter_N.pth``,
+  ``epoch_N.pth``, ``best_*.pth``): the student is tested alone (the
+  distiller's ``predict`` runs the student only), so the teacher is neither
+  built nor downloaded;
+* a student config (the ``student_config.py`` that ``StudentCheckpointHook``
+  writes, or the student's own mmdet/mmseg/mmpretrain config) with a
+  student-only checkpoint (``*_student.pth``, ``publish_model.py`` output) or
+  a runner checkpoint of a distiller (its student is taken).
+
+Both give the same predictions and metrics. ``--out`` dumps the predictions
+to a ``.pkl`` file; for an mmseg config a folder instead keeps the predicted
+label maps (mmseg's ``IoUMetric(output_dir=...)``). Several processes:
+``tools/dist_test.sh CONFIG CHECKPOINT N``.
+"""
+import argparse
+import inspect
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+PICKLE_EXTENSIONS = ('.pkl', '.pickle')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a distiller or a student')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file (path or URL)')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory to save logs and the file of evaluation metrics')
+    parser.add_argument(
+        '--out',
+        help='dump the predictions to this .pkl file for offline evaluation '
+        '(mmseg configs: or a folder for the predicted label maps)')
+    parser.add_argument(
+        '--show', action='store_true', help='show the prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='save images painted with the predictions into this folder '
+        '(under work_dir/<timestamp>/ when relative, as mmdet does)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation (the config\'s tta_model and '
+        'tta_pipeline)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings (key=value), merged into the config '
+        'before the student is taken, e.g. '
+        'test_dataloader.batch_size=2 model.student.test_cfg.mode=whole')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _hook_parameters(hook_type, scope) -> set:
+    """The ``__init__`` arguments of the visualization hook ``hook_type``."""
+    from mmengine.registry import HOOKS, DefaultScope
+    if not isinstance(hook_type, str):
+        return set(inspect.signature(hook_type).parameters)
+    with DefaultScope.overwrite_default_scope(scope):
+        with HOOKS.switch_scope_and_registry(scope) as registry:
+            cls = registry.get(hook_type)
+    if cls is None:
+        raise KeyError(f'Visualization hook {hook_type!r} is not registered '
+                       f'in scope {scope!r}.')
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def enable_visualization(cfg: Config, args) -> Config:
+    """Turn the config's visualization hook on for ``--show``/``--show-dir``
+    (mmdet's ``DetVisualizationHook``, mmseg's ``SegVisualizationHook``,
+    mmpretrain's ``VisualizationHook`` differ in their arguments)."""
+    hook = (cfg.get('default_hooks', None) or {}).get('visualization', None)
+    if hook is None:
+        sys.exit('error: --show/--show-dir need a visualization hook in '
+                 'default_hooks, e.g. --cfg-options '
+                 'default_hooks.visualization.type=DetVisualizationHook')
+    params = _hook_parameters(hook['type'], cfg.get('default_scope', None))
+    hook['draw' if 'draw' in params else 'enable'] = True
+    if args.show:
+        hook['show'] = True
+        if 'wait_time' in params or 'kwargs' in params:
+            hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if 'test_out_dir' in params:  # mmdet
+            hook['test_out_dir'] = args.show_dir
+        elif 'out_dir' in params:  # mmpretrain
+            hook['out_dir'] = args.show_dir
+        else:  # mmseg: the visualizer's save_dir
+            cfg.visualizer['save_dir'] = args.show_dir
+    return cfg
+
+
+def enable_tta(cfg: Config) -> Config:
+    """Wrap the model in the config's ``tta_model`` with its
+    ``tta_pipeline``."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        sys.exit('error: --tta needs tta_model and tta_pipeline in the '
+                 'config')
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:
+        dataset = dataset['dataset']
+    dataset.pipeline = cfg.tta_pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    return cfg
+
+
+def setup_cfg(args) -> Config:
+    """The config the Runner tests: the command line applied, a distiller
+    replaced by its student, no checkpoint loaded by the Runner (the tool
+    loads it, see :func:`load_weights`)."""
+    import mmdistill  # noqa: F401  registries, checkpoint allowlist
+    from mmdistill.hooks.student_checkpoint import student_config
+    from mmdistill.utils.setup_env import prepare_config
+    if not osp.isfile(args.config):
+        sys.exit(f'error: config file {args.config!r} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    student = student_config(cfg)
+    if student is not None:
+        print_log(
+            'Distillation config: testing its student alone (the teacher is '
+            'not built).',
+            logger='current')
+        cfg = student
+    cfg.load_from = None
+    cfg.resume = False
+    if args.show or args.show_dir:
+        cfg = enable_visualization(cfg, args)
+    if args.tta:
+        cfg = enable_tta(cfg)
+    if args.out is not None and not args.out.endswith(PICKLE_EXTENSIONS):
+        if cfg.get('default_scope', None) != 'mmseg':
+            sys.exit(f'error: --out must end with .pkl or .pickle, got '
+                     f'{args.out!r}')
+        evaluators = cfg.test_evaluator
+        for evaluator in (evaluators if isinstance(evaluators, list) else
+                          [evaluators]):
+            evaluator['output_dir'] = args.out
+            evaluator['keep_results'] = True
+    prepare_config(cfg)
+    return cfg
+
+
+def load_weights(model, checkpoint: str) -> dict:
+    """Load ``checkpoint`` into ``model`` (a student, possibly wrapped).
+
+    A runner checkpoint of a distiller gives its ``student.`` weights (the
+    connectors are left out); a student-only or plain checkpoint is loaded
+    as is. Every weight of the model must be in the checkpoint: testing
+    random weights by mistake stops with the list of missing keys.
+
+    Returns:
+        dict: The checkpoint's ``meta``.
+    """
+    from mmengine.model import is_model_wrapper
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from mmdistill.utils.checkpoint import STUDENT_PREFIX, student_state_dict
+    if is_model_wrapper(model):
+        model = model.module
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    except FileNotFoundError:
+        sys.exit(f'error: checkpoint {checkpoint!r} does not exist')
+    except Exception as err:  # corrupt, truncated, not a checkpoint
+        sys.exit(f'error: cannot read the checkpoint {checkpoint!r}: {err}')
+    if not isinstance(ckpt, dict):
+        sys.exit(f'error: {checkpoint!r} holds a {type(ckpt).__name__}, '
+                 'not a checkpoint')
+    state = ckpt.get('state_dict', ckpt)
+    state = {(k[len('module.'):] if k.startswith('module.') else k): v
+             for k, v in state.items()}
+    if any(k.startswith(STUDENT_PREFIX) for k in state):
+        state = student_state_dict(state)
+        print_log(
+            f'{checkpoint}: a distiller checkpoint, its student is tested.',
+            logger='current')
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes differ
+        sys.exit(f'error: the checkpoint {checkpoint!r} does not fit the '
+                 f'model of the config: {err}')
+    if missing:
+        shown = '\n  '.join(missing[:20])
+        more = f'\n  ... and {len(missing) - 20} more' if len(
+            missing) > 20 else ''
+        sys.exit(f'error: the checkpoint {checkpoint!r} lacks '
+                 f'{len(missing)} weights of the model:\n  {shown}{more}\n'
+                 'Test it with the config it was trained with.')
+    if unexpected:
+        print_log(
+            f'Weights in {checkpoint} that the model does not have '
+            f'(ignored): {", ".join(unexpected[:20])}'
+            f'{" ..." if len(unexpected) > 20 else ""}',
+            logger='current',
+            level=30)
+    return ckpt.get('meta', {}) or {}
+
+
+def add_dump_metric(runner, out: str, scope) -> None:
+    """Dump the predictions to ``out`` (a pickle) after the evaluation."""
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults as Dump
+    else:
+        from mmengine.evaluator import DumpResults as Dump
+    runner.test_evaluator.metrics.append(Dump(out_file_path=out))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = setup_cfg(args)
+    from mmdistill.utils.setup_env import init_distributed
+    init_distributed(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        from mmengine.registry import RUNNERS
+        runner = RUNNERS.build(cfg)
+    load_weights(runner.model, args.checkpoint)
+    if args.out is not None and args.out.endswith(PICKLE_EXTENSIONS):
+        add_dump_metric(runner, args.out, cfg.get('default_scope', None))
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
