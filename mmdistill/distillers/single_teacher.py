@@ -14,6 +14,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmdistill.registry import MODELS
+from mmdistill.utils.checkpoint import STUDENT_PREFIX, student_state_dict
 from mmdistill.utils.config import load_config
 from .taps import (FeatureRecorder, StopForward, Tap, TapPathError,
                    expand_braces, parse_tap)
@@ -21,24 +22,24 @@ from .taps import (FeatureRecorder, StopForward, Tap, TapPathError,
 LOSS_PREFIX = 'loss_distill_'
 
 
-def _load_state_dict(checkpoint: str) -> 'OrderedDict':
-    """Read a checkpoint on CPU and return its bare state dict."""
+def _load_state_dict(checkpoint: str, owner: str) -> 'OrderedDict':
+    """Read a checkpoint on CPU and return its bare state dict; a
+    distiller's checkpoint gives its student."""
     try:
         ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
     except FileNotFoundError as err:
         raise FileNotFoundError(
-            f'Teacher checkpoint {checkpoint!r} not found. Give a local path '
-            'or URL of the weights released with the teacher config.') from err
+            f'The {owner} checkpoint {checkpoint!r} was not found. Give a '
+            'local path or a URL.') from err
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
         raise TypeError(
             f'{checkpoint!r} holds a {type(state).__name__}, not a state dict.')
-    # A distiller checkpoint can serve as a teacher: take its student.
-    if any(k.startswith('student.') for k in state):
-        state = {k[len('student.'):]: v for k, v in state.items()
-                 if k.startswith('student.')}
-    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k,
-                        v) for k, v in state.items())
+    state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k,
+                         v) for k, v in state.items())
+    if any(k.startswith(STUDENT_PREFIX) for k in state):
+        return student_state_dict(state)
+    return state
 
 
 def _describe(keys: Sequence[str], limit: int = 25) -> str:
@@ -47,16 +48,18 @@ def _describe(keys: Sequence[str], limit: int = 25) -> str:
     return shown + more
 
 
-def load_teacher_weights(teacher: nn.Module, checkpoint: str,
-                         strict: bool = True) -> None:
-    """Load ``checkpoint`` into ``teacher``; list every key that does not fit.
+def load_weights(model: nn.Module,
+                 checkpoint: str,
+                 strict: bool = True,
+                 owner: str = 'teacher') -> None:
+    """Load ``checkpoint`` into ``model``; list every key that does not fit.
 
     Raises:
         ValueError: When keys are missing, unexpected or of another shape and
-            ``strict`` is True.
+            ``strict`` is True, and always when no weight fits at all.
     """
-    state = _load_state_dict(checkpoint)
-    own = teacher.state_dict()
+    state = _load_state_dict(checkpoint, owner)
+    own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model '
@@ -74,17 +77,19 @@ def load_teacher_weights(teacher: nn.Module, checkpoint: str,
         if mismatched:
             report += (f'\n  shape mismatch ({len(mismatched)}):\n' +
                        _describe(mismatched))
-        message = (f'The teacher checkpoint {checkpoint!r} does not fit the '
-                   f'teacher config:{report}')
-        if strict:
+        message = (f'The {owner} checkpoint {checkpoint!r} does not fit the '
+                   f'{owner} config:{report}')
+        fitting = len(own) - len(missing) - len(mismatched)
+        if strict or fitting == 0:
             raise ValueError(
-                message + '\nUse the config the checkpoint was trained with, '
-                'or set teacher=dict(..., strict=False) to load only the '
-                'matching weights.')
-        warnings.warn(message + '\nLoading the matching weights only '
-                      '(strict=False).')
+                message + '\nUse the config the checkpoint was trained with'
+                + (', or set teacher=dict(..., strict=False) to load only '
+                   'the matching weights.' if fitting else
+                   ': not a single weight fits.'))
+        warnings.warn(message + f'\nLoading the {fitting} matching weights '
+                      'only (strict=False).')
     bad = {k.split(':')[0] for k in mismatched}
-    teacher.load_state_dict(
+    model.load_state_dict(
         {k: v for k, v in state.items() if k in own and k not in bad},
         strict=False)
 
@@ -109,7 +114,7 @@ def build_teacher(config: str,
     model_cfg = copy.deepcopy(cfg.model)
     with DefaultScope.overwrite_default_scope(scope):
         teacher = ROOT_MODELS.build(model_cfg)
-    load_teacher_weights(teacher, checkpoint, strict)
+    load_weights(teacher, checkpoint, strict, 'teacher')
     teacher.requires_grad_(False)
     teacher.eval()
     return teacher
@@ -223,6 +228,7 @@ class SingleTeacherDistiller(BaseModel):
         self.connectors = nn.ModuleDict()
         self.distill_losses = nn.ModuleDict()
         self._loss_takes_samples: Dict[str, bool] = {}
+        self._warned_no_grad: set = set()
         if not distill:
             raise ValueError('distill is empty: name at least one pair.')
         for name, spec in distill.items():
@@ -284,6 +290,14 @@ class SingleTeacherDistiller(BaseModel):
 
     def _check_preprocessors(self) -> None:
         student, teacher = self.data_preprocessor, self.teacher.data_preprocessor
+        order = [getattr(p, '_channel_conversion', None)
+                 for p in (student, teacher)]
+        if None not in order and order[0] != order[1]:
+            warnings.warn(
+                'The teacher config converts BGR to RGB '
+                f'({order[1]}) unlike the student ({order[0]}); the '
+                'student\'s data preprocessor serves both models, so the '
+                'teacher sees its channels swapped.')
         for attr in ('mean', 'std'):
             a, b = getattr(student, attr, None), getattr(teacher, attr, None)
             if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
@@ -309,13 +323,8 @@ class SingleTeacherDistiller(BaseModel):
     def init_weights(self) -> None:
         super().init_weights()
         if self.student_checkpoint:
-            from mmengine.runner import load_checkpoint
-            load_checkpoint(
-                self.student,
-                self.student_checkpoint,
-                map_location='cpu',
-                strict=False,
-                revise_keys=[(r'^module\.', ''), (r'^student\.', '')])
+            load_weights(self.student, self.student_checkpoint, strict=False,
+                         owner='student')
         if self.init_student_from_teacher:
             self.inherit_from_teacher(self.init_student_from_teacher)
 
@@ -371,6 +380,14 @@ class SingleTeacherDistiller(BaseModel):
         for name in self.pairs:
             student = student_features[name]
             teacher = teacher_features[name].detach()
+            if (self.training and not student.requires_grad
+                    and name not in self._warned_no_grad):
+                self._warned_no_grad.add(name)
+                warnings.warn(
+                    f'The student tap of pair {name!r} '
+                    f'({self.pairs[name].student}) carries no gradient (a '
+                    'frozen stage, e.g. frozen_stages, or no_grad code): its '
+                    'loss cannot train the student. Tap a trainable layer.')
             if name in self.connectors:
                 connector = self.connectors[name]
                 student = connector(student, teacher)

@@ -7,7 +7,10 @@ A tap is written in a config as a string or a dict:
 * ``dict(path='backbone.layer4', source='input')``: the module's first
   positional input instead of its output;
 * ``dict(path='bbox_head.retina_cls', call=3)``: the 4th call of a module that
-  runs several times per forward (a head shared by the FPN levels).
+  runs several times per forward (a head shared by the FPN levels);
+* ``dict(path='backbone.layer1.0.bn1', clone=True)``: a copy of the output,
+  for a module whose output the model then changes in place (a BN followed
+  by ``ReLU(inplace=True)``); without it such a tap stops with an error.
 
 The compact form ``'neck.fpn_convs.{0-4}.conv'`` (or ``{0,2,4}``) expands one
 distillation pair into one pair per value (see :func:`expand_braces`).
@@ -36,11 +39,13 @@ class Tap:
         source (str): ``'output'`` (default) or ``'input'``.
         call (int): Which call of the module, when it runs several times in
             one forward. Defaults to 0 (the first).
+        clone (bool): Record a copy, for outputs changed in place later.
     """
     path: str
     index: Optional[int] = None
     source: str = 'output'
     call: int = 0
+    clone: bool = False
 
     def __str__(self) -> str:
         text = self.path
@@ -63,10 +68,11 @@ def parse_tap(spec: Union[str, dict, Tap]) -> Tap:
             return Tap(match['path'], index=int(match['index']))
         return Tap(spec)
     if isinstance(spec, dict):
-        unknown = set(spec) - {'path', 'index', 'source', 'call'}
+        unknown = set(spec) - {'path', 'index', 'source', 'call', 'clone'}
         if unknown or 'path' not in spec:
             raise ValueError(
-                f'A tap dict takes the keys path, index, source and call; got '
+                'A tap dict takes the keys path, index, source, call and '
+                f'clone; got '
                 f'{sorted(spec)}. Example: dict(path="backbone.layer4", '
                 'source="output").')
         tap = parse_tap(spec['path'])
@@ -75,7 +81,8 @@ def parse_tap(spec: Union[str, dict, Tap]) -> Tap:
         if source not in ('output', 'input'):
             raise ValueError(
                 f'Tap source must be "output" or "input", got {source!r}.')
-        return Tap(tap.path, index, source, int(spec.get('call', 0)))
+        return Tap(tap.path, index, source, int(spec.get('call', 0)),
+                   bool(spec.get('clone', False)))
     raise TypeError(f'A tap is a string or a dict, got {type(spec).__name__}')
 
 
@@ -83,7 +90,7 @@ def _brace_values(body: str) -> List[str]:
     values: List[str] = []
     for part in body.split(','):
         part = part.strip()
-        if re.fullmatch(r'-?\d+--?\d+|\d+-\d+', part):
+        if re.fullmatch(r'\d+-\d+', part):
             start, end = (int(v) for v in part.split('-', 1))
             step = 1 if end >= start else -1
             values += [str(v) for v in range(start, end + step, step)]
@@ -150,8 +157,11 @@ class TapPathError(KeyError):
         return str(self.args[0]) if self.args else ''
 
 
-class StopForward(Exception):
-    """Raised by a hook once every tap of a stopping recorder is filled."""
+class StopForward(BaseException):
+    """Raised by a hook once every tap of a stopping recorder is filled.
+
+    A ``BaseException``, so that an ``except Exception`` inside a model's
+    forward does not swallow it."""
 
 
 class FeatureRecorder:
@@ -212,6 +222,7 @@ class FeatureRecorder:
                 caller catches it.
         """
         features: Dict[str, torch.Tensor] = {}
+        self._versions: Dict[str, int] = {}
         calls = {key: 0 for key in self._by_module}
         handles = []
 
@@ -222,7 +233,11 @@ class FeatureRecorder:
                 calls[key] += 1
                 for name in self._by_module[key]:
                     if self.taps[name].call == count:
-                        features[name] = self._select(name, value)
+                        feature = self._select(name, value)
+                        if self.taps[name].clone:
+                            feature = feature.clone()
+                        features[name] = feature
+                        self._versions[name] = feature._version
                 if stop_when_done and len(features) == len(self.taps):
                     raise StopForward
 
@@ -247,7 +262,8 @@ class FeatureRecorder:
                 handle.remove()
 
     def check_complete(self, features: dict, mode: str) -> None:
-        """Raise naming every tap that did not run in the last forward."""
+        """Raise naming every tap that did not run in the last forward, or
+        whose recorded tensor the model changed in place afterwards."""
         missing = [str(self.taps[n]) for n in self.taps if n not in features]
         if missing:
             raise RuntimeError(
@@ -255,3 +271,14 @@ class FeatureRecorder:
                 f'{mode} forward: {missing}. Tap a module on the path of '
                 f'that forward, or raise "call" only up to the number of '
                 'times the module runs.')
+        changed = [
+            str(self.taps[n]) for n, value in features.items()
+            if value._version != self._versions.get(n, value._version)
+        ]
+        if changed:
+            raise RuntimeError(
+                f'These {self.owner} taps were changed in place after they '
+                f'were recorded (e.g. by a following ReLU(inplace=True)), so '
+                f'they no longer hold the module\'s output: {changed}. Tap '
+                'the module that changes them instead, or record a copy with '
+                'dict(path=..., clone=True).')

@@ -1,16 +1,17 @@
 """Student-only checkpoints next to the runner's checkpoints."""
 import copy
+import os
 import os.path as osp
-from typing import Optional, Set
+from typing import Dict, Optional, Set
 
 from mmengine.config import Config
 from mmengine.dist import master_only
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
 from mmdistill.registry import HOOKS
-from mmdistill.utils.checkpoint import free_path, save_student_checkpoint
+from mmdistill.utils.checkpoint import (free_path, save_student_checkpoint,
+                                        student_state_dict)
 
 STUDENT_CONFIG = 'student_config.py'
 
@@ -55,6 +56,12 @@ class StudentCheckpointHook(Hook):
     ``student_config.py``, which the hook writes into the work dir once. An
     existing file is never overwritten: a new name ``...-1.pth`` is used.
 
+    The export holds the weights the runner checkpoint holds (with an
+    ``EMAHook``, the averaged ones), taken from the checkpoint dict as it is
+    saved. When ``CheckpointHook`` deletes an old checkpoint
+    (``max_keep_ckpts``, a superseded best), the export this hook wrote for
+    it goes too.
+
     Args:
         suffix (str): Added to the runner checkpoint's name. Defaults to
             ``'_student'``.
@@ -64,6 +71,8 @@ class StudentCheckpointHook(Hook):
     def __init__(self, suffix: str = '_student') -> None:
         self.suffix = suffix
         self._done: Set[str] = set()
+        self._written: Dict[str, str] = {}  # runner checkpoint -> export
+        self._saved_state: Optional[dict] = None
 
     @staticmethod
     def _saved_paths(runner) -> Set[str]:
@@ -96,26 +105,36 @@ class StudentCheckpointHook(Hook):
             print_log(f'Student config for plain mmdet/mmseg: {path}',
                       logger='current')
 
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Runs after EMAHook's (priority LOWEST): the weights being saved.
+        state = checkpoint.get('state_dict', {})
+        if any(k.startswith('student.') for k in state):
+            self._saved_state = student_state_dict(state)
+
     @master_only
     def _export_new(self, runner) -> None:
+        for checkpoint, export in list(self._written.items()):
+            if not osp.exists(checkpoint):  # removed by CheckpointHook
+                if osp.exists(export):
+                    os.remove(export)
+                del self._written[checkpoint]
         for checkpoint in sorted(self._saved_paths(runner) - self._done):
             if not osp.exists(checkpoint):
                 continue
             self._done.add(checkpoint)
-            model = runner.model.module if is_model_wrapper(
-                runner.model) else runner.model
-            if not hasattr(model, 'student'):
+            if self._saved_state is None:
                 return
             dataset = getattr(runner.train_dataloader, 'dataset', None)
             path = free_path(self.export_path(checkpoint))
             save_student_checkpoint(
-                model.student.state_dict(),
+                self._saved_state,
                 path,
                 dataset_meta=getattr(dataset, 'metainfo', None),
                 meta=dict(
                     source_checkpoint=osp.basename(checkpoint),
                     epoch=runner.epoch,
                     iter=runner.iter))
+            self._written[checkpoint] = path
             print_log(f'Student-only checkpoint saved to {path}',
                       logger='current')
 

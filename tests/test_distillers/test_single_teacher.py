@@ -200,3 +200,13 @@ def test_losses_receive_data_samples(retina):
     assert torch.isfinite(losses['loss_distill_fgd'])
     assert set(k for k in losses if k.startswith('loss_distill')) == {
         'loss_distill_p3', 'loss_distill_fgd'}
+
+
+def test_student_checkpoint_that_fits_nothing_stops(retina, tmp_path):
+    cfg, _ = retina
+    path = str(tmp_path / 'other.pth')
+    torch.save(dict(state_dict={'fc.weight': torch.zeros(2)}), path)
+    cfg.model.student_checkpoint = path
+    model = build(cfg)
+    with pytest.raises(ValueError, match='not a single weight fits'):
+        model.init_weights()

@@ -113,3 +113,37 @@ def test_tuple_output_needs_index():
     assert feats['a'].item() == 2
     with pytest.raises(RuntimeError, match='did not run'):
         recorder.check_complete({}, 'loss')
+
+
+def test_in_place_change_after_recording_is_caught():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4),
+                        nn.ReLU(inplace=True))
+    x = torch.randn(2, 3, 4, 4)
+    recorder = FeatureRecorder(net, {'bn': Tap('1')}, 'student')
+    with recorder.record() as feats:
+        net(x)
+    with pytest.raises(RuntimeError, match='changed in place'):
+        recorder.check_complete(feats, 'loss')
+    recorder = FeatureRecorder(net, {'bn': parse_tap(
+        dict(path='1', clone=True))}, 'student')
+    with recorder.record() as feats:
+        net(x)
+    recorder.check_complete(feats, 'loss')
+    assert feats['bn'].min() < 0  # the BN output, before the ReLU
+
+
+def test_stop_forward_is_not_swallowed_by_except_exception():
+
+    class Guarded(Net):
+
+        def forward(self, x):
+            try:
+                return super().forward(x)
+            except Exception:
+                return None
+
+    net = Guarded()
+    recorder = FeatureRecorder(net, {'s': Tap('stem')}, 'teacher')
+    with pytest.raises(StopForward):
+        with recorder.record(stop_when_done=True):
+            net(torch.randn(1, 3, 2, 2))
