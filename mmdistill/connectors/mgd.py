@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from mmdistill.masks import random_channel_mask, random_spatial_mask
+from mmdistill.masks import (check_ratio, random_channel_mask,
+                             random_spatial_mask)
 from mmdistill.registry import MODELS
 
 _MASK_TYPES = ('spatial', 'channel')
@@ -54,9 +55,7 @@ class MGDConnector(BaseModule):
         if mask_type not in _MASK_TYPES:
             raise ValueError(
                 f'mask_type must be one of {_MASK_TYPES}, got {mask_type!r}')
-        if not 0.0 <= mask_ratio <= 1.0:
-            raise ValueError(
-                f'mask_ratio must lie in [0, 1], got {mask_ratio}')
+        check_ratio(mask_ratio)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.mask_ratio = mask_ratio

@@ -3,7 +3,7 @@ import copy
 import inspect
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,7 +34,8 @@ def _load_state_dict(checkpoint: str, owner: str) -> 'OrderedDict':
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
         raise TypeError(
-            f'{checkpoint!r} holds a {type(state).__name__}, not a state dict.')
+            f'{checkpoint!r} holds a {type(state).__name__}, not a state '
+            'dict.')
     state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k,
                          v) for k, v in state.items())
     if any(k.startswith(STUDENT_PREFIX) for k in state):
@@ -44,7 +45,8 @@ def _load_state_dict(checkpoint: str, owner: str) -> 'OrderedDict':
 
 def _describe(keys: Sequence[str], limit: int = 25) -> str:
     shown = '\n'.join(f'    {k}' for k in keys[:limit])
-    more = f'\n    ... and {len(keys) - limit} more' if len(keys) > limit else ''
+    more = (f'\n    ... and {len(keys) - limit} more'
+            if len(keys) > limit else '')
     return shown + more
 
 
@@ -260,7 +262,8 @@ class SingleTeacherDistiller(BaseModel):
                 'teacher="neck[0]", loss=dict(type="L2Loss")).')
         unknown = set(spec) - {'student', 'teacher', 'connector', 'loss'}
         if unknown:
-            raise ValueError(f'distill.{name}: unknown keys {sorted(unknown)}.')
+            raise ValueError(
+                f'distill.{name}: unknown keys {sorted(unknown)}.')
         students = expand_braces(spec['student'])
         teachers = expand_braces(spec['teacher'])
         count = max(len(students), len(teachers))
@@ -289,7 +292,8 @@ class SingleTeacherDistiller(BaseModel):
             self._loss_takes_samples[pair] = 'data_samples' in params
 
     def _check_preprocessors(self) -> None:
-        student, teacher = self.data_preprocessor, self.teacher.data_preprocessor
+        student = self.data_preprocessor
+        teacher = self.teacher.data_preprocessor
         order = [getattr(p, '_channel_conversion', None)
                  for p in (student, teacher)]
         if None not in order and order[0] != order[1]:

@@ -205,8 +205,8 @@ class FeatureRecorder:
             value = value[index]
         if not isinstance(value, torch.Tensor):
             kind = type(value).__name__
-            size = f' of {len(value)}' if isinstance(value,
-                                                      (tuple, list)) else ''
+            is_seq = isinstance(value, (tuple, list))
+            size = f' of {len(value)}' if is_seq else ''
             raise TypeError(
                 f'{self.owner} tap {tap} gives a {kind}{size}, not a tensor; '
                 f'pick one element, e.g. "{tap.path}[0]".')

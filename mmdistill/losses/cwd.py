@@ -6,10 +6,10 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import check_same_shape, upcast
+from .functional import softmax_kl
 
 
 @MODELS.register_module()
@@ -67,9 +67,8 @@ class ChannelWiseDivergence(nn.Module):
                 'ChannelWiseDivergence needs (N, C, H, W) tensors, got shape '
                 f'{tuple(student.shape)}.')
         n, c = student.shape[:2]
-        s = upcast(student).reshape(n * c, -1) / self.tau
-        t = upcast(teacher.detach()).reshape(n * c, -1) / self.tau
-        log_p_s = F.log_softmax(s, dim=1)
-        log_p_t = F.log_softmax(t, dim=1)
-        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()
+        kl = softmax_kl(
+            upcast(student).reshape(n * c, -1),
+            upcast(teacher.detach()).reshape(n * c, -1), self.tau,
+            dim=1).sum()
         return self.loss_weight * kl * self.tau**2 / (n * c)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import check_same_shape, upcast
+from .functional import softmax_kl
 
 
 @MODELS.register_module()
@@ -102,9 +103,8 @@ class PixelKLDivergence(nn.Module):
             raise ValueError(
                 'PixelKLDivergence needs logits shaped (N, K, H, W), got '
                 f'{tuple(student.shape)}.')
-        log_p_s = F.log_softmax(upcast(student) / self.tau, dim=1)
-        log_p_t = F.log_softmax(upcast(teacher.detach()) / self.tau, dim=1)
-        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)  # (N, H, W)
+        kl = softmax_kl(upcast(student), upcast(teacher.detach()), self.tau,
+                        dim=1)  # (N, H, W)
         valid = self._valid_mask(student, data_samples)
         kl = torch.where(valid, kl, torch.zeros_like(kl))
         num_valid = valid.sum().clamp_min(1)

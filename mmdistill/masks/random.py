@@ -12,13 +12,14 @@ from typing import Optional, Union
 import torch
 
 
-def _check_ratio(ratio: float) -> None:
+def check_ratio(ratio: float) -> None:
+    """Raise a ``ValueError`` unless ``0 <= ratio <= 1``."""
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f'mask ratio must lie in [0, 1], got {ratio}')
 
 
 def _bernoulli_keep(shape, ratio: float, device, generator) -> torch.Tensor:
-    _check_ratio(ratio)
+    check_ratio(ratio)
     if generator is not None and device is None:
         device = generator.device
     u = torch.rand(shape, device=device, generator=generator)
