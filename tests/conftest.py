@@ -10,7 +10,7 @@ from mmdistill.testing import (random_checkpoint, teacher_overrides,
                                tiny_detection, tiny_model, tiny_segmentation)
 from mmdistill.utils.config import load_config
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
     'retinanet': 'configs/mlp/mlp_fpn_retinanet_x101-r50_2x_coco.py',
     'faster_rcnn':
