@@ -404,7 +404,34 @@ class SingleTeacherDistiller(BaseModel):
             if key in losses:
                 raise KeyError(f'The student already returns a loss {key!r}.')
             if self._loss_takes_samples[name]:
-                losses[key] = loss(student, teacher, data_samples=data_samples)
+                value = loss(student, teacher, data_samples=data_samples)
             else:
-                losses[key] = loss(student, teacher)
+                value = loss(student, teacher)
+            if not torch.isfinite(value).all():
+                self._raise_non_finite(name, student, teacher, value)
+            losses[key] = value
         return losses
+
+    def _raise_non_finite(self, name: str, student: torch.Tensor,
+                          teacher: torch.Tensor, value: torch.Tensor):
+        """Stop with what is not finite and what usually fixes it."""
+        bad = [
+            f'{who} feature' for who, x in (('teacher', teacher),
+                                            ('student', student))
+            if not torch.isfinite(x).all()
+        ]
+        if 'teacher feature' in bad:
+            fix = ('the teacher gives inf/NaN: check that its checkpoint '
+                   'fits its config and that the student\'s normalisation '
+                   'suits it; under fp16 AMP an overflow, try bf16 or fp32')
+        elif bad:
+            fix = ('the student diverged: lower the learning rate or this '
+                   'loss\'s weight, or add gradient clipping '
+                   '(optim_wrapper.clip_grad)')
+        else:
+            fix = ('the features are finite but the loss is not: lower this '
+                   'loss\'s weight (its value overflowed) or check its '
+                   'temperature')
+        raise FloatingPointError(
+            f'loss_distill_{name} is {value.item()} '
+            f'({", ".join(bad) or "features finite"}): {fix}.')

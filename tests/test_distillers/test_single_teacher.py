@@ -210,3 +210,19 @@ def test_student_checkpoint_that_fits_nothing_stops(retina, tmp_path):
     model = build(cfg)
     with pytest.raises(ValueError, match='not a single weight fits'):
         model.init_weights()
+
+
+def test_non_finite_distill_loss_names_pair_and_cause(retina):
+    cfg, _ = retina
+    model = build(cfg)
+    inputs, samples = det_batch(model)
+    with torch.no_grad():
+        model.teacher.neck.fpn_convs[2].conv.weight.fill_(float('nan'))
+    with pytest.raises(FloatingPointError,
+                       match=r'loss_distill_fpn_2 is nan \(teacher feature'):
+        model(inputs, samples, mode='loss')
+    model = build(cfg)
+    with torch.no_grad():
+        model.distill_losses['fpn_0'].loss_weight = float('inf')
+    with pytest.raises(FloatingPointError, match='features finite'):
+        model(inputs, samples, mode='loss')
