@@ -136,8 +136,13 @@ def tiny_runtime(cfg: Config,
     for key in ('train_pipeline', 'test_pipeline', 'tta_pipeline'):
         if key in cfg:
             _shrink_pipeline(cfg[key], size)
-    if cfg.get('data_preprocessor', None) and 'size' in cfg.data_preprocessor:
-        cfg.data_preprocessor.size = (size[1], size[0])
+    models = [cfg.get('data_preprocessor', None)]
+    model = cfg.get('model', {})
+    models += [m.get('data_preprocessor') for m in (model, model.get(
+        'student', {})) if isinstance(m, dict)]
+    for preprocessor in models:  # the runner's, the model's, the student's
+        if preprocessor and preprocessor.get('size', None) is not None:
+            preprocessor['size'] = (size[1], size[0])
     cfg.work_dir = work_dir
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.pop('visualization', None)

@@ -1,0 +1,9 @@
+# CAD (channel-wise angular distillation, paper 002): the LAD config with
+# each channel's H*W map compared as a unit vector (Eq. 7), PSPNet R18-d8
+# student, PSPNet R101-d8 teacher, lambda_ad = 10 plus logits KD 10.
+_base_ = ['./lad_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py']
+
+model = dict(distill=dict(backbone=dict(loss=dict(mode='channel'))))
+
+custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

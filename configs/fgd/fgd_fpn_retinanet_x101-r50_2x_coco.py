@@ -1,0 +1,34 @@
+# FGD (focal and global distillation): RetinaNet R50 learns from RetinaNet
+# X101-64x4d on the 5 FPN levels, one FGD loss per level, and starts from the
+# teacher's neck and head ("inheriting strategy"). Settings of yzd-v/FGD
+# configs/distillers/fgd/
+# fgd_retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_2x_coco.py']
+
+model = dict(
+    _delete_=True,
+    type='mmdistill.SingleTeacherDistiller',
+    student={{_base_.model}},
+    teacher=dict(
+        config='mmdet::retinanet/retinanet_x101-64x4d_fpn_1x_coco.py',
+        checkpoint='https://download.openmmlab.com/mmdetection/v2.0/'
+        'retinanet/retinanet_x101_64x4d_fpn_1x_coco/'
+        'retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth'),
+    init_student_from_teacher=['neck', 'bbox_head'],
+    distill=dict(
+        fpn=dict(
+            student='neck.fpn_convs.{0-4}.conv',
+            teacher='neck.fpn_convs.{0-4}.conv',
+            loss=dict(
+                type='FGDLoss',
+                in_channels=256,
+                temperature=0.5,
+                alpha=1e-3,
+                beta=5e-4,
+                gamma=5e-4,
+                lambda_=5e-6))))
+
+optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+
+custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
