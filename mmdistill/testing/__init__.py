@@ -1,9 +1,11 @@
 """Helpers to run real configs small (tests, config checks)."""
-from .tiny import (random_checkpoint, shrink_detector, shrink_segmentor,
+from .tiny import (random_checkpoint, shrink_detector, shrink_distiller,
+                   shrink_segmentor,
                    teacher_overrides, tiny_detection, tiny_model,
                    tiny_segmentation)
 
 __all__ = [
-    'random_checkpoint', 'shrink_detector', 'shrink_segmentor',
+    'random_checkpoint', 'shrink_detector', 'shrink_distiller',
+    'shrink_segmentor',
     'teacher_overrides', 'tiny_detection', 'tiny_model', 'tiny_segmentation'
 ]

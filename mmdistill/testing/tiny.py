@@ -218,3 +218,44 @@ def random_checkpoint(model_cfg: dict, path: str,
     model.init_weights()
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
     return path
+
+
+def shrink_distiller(cfg: Config, kind: str,
+                     same_shape: bool = False) -> Tuple[dict, Optional[str]]:
+    """Shrink the student and teacher of a distillation config in place.
+
+    The student gets width 8 (FPN 16), the teacher width 16 (FPN 32), or the
+    student's own shape with ``same_shape``; every connector's
+    ``in_channels``/``out_channels`` follows (FPN levels for ``'det'``, the
+    last backbone stage for ``'seg'``). An untrained detector scores about
+    0.01, so its test-time score threshold becomes 0 to keep boxes.
+
+    Returns:
+        tuple: the teacher model config (for ``teacher.cfg_options`` and
+        :func:`random_checkpoint`) and the teacher's registry scope.
+    """
+    from mmdistill.utils.config import load_config
+    det = kind == 'det'
+    fpn = {'fpn_channels': 16} if det else {}
+    cfg.model.student = tiny_model(cfg.model.student, kind, width=8, **fpn)
+    teacher_cfg = load_config(cfg.model.teacher.config)
+    if same_shape:
+        teacher = copy.deepcopy(cfg.model.student)
+        teacher['data_preprocessor'] = teacher_cfg.model.data_preprocessor
+        channels = (16, 16) if det else (64, 64)
+    else:
+        fpn = {'fpn_channels': 32} if det else {}
+        teacher = tiny_model(teacher_cfg.model, kind, width=16, **fpn)
+        channels = (16, 32) if det else (64, 128)
+    for pair in cfg.model.distill.values():
+        connector = pair.get('connector')
+        if connector is not None:
+            connector.in_channels, connector.out_channels = channels
+    if det:
+        test_cfg = cfg.model.student.test_cfg
+        for stage in [test_cfg] + [v for v in test_cfg.values()
+                                   if isinstance(v, dict)]:
+            if 'score_thr' in stage:
+                stage.score_thr = 0.0
+                stage.max_per_img = 20
+    return teacher, teacher_cfg.default_scope

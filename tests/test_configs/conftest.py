@@ -110,20 +110,6 @@ def _expected_pairs(distill: dict) -> list:
 
 
 @pytest.fixture(scope='session')
-def coco_root(tmp_path_factory):
-    from mmdistill.datasets import write_coco_layout
-    return write_coco_layout(
-        str(tmp_path_factory.mktemp('coco')), dict(train=4, val=2))
-
-
-@pytest.fixture(scope='session')
-def cityscapes_root(tmp_path_factory):
-    from mmdistill.datasets import write_cityscapes_layout
-    return write_cityscapes_layout(
-        str(tmp_path_factory.mktemp('cityscapes')), dict(train=4, val=2))
-
-
-@pytest.fixture(scope='session')
 def make_batch():
     """``make_batch(kind, size, batch)``: a hand-made ``'det'`` or ``'seg'``
     batch, before the data preprocessor."""

@@ -101,26 +101,8 @@ def tool_env(port: Optional[int] = None) -> dict:
 def _shrink(cfg: Config, kind: str) -> tuple:
     """Student width 8, teacher width 16; returns (teacher model config,
     teacher scope)."""
-    from mmdistill.testing import tiny_model
-    from mmdistill.utils.config import load_config
-    extra = {'fpn_channels': 16} if kind == 'det' else {}
-    cfg.model.student = tiny_model(cfg.model.student, kind, width=8, **extra)
-    teacher_cfg = load_config(cfg.model.teacher.config)
-    extra = {'fpn_channels': 32} if kind == 'det' else {}
-    teacher = tiny_model(teacher_cfg.model, kind, width=16, **extra)
-    channels = (16, 32) if kind == 'det' else (64, 128)
-    for pair in cfg.model.distill.values():
-        connector = pair.get('connector')
-        if connector is not None:
-            connector.in_channels, connector.out_channels = channels
-    if kind == 'det':  # an untrained detector scores ~0.01: keep its boxes
-        test_cfg = cfg.model.student.test_cfg
-        for stage in [test_cfg] + [v for v in test_cfg.values()
-                                   if isinstance(v, dict)]:
-            if 'score_thr' in stage:
-                stage.score_thr = 0.0
-                stage.max_per_img = 20
-    return teacher, teacher_cfg.default_scope
+    from mmdistill.testing import shrink_distiller
+    return shrink_distiller(cfg, kind)
 
 
 def write_tiny_config(name: str,
