@@ -55,7 +55,7 @@ else
   log "building mmcv==2.1.0 with ops (FORCE_CUDA=$FORCE_CUDA); ~8 min on 2 cores the first time, cached afterwards"
   MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
     pip_install --no-build-isolation "mmcv==2.1.0"
-  pip_install "setuptools>=77" || true
+  pip_install "setuptools>=77,<81" || true  # torch wants >=77; pkg_resources (mim) left in 81
 fi
 
 # (run from / so that the checkout itself is not what gets imported)
