@@ -23,7 +23,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$BASE_PYTHON" -m venv "$VENV"
   fi
 fi
-PY="$VENV/bin/python"
+PY="$(cd "$VENV" && pwd)/bin/python"  # absolute: some checks run from /
 PIP=("$PY" -m pip --disable-pip-version-check -q)
 
 # pip install, without the machine's "Location ... is ignored" noise; keeps
@@ -55,7 +55,12 @@ else
   log "building mmcv==2.1.0 with ops (FORCE_CUDA=$FORCE_CUDA); ~8 min on 2 cores the first time, cached afterwards"
   MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
     pip_install --no-build-isolation "mmcv==2.1.0"
-  pip_install "setuptools>=77,<81" || true  # torch wants >=77; pkg_resources (mim) left in 81
+fi
+# mmengine imports pkg_resources (to find mmdet::/mmseg:: configs), which
+# setuptools 81 removed; torch 2.13 asks for setuptools >= 77.
+if ! (cd / && "$PY" -c "import pkg_resources; import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)") 2>/dev/null; then
+  log "installing setuptools>=77,<81 (torch needs >=77, mmengine needs pkg_resources)"
+  pip_install "setuptools>=77,<81"
 fi
 
 # (run from / so that the checkout itself is not what gets imported)
