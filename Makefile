@@ -15,5 +15,11 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+DEMO_ARGS ?=
+
+# DEMO_FAST=1 make demo: the few-minute variant the test suite runs
+demo: install
+	$(PY) demo/run_demo.py $(DEMO_ARGS)
+
 clean-venv:
 	rm -rf $(VENV)

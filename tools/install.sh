@@ -64,7 +64,7 @@ if ! (cd / && "$PY" -c "import pkg_resources; import setuptools, sys; sys.exit(i
 fi
 
 # (run from / so that the checkout itself is not what gets imported)
-if (cd / && "$PY" -c "import mmengine, mmdet, mmseg, mmpretrain, ftfy, regex, matplotlib, pytest, xdist") 2>/dev/null; then
+if (cd / && "$PY" -c "import mmengine, mmdet, mmseg, mmpretrain, ftfy, regex, matplotlib, skimage, pytest, xdist") 2>/dev/null; then
   log "mmengine, mmdet, mmseg, mmpretrain and test requirements present"
 else
   log "installing mmengine, mmdet, mmsegmentation, mmpretrain, runtime and test requirements"

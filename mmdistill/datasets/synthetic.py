@@ -12,15 +12,127 @@ other). The same scenes are written in two standard formats:
 
 The Cityscapes layout used by mmseg's stock Cityscapes configs can be written
 too (:func:`write_cityscapes_layout`), so their pipelines run unchanged.
+
+With ``photos=True`` the scenes use real image content: backgrounds are
+crops of the sample photos that scikit-image ships in ``skimage/data``
+(astronaut, cat, coffee, motorcycle, rocket, ...), and object classes carry
+the texture photos (brick, grass, gravel, ...). Distractors (class shapes
+filled with background photo content) make shape alone insufficient. When
+scikit-image is not installed, procedural textures are used instead
+(:func:`photo_bank` returns None).
 """
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 SHAPES = ('rectangle', 'ellipse', 'triangle', 'diamond', 'ring', 'cross')
+
+# Sample photos shipped in scikit-image's ``skimage/data`` (BSD licensed).
+BACKGROUND_PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png',
+                     'motorcycle_left.png', 'motorcycle_right.png',
+                     'rocket.jpg', 'camera.png', 'hubble_deep_field.jpg',
+                     'ihc.png', 'retina.jpg', 'clock_motion.png', 'moon.png',
+                     'page.png', 'text.png', 'cell.png', 'color.png')
+TEXTURE_PHOTOS = ('brick.png', 'grass.png', 'gravel.png', 'coins.png')
+
+_PHOTO_CACHE: Dict[str, Optional['PhotoBank']] = {}
+
+
+class PhotoBank:
+    """Real photos to draw backgrounds and textures from.
+
+    Args:
+        backgrounds (list[np.ndarray]): BGR uint8 photos for backgrounds and
+            distractors.
+        textures (list[np.ndarray]): BGR uint8 texture photos for objects.
+    """
+
+    def __init__(self, backgrounds: List[np.ndarray],
+                 textures: List[np.ndarray]) -> None:
+        if not backgrounds or not textures:
+            raise ValueError('PhotoBank needs background and texture photos.')
+        self.backgrounds = backgrounds
+        self.textures = textures
+
+    @staticmethod
+    def crop(rng: np.random.Generator, photo: np.ndarray, h: int, w: int,
+             zoom: Tuple[float, float] = (0.3, 1.0)) -> np.ndarray:
+        """A random crop of ``photo`` covering ``zoom`` of its short side,
+        resized to (h, w)."""
+        import cv2
+        ph, pw = photo.shape[:2]
+        side = rng.uniform(*zoom) * min(ph, pw)
+        ch = int(np.clip(side * h / max(h, w), 8, ph))
+        cw = int(np.clip(side * w / max(h, w), 8, pw))
+        y = int(rng.integers(0, ph - ch + 1))
+        x = int(rng.integers(0, pw - cw + 1))
+        patch = photo[y:y + ch, x:x + cw]
+        return cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA)
+
+    def background(self, rng: np.random.Generator, h: int,
+                   w: int) -> np.ndarray:
+        photo = self.backgrounds[int(rng.integers(0, len(self.backgrounds)))]
+        return self.crop(rng, photo, h, w)
+
+    def texture(self, rng: np.random.Generator, index: int, h: int, w: int,
+                tint: np.ndarray) -> np.ndarray:
+        """Texture photo ``index`` at about its own scale (a crop 1.5 to 3
+        times the object's size) resized to (h, w) and tinted towards the
+        colour ``tint`` (its grey levels keep the texture)."""
+        import cv2
+        photo = self.textures[index % len(self.textures)]
+        ph, pw = photo.shape[:2]
+        scale = rng.uniform(1.5, 3.0)
+        ch, cw = (int(np.clip(h * scale, 8, ph)),
+                  int(np.clip(w * scale, 8, pw)))
+        y = int(rng.integers(0, ph - ch + 1))
+        x = int(rng.integers(0, pw - cw + 1))
+        patch = cv2.resize(photo[y:y + ch, x:x + cw], (w, h),
+                           interpolation=cv2.INTER_AREA)
+        grey = patch.astype(np.float32).mean(axis=2, keepdims=True) / 255.
+        img = grey * (0.5 * tint[None, None, :] + 127.)
+        img += rng.normal(0, 6, img.shape)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _skimage_data_dir() -> Optional[str]:
+    import importlib.util
+    spec = importlib.util.find_spec('skimage')
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = osp.join(list(spec.submodule_search_locations)[0], 'data')
+    return folder if osp.isdir(folder) else None
+
+
+def photo_bank(folder: Optional[str] = None) -> Optional[PhotoBank]:
+    """The photos of ``folder`` (default: scikit-image's ``skimage/data``)
+    as a :class:`PhotoBank`, or None when they are not there."""
+    import cv2
+    folder = folder or _skimage_data_dir()
+    if folder is None:
+        return None
+    if folder in _PHOTO_CACHE:
+        return _PHOTO_CACHE[folder]
+
+    def read(names):
+        images = []
+        for name in names:
+            path = osp.join(folder, name)
+            if not osp.isfile(path):
+                continue
+            img = cv2.imread(path, cv2.IMREAD_COLOR)
+            if img is not None:
+                images.append(img)
+        return images
+
+    backgrounds, textures = read(BACKGROUND_PHOTOS), read(TEXTURE_PHOTOS)
+    bank = PhotoBank(backgrounds, textures) if (backgrounds
+                                                and textures) else None
+    _PHOTO_CACHE[folder] = bank
+    return bank
 
 
 def _texture(rng: np.random.Generator, h: int, w: int,
@@ -82,17 +194,37 @@ def render_scene(rng: np.random.Generator,
                  styles: Sequence[dict],
                  max_objects: int = 6,
                  scale_range: Tuple[float, float] = (0.12, 0.5),
-                 clutter: int = 6) -> Tuple[np.ndarray, np.ndarray, list]:
+                 clutter: int = 6,
+                 photos: Optional[PhotoBank] = None,
+                 distractors: int = 0,
+                 random_tint: bool = False,
+                 min_objects: int = 1,
+                 tint_jitter: float = 0.) -> Tuple[np.ndarray, np.ndarray,
+                                                   list]:
     """Render one scene.
+
+    Args:
+        photos (PhotoBank, optional): Real photos: the background is a photo
+            crop and class ``k`` is textured with texture photo ``k``.
+        distractors (int): Up to this many shapes of the class shapes filled
+            with photo content (or a random texture) that are not objects.
+        random_tint (bool): Tint every object with a random colour instead of
+            its class colour, so colour does not give the class away.
+        min_objects (int): At least this many objects per scene.
+        tint_jitter (float): Each object's colour varies by up to this much
+            per channel around its class colour.
 
     Returns:
         tuple: image (h, w, 3) uint8 BGR, label map (h, w) uint8 with
         0 = background and ``k + 1`` = class k, and the visible instances as
-        dicts with ``label`` and ``bbox`` (x1, y1, x2, y2).
+        dicts with ``label``, ``bbox`` (x1, y1, x2, y2) and ``area``.
     """
     h, w = size
-    background = _texture(rng, h, w, rng.integers(60, 200, 3),
-                          int(rng.integers(0, 4)))
+    if photos is not None:
+        background = photos.background(rng, h, w)
+    else:
+        background = _texture(rng, h, w, rng.integers(60, 200, 3),
+                              int(rng.integers(0, 4)))
     image = background.copy()
     labels = np.zeros((h, w), np.uint8)
     instance_ids = np.zeros((h, w), np.int32)
@@ -103,8 +235,22 @@ def render_scene(rng: np.random.Generator,
         y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
         blob = _shape_mask('ellipse', bh, bw)
         image[y:y + bh, x:x + bw][blob] = rng.integers(0, 255, 3)
+    # Distractors: class shapes with the wrong content, not objects.
+    for _ in range(int(rng.integers(0, distractors + 1)) if distractors
+                   else 0):
+        shape = styles[int(rng.integers(0, len(styles)))]['shape']
+        side = rng.uniform(*scale_range) * min(h, w)
+        dh, dw = int(np.clip(side, 6, h - 1)), int(np.clip(side, 6, w - 1))
+        y, x = int(rng.integers(0, h - dh)), int(rng.integers(0, w - dw))
+        mask = _shape_mask(shape, dh, dw)
+        if photos is not None:
+            content = photos.background(rng, dh, dw)
+        else:
+            content = _texture(rng, dh, dw, rng.integers(40, 230, 3), 3)
+        image[y:y + dh, x:x + dw][mask] = content[mask]
     objects = []
-    for k in range(int(rng.integers(1, max_objects + 1))):
+    count = int(rng.integers(min(min_objects, max_objects), max_objects + 1))
+    for k in range(count):
         label = int(rng.integers(0, len(styles)))
         style = styles[label]
         side = rng.uniform(*scale_range) * min(h, w)
@@ -113,7 +259,16 @@ def render_scene(rng: np.random.Generator,
         ow = int(np.clip(side / aspect, 6, w - 1))
         y, x = int(rng.integers(0, h - oh)), int(rng.integers(0, w - ow))
         mask = _shape_mask(style['shape'], oh, ow)
-        tex = _texture(rng, oh, ow, style['color'], style['texture'])
+        color = (rng.integers(40, 230, 3) if random_tint
+                 else np.asarray(style['color'], np.float32))
+        if tint_jitter:
+            color = np.clip(color + rng.uniform(-tint_jitter, tint_jitter, 3),
+                            0, 255)
+        if photos is not None:
+            tex = photos.texture(rng, style.get('photo', label), oh, ow,
+                                 color.astype(np.float32))
+        else:
+            tex = _texture(rng, oh, ow, color, style['texture'])
         region = image[y:y + oh, x:x + ow]
         region[mask] = tex[mask]
         labels[y:y + oh, x:x + ow][mask] = label + 1
@@ -140,7 +295,12 @@ def generate(root: str,
              seed: int = 0,
              max_objects: int = 6,
              scale_range: Tuple[float, float] = (0.12, 0.5),
-             clutter: int = 6) -> Dict[str, dict]:
+             clutter: int = 6,
+             photos: Union[bool, PhotoBank, None] = False,
+             distractors: int = 0,
+             random_tint: bool = False,
+             min_objects: int = 1,
+             tint_jitter: float = 0.) -> Dict[str, dict]:
     """Write a dataset in COCO and mmseg formats under ``root``.
 
     Args:
@@ -151,13 +311,22 @@ def generate(root: str,
             ``dict(train=64, val=16)``.
         size (tuple): Image (height, width).
         seed (int): Seed; the same seed writes the same files.
+        max_objects, scale_range, clutter, distractors, random_tint,
+        min_objects, tint_jitter: See :func:`render_scene`.
+        photos (bool | PhotoBank): True uses scikit-image's sample photos
+            (procedural textures when scikit-image is not installed); a
+            :class:`PhotoBank` uses its photos.
 
     Returns:
         dict: Per split, the paths written (``img_dir``, ``seg_dir``,
-        ``ann_file``).
+        ``ann_file``), plus ``photos`` (whether real photos were used).
     """
     import cv2
     styles = class_styles(len(classes), seed)
+    if photos is True:
+        photos = photo_bank()
+    elif photos is False:
+        photos = None
     written = {}
     for split_index, (split, count) in enumerate(sorted(splits.items())):
         rng = np.random.default_rng([seed, split_index])
@@ -168,7 +337,10 @@ def generate(root: str,
         images, annotations = [], []
         for i in range(count):
             image, labels, instances = render_scene(
-                rng, size, styles, max_objects, scale_range, clutter)
+                rng, size, styles, max_objects, scale_range, clutter,
+                photos=photos, distractors=distractors,
+                random_tint=random_tint, min_objects=min_objects,
+                tint_jitter=tint_jitter)
             name = f'{split}_{i:05d}.png'
             cv2.imwrite(osp.join(img_dir, name), image)
             cv2.imwrite(osp.join(seg_dir, name), labels)
@@ -197,7 +369,10 @@ def generate(root: str,
                         for k, name in enumerate(classes)
                     ]), f)
         written[split] = dict(
-            img_dir=img_dir, seg_dir=seg_dir, ann_file=ann_file)
+            img_dir=img_dir,
+            seg_dir=seg_dir,
+            ann_file=ann_file,
+            photos=photos is not None)
     return written
 
 

@@ -1,0 +1,20 @@
+# Paper 001 on the demo: the RetinaNet R18 student learns the teacher's five
+# FPN levels through one channel-wise MLP per level, L2 loss, alpha = 2e-5
+# (one-stage detectors).
+_base_ = ['./retinanet_r18-w8_student_synth.py']
+
+model = dict(
+    _delete_=True,
+    type='mmdistill.SingleTeacherDistiller',
+    student={{_base_.model}},
+    teacher=dict(
+        config='{{fileDirname}}/retinanet_r50-w16_teacher_synth.py',
+        checkpoint='work_dirs/demo/det/teacher/iter_1500.pth'),
+    distill=dict(
+        fpn=dict(
+            student='neck.fpn_convs.{0-4}.conv',
+            teacher='neck.fpn_convs.{0-4}.conv',
+            connector=dict(
+                type='MLPConnector', in_channels=32, out_channels=32),
+            loss=dict(type='L2Loss', loss_weight=2e-5))))
+custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
