@@ -90,7 +90,7 @@ SETTINGS = {
             seg=dict(size=(64, 64), splits=dict(train=400, val=100)),
             det=dict(size=(96, 96), splits=dict(train=400, val=100))),
         iters=dict(
-            seg=dict(teacher=400, student=200),
+            seg=dict(teacher=800, student=400),
             det=dict(teacher=1500, student=600)),
         batch_size=8),
     'fast': dict(

@@ -13,12 +13,12 @@ model = dict(
         in_channels=256, channels=32, num_classes=7, norm_cfg=norm_cfg))
 
 # The teacher trains twice as long as the students.
-max_iters = 400
+max_iters = 800
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-         end=40),
-    dict(type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=40,
+         end=80),
+    dict(type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=80,
          end=max_iters),
 ]
 default_hooks = dict(checkpoint=dict(interval=max_iters))
