@@ -194,7 +194,13 @@ def test_gradients_reach_student_align_and_both_gc_blocks_not_teacher():
     assert loss.align.weight.grad.abs().sum() > 0
     for block in (loss.gc_student, loss.gc_teacher):
         for name, p in block.named_parameters():
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+            assert p.grad is not None, name
+            if name == 'context_conv.bias':
+                # a constant added before the softmax over positions changes
+                # nothing: its true gradient is 0 (up to rounding)
+                assert p.grad.abs().sum() < 1e-5, name
+            else:
+                assert p.grad.abs().sum() > 0, name
 
 
 def test_teacher_graph_is_not_entered():
