@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
@@ -151,6 +152,34 @@ def _per_level(value, count: int, what: str, pair: str):
     return [copy.deepcopy(value) for _ in range(count)]
 
 
+@torch.no_grad()
+def feature_stats(raw: torch.Tensor, student: torch.Tensor,
+                  teacher: torch.Tensor,
+                  loss: torch.Tensor) -> Dict[str, float]:
+    """Statistics of one distillation pair, for :class:`FeatureStatsHook`.
+
+    ``raw`` is the student tap before the connector, ``student`` after it.
+    Distances are mean squared differences per element (paper 001, Table 6
+    compares the L2 distance before and after the connector); ``cos`` is
+    the cosine similarity of each sample's flattened features, averaged.
+    Entries that need equal shapes are left out when the shapes differ.
+    """
+    out = dict(loss=float(loss.detach().float()),
+               student_mean=float(raw.float().mean()),
+               student_std=float(raw.float().std()) if raw.numel() > 1 else 0.,
+               teacher_mean=float(teacher.float().mean()),
+               teacher_std=(float(teacher.float().std())
+                            if teacher.numel() > 1 else 0.))
+    for tag, x in (('before', raw), ('after', student)):
+        if x.shape == teacher.shape:
+            x, t = x.float(), teacher.float()
+            out[f'mse_{tag}_connector'] = float((x - t).pow(2).mean())
+            out[f'cos_{tag}_connector'] = float(F.cosine_similarity(
+                x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
+                dim=1).mean())
+    return out
+
+
 @MODELS.register_module()
 class SingleTeacherDistiller(BaseModel):
     """Trains a student from a frozen teacher through tapped features.
@@ -231,6 +260,12 @@ class SingleTeacherDistiller(BaseModel):
         self.distill_losses = nn.ModuleDict()
         self._loss_takes_samples: Dict[str, bool] = {}
         self._warned_no_grad: set = set()
+        # Set by hooks: a factor per pair (DistillLossScheduleHook; missing
+        # pairs count 1) and whether the next loss() records feature
+        # statistics (FeatureStatsHook).
+        self.loss_scales: Dict[str, float] = {}
+        self.collect_stats = False
+        self.feature_stats: Dict[str, Dict[str, float]] = {}
         if not distill:
             raise ValueError('distill is empty: name at least one pair.')
         for name, spec in distill.items():
@@ -377,13 +412,23 @@ class SingleTeacherDistiller(BaseModel):
     def loss(self, inputs: torch.Tensor,
              data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
         """The student's losses plus ``loss_distill_<pair>`` per pair."""
+        if self.training and not any(
+                self.loss_scales.get(name, 1.0) for name in self.pairs):
+            # Every distillation loss is scheduled off: the student trains
+            # alone and the teacher does not run.
+            losses = self.student(inputs, data_samples, mode='loss')
+            losses.update(self._zero_losses())
+            return losses
         with self.student_recorder.record() as student_features:
             losses = self.student(inputs, data_samples, mode='loss')
         self.student_recorder.check_complete(student_features, 'student loss')
         teacher_features = self.teacher_features(inputs, data_samples)
+        stats = self.collect_stats
+        self.collect_stats = False
         for name in self.pairs:
             student = student_features[name]
             teacher = teacher_features[name].detach()
+            raw = student
             if (self.training and not student.requires_grad
                     and name not in self._warned_no_grad):
                 self._warned_no_grad.add(name)
@@ -409,8 +454,29 @@ class SingleTeacherDistiller(BaseModel):
                 value = loss(student, teacher)
             if not torch.isfinite(value).all():
                 self._raise_non_finite(name, student, teacher, value)
-            losses[key] = value
+            if stats:
+                self.feature_stats[name] = feature_stats(
+                    raw, student, teacher, value)
+            losses[key] = value * self.loss_scales.get(name, 1.0)
         return losses
+
+    def _zero_losses(self) -> Dict[str, torch.Tensor]:
+        """``loss_distill_<pair>`` = 0, connected to every connector and
+        loss parameter so that DDP (without find_unused_parameters) still
+        sees a gradient, of zero, for each of them."""
+        out = {}
+        for name in self.pairs:
+            params = []
+            for modules in (self.connectors, self.distill_losses):
+                if name in modules:
+                    params += list(modules[name].parameters())
+            zero = sum((p.sum() * 0.0 for p in params if p.requires_grad),
+                       torch.zeros((), device=self._device()))
+            out[LOSS_PREFIX + name] = zero
+        return out
+
+    def _device(self) -> torch.device:
+        return next(self.student.parameters()).device
 
     def _raise_non_finite(self, name: str, student: torch.Tensor,
                           teacher: torch.Tensor, value: torch.Tensor):

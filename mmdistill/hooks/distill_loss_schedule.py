@@ -1,0 +1,158 @@
+"""A schedule for the distillation losses: warm-up, decay, stop."""
+import math
+from typing import Optional, Sequence
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmdistill.registry import HOOKS
+
+
+def distiller_of(runner, owner: str):
+    """The runner's SingleTeacherDistiller (unwrapped from DDP), or a clear
+    error naming ``owner``."""
+    from mmdistill.distillers import SingleTeacherDistiller
+    model = runner.model.module if is_model_wrapper(runner.model) \
+        else runner.model
+    if not isinstance(model, SingleTeacherDistiller):
+        raise TypeError(
+            f'{owner} works on a distillation model, but the runner trains '
+            f'a {type(model).__name__}: set model.type to '
+            "'mmdistill.SingleTeacherDistiller' or remove the hook from "
+            'custom_hooks.')
+    return model
+
+
+@HOOKS.register_module()
+class DistillLossScheduleHook(Hook):
+    """Multiply the distillation losses by a factor that follows a schedule.
+
+    With ``t`` the iteration about to run (0-based; the epoch with
+    ``by_epoch=True``)::
+
+        factor(t) = 0                               if stop is set, t >= stop
+                  = warmup(t) * decay(t)            otherwise
+        warmup(t) = start + (1 - start) * t / warmup   for t < warmup, else 1
+        decay(t)  = 1 before decay_begin; from decay_begin to decay_end it
+                    goes from 1 to decay_to, linearly or along a half
+                    cosine (``decay='cosine'``), and stays at decay_to after
+
+    The factor applies to every pair, or to the pairs named in ``pairs``,
+    after each loss's own ``loss_weight``. It is logged as
+    ``distill_factor`` with the training losses. While the factor of every
+    pair is 0 (after ``stop``) the teacher does not run at all, and the
+    student trains alone at its own speed. The factor depends only on
+    ``t``, so a resumed run continues the schedule where it stopped.
+
+    Example::
+
+        custom_hooks = [
+            dict(type='mmdistill.StudentCheckpointHook'),
+            # distil from iteration 0 to 1000 with a linear warm-up, then
+            # fine-tune the student alone
+            dict(type='mmdistill.DistillLossScheduleHook', warmup=1000,
+                 stop=30000),
+        ]
+
+    Args:
+        warmup (int): length of the warm-up, in iterations (epochs with
+            ``by_epoch``). Defaults to 0 (none).
+        start (float): factor at the start of the warm-up. Defaults to 0.
+        decay_begin (int, optional): when the decay starts. Defaults to
+            None (no decay).
+        decay_end (int, optional): when the decay reaches ``decay_to``;
+            required with ``decay_begin``.
+        decay_to (float): factor at the end of the decay. Defaults to 0.
+        decay (str): ``'linear'`` or ``'cosine'``. Defaults to ``'linear'``.
+        stop (int, optional): from this iteration (epoch) on the factor is
+            0 and the teacher is not run. Defaults to None.
+        by_epoch (bool): count epochs instead of iterations. Defaults to
+            False.
+        pairs (list[str], optional): the distillation pairs scheduled (a
+            ``{0-4}`` group counts as its expanded names ``<name>_0`` ...
+            or as its base name for all levels). Defaults to all.
+    """
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 warmup: int = 0,
+                 start: float = 0.0,
+                 decay_begin: Optional[int] = None,
+                 decay_end: Optional[int] = None,
+                 decay_to: float = 0.0,
+                 decay: str = 'linear',
+                 stop: Optional[int] = None,
+                 by_epoch: bool = False,
+                 pairs: Optional[Sequence[str]] = None) -> None:
+        if warmup < 0:
+            raise ValueError(f'warmup must be >= 0, got {warmup}.')
+        if (decay_begin is None) != (decay_end is None):
+            raise ValueError(
+                'decay_begin and decay_end go together: give both (e.g. '
+                'decay_begin=20000, decay_end=40000) or neither.')
+        if decay_begin is not None and decay_end <= decay_begin:
+            raise ValueError(
+                f'decay_end ({decay_end}) must come after decay_begin '
+                f'({decay_begin}).')
+        if decay not in ('linear', 'cosine'):
+            raise ValueError(
+                f"decay must be 'linear' or 'cosine', got {decay!r}.")
+        if stop is not None and stop < 0:
+            raise ValueError(f'stop must be >= 0, got {stop}.')
+        self.warmup = warmup
+        self.start = start
+        self.decay_begin = decay_begin
+        self.decay_end = decay_end
+        self.decay_to = decay_to
+        self.decay = decay
+        self.stop = stop
+        self.by_epoch = by_epoch
+        self.pairs = list(pairs) if pairs is not None else None
+        self._scheduled = []
+
+    def factor(self, t: int) -> float:
+        """The factor at iteration (epoch) ``t``."""
+        if self.stop is not None and t >= self.stop:
+            return 0.0
+        value = 1.0
+        if t < self.warmup:
+            value = self.start + (1.0 - self.start) * t / self.warmup
+        if self.decay_begin is not None and t >= self.decay_begin:
+            p = min(1.0, (t - self.decay_begin) /
+                    (self.decay_end - self.decay_begin))
+            if self.decay == 'cosine':
+                p = (1.0 - math.cos(math.pi * p)) / 2.0
+            value *= 1.0 + (self.decay_to - 1.0) * p
+        return value
+
+    def before_train(self, runner) -> None:
+        distiller = distiller_of(runner, 'DistillLossScheduleHook')
+        names = list(distiller.pairs)
+        if self.pairs is None:
+            self._scheduled = names
+            return
+        self._scheduled = []
+        for wanted in self.pairs:
+            matched = [n for n in names if n == wanted or (
+                n.startswith(wanted + '_') and n[len(wanted) + 1:].isdigit())]
+            if not matched:
+                raise KeyError(
+                    f'DistillLossScheduleHook: no distillation pair '
+                    f'{wanted!r}; the pairs are {names}.')
+            self._scheduled += matched
+
+    def _apply(self, runner, t: int) -> None:
+        distiller = distiller_of(runner, 'DistillLossScheduleHook')
+        value = self.factor(t)
+        for name in self._scheduled:
+            distiller.loss_scales[name] = value
+        runner.message_hub.update_scalar('train/distill_factor', value)
+
+    def before_train_epoch(self, runner) -> None:
+        if self.by_epoch:
+            self._apply(runner, runner.epoch)
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        if not self.by_epoch:
+            self._apply(runner, runner.iter)

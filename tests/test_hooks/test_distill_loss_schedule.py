@@ -1,0 +1,114 @@
+"""DistillLossScheduleHook: the schedule's values, and its effect on the
+distillation losses and on the teacher in the real Runner."""
+import math
+
+import pytest
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from mmdistill.hooks import DistillLossScheduleHook
+
+
+def test_warmup_decay_and_stop_values():
+    hook = DistillLossScheduleHook(warmup=4, start=0.2, decay_begin=10,
+                                   decay_end=20, decay_to=0.1, stop=25)
+    expected = {0: 0.2, 1: 0.4, 2: 0.6, 3: 0.8, 4: 1.0, 9: 1.0, 10: 1.0,
+                15: 0.55, 20: 0.1, 24: 0.1, 25: 0.0, 100: 0.0}
+    for t, value in expected.items():
+        assert hook.factor(t) == pytest.approx(value), t
+    cosine = DistillLossScheduleHook(decay_begin=0, decay_end=8,
+                                     decay='cosine')
+    for t in range(10):
+        p = min(t, 8) / 8
+        assert cosine.factor(t) == pytest.approx(
+            (1 + math.cos(math.pi * p)) / 2), t
+    assert DistillLossScheduleHook().factor(12345) == 1.0
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(warmup=-1), 'warmup'),
+    (dict(decay_begin=5), 'go together'),
+    (dict(decay_begin=5, decay_end=5), 'after decay_begin'),
+    (dict(decay_begin=0, decay_end=5, decay='exp'), "'linear' or 'cosine'"),
+    (dict(stop=-2), 'stop'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DistillLossScheduleHook(**kwargs)
+
+
+class Recorder(Hook):
+    """Per iteration: the logged distillation loss, the unscaled loss seen
+    by FeatureStatsHook, the factor, and the teacher's forward calls."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.rows = []
+        self.teacher_calls = 0
+
+    def before_train(self, runner):
+        def count(module, args):
+            self.teacher_calls += 1
+        runner.model.teacher.register_forward_pre_hook(count)
+        self.grads = []
+        for p in runner.model.connectors.parameters():
+            p.register_hook(
+                lambda g: self.grads.append(float(g.abs().sum())))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        model = runner.model
+        stats = model.feature_stats.get('stage4', {})
+        self.rows.append(dict(
+            logged=float(outputs['loss_distill_stage4'].detach()),
+            unscaled=stats.get('loss'),
+            factor=runner.message_hub.get_scalar(
+                'train/distill_factor').current(),
+            teacher_calls=self.teacher_calls,
+            connector_grads=self.grads))
+        self.grads = []
+
+
+def test_schedule_in_the_runner(tiny_cfg):
+    cfg, _ = tiny_cfg('pspnet', iters=5)
+    cfg.custom_hooks = [
+        dict(type='mmdistill.DistillLossScheduleHook', warmup=2, stop=4),
+        dict(type='mmdistill.FeatureStatsHook', interval=1, log=False),
+    ]
+    runner = Runner.from_cfg(cfg)
+    recorder = Recorder()
+    runner.register_hook(recorder)
+    runner.train()
+    rows = recorder.rows
+    assert [r['factor'] for r in rows] == [0.0, 0.5, 1.0, 1.0, 0.0]
+    for r in rows[1:4]:
+        assert r['unscaled'] > 0
+        assert r['logged'] == pytest.approx(r['factor'] * r['unscaled'],
+                                            rel=1e-5)
+    # at factor 0 (the warm-up's start, and from the stop on) the teacher
+    # does not run, the loss is an exact 0, and the connector still gets a
+    # (zero) gradient for DDP
+    assert [r['teacher_calls'] for r in rows] == [0, 1, 2, 3, 3]
+    assert rows[0]['logged'] == rows[4]['logged'] == 0.0
+    assert rows[0]['unscaled'] is None
+    count = len(list(runner.model.connectors.parameters()))
+    assert len(rows[4]['connector_grads']) == count
+    assert rows[4]['connector_grads'] == [0.0] * count
+    assert sum(rows[2]['connector_grads']) > 0
+
+
+def test_unknown_pair_and_non_distiller_models(tiny_cfg):
+    cfg, _ = tiny_cfg('pspnet', iters=1)
+    cfg.custom_hooks = [
+        dict(type='mmdistill.DistillLossScheduleHook', pairs=['stage3'])]
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(KeyError, match=r"no distillation pair 'stage3'.*"
+                       r"stage4"):
+        runner.train()
+
+    cfg, _ = tiny_cfg('pspnet', iters=1)
+    cfg.model = cfg.model.student
+    cfg.custom_hooks = [dict(type='mmdistill.DistillLossScheduleHook')]
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TypeError, match='SingleTeacherDistiller'):
+        runner.train()
