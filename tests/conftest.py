@@ -35,6 +35,14 @@ def cityscapes_root(tmp_path_factory):
         str(tmp_path_factory.mktemp('cityscapes')), dict(train=4, val=2))
 
 
+@pytest.fixture(scope='session')
+def imagenet_root(tmp_path_factory):
+    """Random images in mmpretrain's ImageNet layout (4 train, 2 val)."""
+    from mmdistill.testing.tiny import write_imagenet_layout
+    return write_imagenet_layout(
+        str(tmp_path_factory.mktemp('imagenet')), dict(train=4, val=2))
+
+
 @pytest.fixture
 def tiny_cfg(coco_root, cityscapes_root, tmp_path):
     """``tiny_cfg(name, work_dir=None, same_shape=False)`` -> (cfg, teacher

@@ -12,9 +12,10 @@ from .mgd import MGDConnector
 from .mlp import MLPConnector
 from .non_local import NonLocalConnector
 from .tat import TaTConnector
+from .token_projector import TokenProjector
 
 __all__ = [
     'ConvConnector', 'DeformConvConnector', 'IdentityConnector',
     'LinearConnector', 'MGDConnector', 'MLPConnector', 'NonLocalConnector',
-    'TaTConnector'
+    'TaTConnector', 'TokenProjector'
 ]

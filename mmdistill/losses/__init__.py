@@ -2,16 +2,18 @@
 returning a scalar already multiplied by its weight."""
 from .angular import AngularLoss
 from .at import ATLoss
-from .fgd import FGDLoss
+from .composable import ComposableLoss
 from .cwd import ChannelWiseDivergence
+from .fgd import FGDLoss
 from .l2 import L2Loss
 from .magnitude import MagnitudeLoss
 from .mgd import MGDLoss
 from .mse import MSELoss
 from .pixel_kl import PixelKLDivergence
+from .vit_attention import ViTAttentionLoss
 
 __all__ = [
-    'FGDLoss',
-    'L2Loss', 'MSELoss', 'AngularLoss', 'MagnitudeLoss',
-    'ChannelWiseDivergence', 'PixelKLDivergence', 'ATLoss', 'MGDLoss'
+    'FGDLoss', 'L2Loss', 'MSELoss', 'AngularLoss', 'MagnitudeLoss',
+    'ChannelWiseDivergence', 'PixelKLDivergence', 'ATLoss', 'MGDLoss',
+    'ComposableLoss', 'ViTAttentionLoss'
 ]

@@ -1,4 +1,5 @@
-"""Shrink real mmdet/mmseg configs so they train in seconds on a CPU.
+"""Shrink real mmdet/mmseg/mmpretrain configs so they train in seconds on a
+CPU.
 
 Used by the test suite and the quick checks of the shipped configs: the model
 keeps its type and structure (same backbone family, neck, heads), with fewer
@@ -191,14 +192,122 @@ def tiny_segmentation(cfg: Config,
     return cfg
 
 
+def shrink_classifier(model: dict, width: int = 8,
+                      size: int = 32) -> dict:
+    """Shrink an mmpretrain ``ImageClassifier`` with a ``VisionTransformer``
+    (ViT, DeiT) backbone in place: the same number of layers and heads (so
+    taps such as ``backbone.layers.11.attn.qkv`` and the heads a loss names
+    stay valid), ``width`` channels per head, ``size`` x ``size`` inputs."""
+    from mmpretrain.models import VisionTransformer
+    backbone = model['backbone']
+    arch = backbone.get('arch', 'base')
+    if isinstance(arch, str):
+        arch = VisionTransformer.arch_zoo[arch.lower()]
+    embed_dims = arch['num_heads'] * width
+    backbone.update(
+        arch=dict(
+            embed_dims=embed_dims,
+            num_layers=arch['num_layers'],
+            num_heads=arch['num_heads'],
+            feedforward_channels=4 * embed_dims),
+        img_size=size,
+        init_cfg=None)
+    head = model.get('head')
+    if head is not None and 'in_channels' in head:
+        head['in_channels'] = embed_dims
+    model.pop('pretrained', None)
+    return model
+
+
+def _shrink_classification_pipeline(node: Any, size: int) -> None:
+    """Replace the crops and resizes of mmpretrain pipelines by ``size``."""
+
+    def fix(d: dict) -> None:
+        kind = d.get('type', '')
+        if kind in ('RandomResizedCrop', 'ResizeEdge', 'Resize'):
+            d['scale'] = size
+        elif kind == 'CenterCrop':
+            d['crop_size'] = size
+
+    _walk(node, fix)
+
+
+def tiny_classification(cfg: Config,
+                        work_dir: str,
+                        data_root: str,
+                        size: int = 32,
+                        epochs: int = 1) -> Config:
+    """An mmpretrain ImageNet config: data from
+    :func:`write_imagenet_layout` (``data_root``), ``size`` x ``size``
+    crops, ``epochs`` epochs, validated and saved at the end of each."""
+    tiny_runtime(cfg, work_dir, data_root, (size, size))
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if loader is not None:
+            _shrink_classification_pipeline(loader.dataset.get('pipeline'),
+                                            size)
+    for key in ('train_pipeline', 'test_pipeline'):
+        if key in cfg:
+            _shrink_classification_pipeline(cfg[key], size)
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = 1
+    cfg.default_hooks.checkpoint.interval = 1
+    # epoch-based schedulers (warm-up 20 epochs, then cosine) cut to the run
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    kept = []
+    for scheduler in schedulers:
+        if scheduler.get('begin', 0) < epochs:
+            if scheduler.get('end', epochs) > epochs:
+                scheduler['end'] = epochs
+            kept.append(scheduler)
+    if schedulers:
+        cfg.param_scheduler = kept
+    return cfg
+
+
+def write_imagenet_layout(root: str,
+                          counts: Optional[Dict[str, int]] = None,
+                          size: int = 40,
+                          seed: int = 0) -> str:
+    """Write random images in mmpretrain's ImageNet layout:
+    ``train/<wnid>/<name>.JPEG`` and ``val/<name>.JPEG`` listed with their
+    class index in ``meta/train.txt`` and ``meta/val.txt``."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+    counts = counts or dict(train=4, val=2)
+    rng = np.random.default_rng(seed)
+    os.makedirs(f'{root}/meta', exist_ok=True)
+    for split, count in counts.items():
+        lines = []
+        for i in range(count):
+            label = (7 * i) % 1000
+            name = f'n{label:08d}/img_{i}.JPEG' if split == 'train' else \
+                f'ILSVRC2012_{split}_{i:08d}.JPEG'
+            path = f'{root}/{split}/{name}'
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            pixels = rng.integers(0, 256, (size, size + 8, 3), np.uint8)
+            Image.fromarray(pixels).save(path, format='JPEG')
+            lines.append(f'{name} {label}\n')
+        with open(f'{root}/meta/{split}.txt', 'w') as f:
+            f.writelines(lines)
+    return root
+
+
 def tiny_model(model: dict, kind: str, **kwargs) -> dict:
-    """Shrink a copy of a model config; ``kind`` is 'det' or 'seg'."""
+    """Shrink a copy of a model config; ``kind`` is 'det', 'seg' or 'cls'
+    (an mmpretrain ViT classifier)."""
     model = copy.deepcopy(model)
     if kind == 'det':
         return shrink_detector(model, **kwargs)
     if kind == 'seg':
         return shrink_segmentor(model, **kwargs)
-    raise ValueError(f'kind must be "det" or "seg", got {kind!r}')
+    if kind == 'cls':
+        return shrink_classifier(model, **kwargs)
+    raise ValueError(f'kind must be "det", "seg" or "cls", got {kind!r}')
 
 
 def teacher_overrides(model: dict) -> Dict[str, Any]:

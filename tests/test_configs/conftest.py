@@ -95,6 +95,23 @@ def _seg_batch(size=(128, 128), batch=2, num_classes=19, seed=0) -> dict:
     return dict(inputs=inputs, data_samples=samples)
 
 
+def _cls_batch(size=(64, 64), batch=2, num_classes=1000, seed=0) -> dict:
+    """A classification batch as a dataloader yields it (uint8 images, data
+    samples with a label each), before the data preprocessor (which applies
+    Mixup/CutMix, hence 2 images)."""
+    from mmpretrain.structures import DataSample
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    inputs, samples = [], []
+    for i in range(batch):
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
+                                    dtype=torch.uint8))
+        sample = DataSample(metainfo=dict(img_shape=(h, w),
+                                          ori_shape=(h, w)))
+        samples.append(sample.set_gt_label((7 * i + 3) % num_classes))
+    return dict(inputs=inputs, data_samples=samples)
+
+
 def _expected_pairs(distill: dict) -> list:
     """The ``loss_distill_<pair>`` keys a ``distill`` config gives."""
     from mmdistill.distillers.taps import expand_braces
@@ -111,12 +128,14 @@ def _expected_pairs(distill: dict) -> list:
 
 @pytest.fixture(scope='session')
 def make_batch():
-    """``make_batch(kind, size, batch)``: a hand-made ``'det'`` or ``'seg'``
-    batch, before the data preprocessor."""
+    """``make_batch(kind, size, batch)``: a hand-made ``'det'``, ``'seg'``
+    or ``'cls'`` batch, before the data preprocessor."""
 
     def make(kind: str, size=(128, 128), batch=None) -> dict:
         if kind == 'det':
             return _det_batch(size, batch or 1)
+        if kind == 'cls':
+            return _cls_batch(size, batch or 2)
         return _seg_batch(size, batch or 2)
 
     return make

@@ -46,7 +46,7 @@ def test_config_parses_as_a_distillation_config(config):
     assert cfg.model.type == 'mmdistill.SingleTeacherDistiller'
     assert cfg.model.student.type and cfg.model.distill
     assert set(cfg.model.teacher) >= {'config', 'checkpoint'}
-    assert cfg.default_scope in ('mmdet', 'mmseg')
+    assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
     assert 'mmdistill' in cfg.custom_imports.imports
     assert not cfg.custom_imports.get('allow_failed_imports', True)
     assert [h for h in cfg.custom_hooks
@@ -118,8 +118,8 @@ def test_model_index_is_valid_for_openmmlab_tools():
 
 
 def _released_weights(scoped_config: str) -> dict:
-    """Config -> weights of the model-zoo metafile next to a ``mmdet::`` or
-    ``mmseg::`` config inside the installed package."""
+    """Config -> weights of the model-zoo metafile next to a ``mmdet::``,
+    ``mmseg::`` or ``mmpretrain::`` config inside the installed package."""
     import importlib
     scope, rel = scoped_config.split('::', 1)
     package = importlib.import_module(scope)

@@ -1,6 +1,6 @@
 """One 2-iteration run of the real mmengine Runner per method family, on the
 shipped config with its models shrunk by ``mmdistill.testing`` and generated
-data in the stock COCO / Cityscapes layouts (issue 3): every
+data in the stock COCO / Cityscapes / ImageNet layouts (issue 3): every
 ``loss_distill_<pair>`` is finite in both iterations and the student's
 weights change."""
 import os.path as osp
@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 
 from mmdistill.testing import (random_checkpoint, teacher_overrides,
                                tiny_detection, tiny_model, tiny_segmentation)
+from mmdistill.testing.tiny import tiny_classification
 from mmdistill.utils.config import load_config
 
 pytestmark = pytest.mark.slow
@@ -29,6 +30,9 @@ FAMILIES = {
     'cwd_deeplabv3_logits':
     'configs/cwd/cwd_logits_pspnet-r101_deeplabv3-r18_80k_cityscapes-'
     '512x1024.py',
+    'vit_attention_deit':
+    'configs/vit_attention/vit-attention_last-block_deit_small-tiny_300e_'
+    'in1k.py',
 }
 # shrunken widths: FPN outputs of both detectors, last ResNet stage of the
 # segmentation student (width 8) and teacher (width 16)
@@ -37,17 +41,29 @@ STAGE4 = dict(student=64, teacher=128)
 # 128 x 128 crops: a 16 x 16 last stage, which TaT's 16 x 16 patch grid
 # divides (as it divides the 64 x 128 map of the configs' 512 x 1024 crops)
 SEG_SIZE = (128, 128)
+# ViT classifiers: 32 x 32 crops (2 x 2 patches of 16); 8 (student) and 16
+# (teacher) channels per head, the heads and 12 layers of the real models
+CLS_SIZE = 32
 
 
-def fit_channels(distill: dict) -> None:
+def kind_of(family: str) -> str:
+    if 'retinanet' in family:
+        return 'det'
+    return 'cls' if 'deit' in family else 'seg'
+
+
+def fit_channels(distill: dict, backbone=None) -> None:
     """Give the connectors and FGD losses of ``distill`` the shrunken
-    models' channels (logit taps keep the 19 classes)."""
+    models' channels (logit taps keep the 19 classes); ``backbone`` is the
+    (student, teacher) width of backbone taps, by default the last ResNet
+    stage of the shrunken segmentors."""
+    backbone = backbone or (STAGE4['student'], STAGE4['teacher'])
     for spec in distill.values():
         student_tap = str(spec['student'])
         if student_tap.startswith('neck'):
             channels = (FPN_CHANNELS, FPN_CHANNELS)
         elif student_tap.startswith('backbone'):
-            channels = (STAGE4['student'], STAGE4['teacher'])
+            channels = tuple(backbone)
         else:
             continue
         connector = spec.get('connector')
@@ -90,12 +106,16 @@ class Record(Hook):
 
 def shrunken(config: str, kind: str, tmp_path, data_root: str) -> Config:
     cfg = Config.fromfile(osp.join(ROOT, config))
-    extra = (dict(fpn_channels=FPN_CHANNELS) if kind == 'det' else dict(
-        crop=SEG_SIZE))
+    extra = dict(det=dict(fpn_channels=FPN_CHANNELS), seg=dict(crop=SEG_SIZE),
+                 cls=dict(size=CLS_SIZE))[kind]
     cfg.model.student = tiny_model(cfg.model.student, kind, width=8, **extra)
     teacher_cfg = load_config(cfg.model.teacher.config)
     teacher = tiny_model(teacher_cfg.model, kind, width=16, **extra)
-    fit_channels(cfg.model.distill)
+    widths = None
+    if kind == 'cls':  # ViT embedding widths
+        widths = (cfg.model.student.backbone.arch['embed_dims'],
+                  teacher['backbone']['arch']['embed_dims'])
+    fit_channels(cfg.model.distill, widths)
     cfg.model.teacher.checkpoint = random_checkpoint(
         teacher, str(tmp_path / 'teacher.pth'),
         scope=teacher_cfg.default_scope)
@@ -104,17 +124,26 @@ def shrunken(config: str, kind: str, tmp_path, data_root: str) -> Config:
     if kind == 'det':
         # 4 training images, batch 2: one epoch is 2 iterations
         tiny_detection(cfg, work_dir, data_root, epochs=1)
+    elif kind == 'cls':
+        tiny_classification(cfg, work_dir, data_root, size=CLS_SIZE, epochs=1)
     else:
         tiny_segmentation(cfg, work_dir, data_root, size=SEG_SIZE, iters=2)
     return cfg
 
 
 @pytest.mark.parametrize('family', sorted(FAMILIES))
-def test_two_iterations_in_the_runner(family, tmp_path, coco_root,
-                                      cityscapes_root, distill_keys):
+def test_two_iterations_in_the_runner(family, tmp_path, request,
+                                      distill_keys):
     config = FAMILIES[family]
-    kind = 'det' if 'retinanet' in family else 'seg'
-    data_root = coco_root if kind == 'det' else cityscapes_root
+    kind = kind_of(family)
+    if kind == 'cls':
+        pytest.importorskip(
+            'mmpretrain.models',
+            reason='mmpretrain.models cannot be imported (torchvision is '
+            'missing or unusable here)')
+    data_root = request.getfixturevalue(
+        dict(det='coco_root', seg='cityscapes_root',
+             cls='imagenet_root')[kind])
     cfg = shrunken(config, kind, tmp_path, data_root)
     record = Record()
     runner = Runner.from_cfg(cfg)

@@ -1,0 +1,41 @@
+# ViT attention distillation (AttnDistill, paper 004) on ImageNet-1k: DeiT-tiny
+# (3 heads) learns the class-token attention of DeiT-small (6 heads) in the
+# last block, both heads merged by a tempered softmax of summed
+# log-attention (tau 10, weight 0.1), and its last-layer class token,
+# projected to 384 channels by the 4-layer projector, matches the teacher's
+# class token with the mean squared error (weight 1). Weights, tau and
+# projector of wangkai930418/attndistill mugs_teacher.sh; the student keeps
+# its own DeiT recipe (300 epochs, 4 GPUs x 256 images, label smoothing,
+# Mixup/CutMix) and classification loss.
+_base_ = ['mmpretrain::deit/deit-tiny_4xb256_in1k.py']
+
+model = dict(
+    _delete_=True,
+    type='mmdistill.SingleTeacherDistiller',
+    student={{_base_.model}},
+    teacher=dict(
+        config='mmpretrain::deit/deit-small_4xb256_in1k.py',
+        checkpoint='https://download.openmmlab.com/mmclassification/v0/deit/'
+        'deit-small_pt-4xb256_in1k_20220218-9425b9bb.pth'),
+    distill=dict(
+        class_attention=dict(
+            student='backbone.layers.11.attn.qkv',
+            teacher='backbone.layers.11.attn.qkv',
+            loss=dict(
+                type='ViTAttentionLoss',
+                student_heads=3,
+                teacher_heads=6,
+                tau=10.0,
+                loss_weight=0.1)),
+        class_token=dict(
+            student='backbone.layers.11',
+            teacher='backbone[0]',
+            connector=dict(
+                type='TokenProjector',
+                in_channels=192,
+                out_channels=384,
+                token_index=0),
+            loss=dict(type='MSELoss', loss_weight=1.0))))
+
+custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
