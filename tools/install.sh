@@ -39,6 +39,25 @@ else
   pip_install "torch==$TORCH_VERSION"
 fi
 
+# mmpretrain imports torchvision. The index's torchvision wheels are built
+# against CUDA torch: with a CPU torch their C++ ops cannot load, which
+# torchvision tolerates except for two fake-op registrations (nms, qnms) that
+# its 0.28 release does not guard by `_has_ops()` as it guards the others.
+# mmpretrain uses only torchvision's Python parts (transforms, box helpers),
+# so the wheel is installed without dependencies (it would replace torch)
+# and those two registrations get the same guard.
+if (cd / && "$PY" -c "import torchvision") 2>/dev/null; then
+  log "torchvision $("$PY" -c 'import torchvision; print(torchvision.__version__)') present"
+else
+  TV_VERSION=$("$PY" -c "import torch; m = int(torch.__version__.split('.')[1]); print(f'0.{m + 15}.*')")
+  log "installing torchvision==$TV_VERSION (for mmpretrain) without dependencies"
+  pip_install --no-deps "torchvision==$TV_VERSION"
+  if ! (cd / && "$PY" -c "import torchvision") 2>/dev/null; then
+    log "torchvision's C++ ops do not load with this torch; guarding its nms/qnms fake registrations"
+    "$PY" tools/misc/guard_torchvision_fake_ops.py
+  fi
+fi
+
 if "$PY" -c "import mmcv.ops" 2>/dev/null; then
   log "mmcv with ops present, skipping the build"
 else
