@@ -243,13 +243,15 @@ def add_dump_metric(runner, out: str, scope) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = setup_cfg(args)
-    from mmdistill.utils.setup_env import init_distributed
+    from mmdistill.utils.setup_env import (init_distributed,
+                                           rank_zero_test_json)
     init_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)
+    rank_zero_test_json(runner)
     load_weights(runner.model, args.checkpoint)
     if args.out is not None and args.out.endswith(PICKLE_EXTENSIONS):
         add_dump_metric(runner, args.out, cfg.get('default_scope', None))

@@ -319,6 +319,65 @@ class TaTConnector(BaseModule):
         return torch.einsum('ia,ncab,jb->ncij', up_h, out, up_w), attn
 
     # ------------------------------------------------------------------ #
+    def attention_map(self, feature_size: Tuple[int, int],
+                      query: Tuple[int, int], sample: int = 0,
+                      head: Optional[int] = None) -> torch.Tensor:
+        """Where one student position attends in the last forward: the "TaT
+        map" of ``last_attention`` for the query at ``(y, x)`` of the
+        ``feature_size`` (H, W) map.
+
+        * ``'global'``: the attention row of the query, an (H, W) map;
+        * ``'anchor'``: the row of the anchor cell holding the query, on the
+          anchor grid (a_h, a_w);
+        * ``'patch_group'``: the query's patch group attends over the
+          ph x pw positions inside its patches; that map is drawn at every
+          patch of the group, an (H, W) map that is 0 elsewhere (in
+          overlapping patches the later patch's value is kept).
+
+        Args:
+            feature_size (tuple[int, int]): (H, W) of the student map the
+                connector last saw.
+            query (tuple[int, int]): (y, x) position in that map.
+            sample (int): batch index. Defaults to 0.
+            head (int, optional): head (for ``'patch_group'``: ignored, a
+                group has one map); None averages the heads.
+
+        Returns:
+            torch.Tensor: the map, float32 on the CPU.
+        """
+        if self.last_attention is None:
+            raise RuntimeError(
+                'TaTConnector has no attention map: run a forward first '
+                '(with keep_attention=True).')
+        h, w = feature_size
+        y, x = query
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f'query {query} lies outside the {h}x{w} map.')
+        attn = self.last_attention[sample].float().cpu()
+        if self.mode == 'global':
+            rows = attn.mean(0) if head is None else attn[head]
+            return rows[y * w + x].reshape(h, w)
+        if self.mode == 'anchor':
+            a_h, a_w = self._anchor_grid(h, w)
+            rows = attn.mean(0) if head is None else attn[head]
+            cell = (y * a_h // h) * a_w + x * a_w // w
+            return rows[cell].reshape(a_h, a_w)
+        grid_h, grid_w = self.patch_grid
+        ph, starts_y = _patch_starts(h, grid_h)
+        pw, starts_x = _patch_starts(w, grid_w)
+        # the last patch along each axis that holds the query
+        i = max(k for k in range(grid_h) if starts_y[k] <= y)
+        j = max(k for k in range(grid_w) if starts_x[k] <= x)
+        per_group = grid_h * grid_w // self.num_groups
+        group = (i * grid_w + j) // per_group
+        local = attn[group][(y - starts_y[i]) * pw + (x - starts_x[j])]
+        out = torch.zeros(h, w)
+        for p in range(group * per_group, (group + 1) * per_group):
+            r, c = starts_y[p // grid_w], starts_x[p % grid_w]
+            out[r:r + ph, c:c + pw] = local.reshape(ph, pw)
+        return out
+
+    # ------------------------------------------------------------------ #
     def pool_teacher(self, teacher: torch.Tensor) -> torch.Tensor:
         """Average-pool the (detached) teacher to the anchor grid.
 

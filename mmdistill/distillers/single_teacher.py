@@ -256,6 +256,8 @@ class SingleTeacherDistiller(BaseModel):
         self._check_preprocessors()
 
         self.pairs: Dict[str, _Pair] = OrderedDict()
+        # config name -> its pairs (a {0-4} group expands to several)
+        self.pair_groups: Dict[str, List[str]] = OrderedDict()
         self.connectors = nn.ModuleDict()
         self.distill_losses = nn.ModuleDict()
         self._loss_takes_samples: Dict[str, bool] = {}
@@ -313,8 +315,10 @@ class SingleTeacherDistiller(BaseModel):
         connectors = _per_level(spec.get('connector'), count, 'connector',
                                 name)
         losses = _per_level(spec['loss'], count, 'loss', name)
+        self.pair_groups[name] = []
         for level in range(count):
             pair = name if count == 1 else f'{name}_{level}'
+            self.pair_groups[name].append(pair)
             if pair in self.pairs:
                 raise ValueError(f'Two distillation pairs are named {pair!r}.')
             self.pairs[pair] = _Pair(pair, parse_tap(students[level]),
@@ -470,7 +474,7 @@ class SingleTeacherDistiller(BaseModel):
             for modules in (self.connectors, self.distill_losses):
                 if name in modules:
                     params += list(modules[name].parameters())
-            zero = sum((p.sum() * 0.0 for p in params if p.requires_grad),
+            zero = sum(((p * 0).sum() for p in params if p.requires_grad),
                        torch.zeros((), device=self._device()))
             out[LOSS_PREFIX + name] = zero
         return out

@@ -41,8 +41,14 @@ class DistillLossScheduleHook(Hook):
     after each loss's own ``loss_weight``. It is logged as
     ``distill_factor`` with the training losses. While the factor of every
     pair is 0 (after ``stop``) the teacher does not run at all, and the
-    student trains alone at its own speed. The factor depends only on
-    ``t``, so a resumed run continues the schedule where it stopped.
+    student trains alone at its own speed; the connectors and loss modules
+    then get zero gradients (so DDP without ``find_unused_parameters``
+    works), which the optimizer's weight decay and momentum still act on.
+    The factor depends only on ``t``, so a resumed run continues the
+    schedule where it stopped. ``t`` counts training iterations, i.e.
+    micro-batches when the optimizer wrapper accumulates gradients
+    (``accumulative_counts``), not optimizer steps. ``by_epoch=True`` needs
+    an epoch-based training loop.
 
     Example::
 
@@ -68,9 +74,9 @@ class DistillLossScheduleHook(Hook):
             0 and the teacher is not run. Defaults to None.
         by_epoch (bool): count epochs instead of iterations. Defaults to
             False.
-        pairs (list[str], optional): the distillation pairs scheduled (a
-            ``{0-4}`` group counts as its expanded names ``<name>_0`` ...
-            or as its base name for all levels). Defaults to all.
+        pairs (list[str], optional): the distillation pairs scheduled, by
+            their names in ``distill`` (a ``{0-4}`` group: all its levels)
+            or by expanded names (``<name>_0``). Defaults to all.
     """
     priority = 'NORMAL'
 
@@ -99,6 +105,11 @@ class DistillLossScheduleHook(Hook):
                 f"decay must be 'linear' or 'cosine', got {decay!r}.")
         if stop is not None and stop < 0:
             raise ValueError(f'stop must be >= 0, got {stop}.')
+        for key, value in (('start', start), ('decay_to', decay_to)):
+            if value < 0:
+                raise ValueError(
+                    f'{key} must be >= 0 (a negative factor would push the '
+                    f'student away from the teacher), got {value}.')
         self.warmup = warmup
         self.start = start
         self.decay_begin = decay_begin
@@ -126,20 +137,29 @@ class DistillLossScheduleHook(Hook):
         return value
 
     def before_train(self, runner) -> None:
+        from mmengine.runner import EpochBasedTrainLoop
         distiller = distiller_of(runner, 'DistillLossScheduleHook')
+        if self.by_epoch and not isinstance(runner.train_loop,
+                                            EpochBasedTrainLoop):
+            raise ValueError(
+                'DistillLossScheduleHook(by_epoch=True) counts epochs, but '
+                f'the runner trains with {type(runner.train_loop).__name__},'
+                ' whose epoch never advances: give warmup/decay/stop in '
+                'iterations with by_epoch=False.')
         names = list(distiller.pairs)
         if self.pairs is None:
             self._scheduled = names
             return
         self._scheduled = []
         for wanted in self.pairs:
-            matched = [n for n in names if n == wanted or (
-                n.startswith(wanted + '_') and n[len(wanted) + 1:].isdigit())]
-            if not matched:
+            if wanted in distiller.pair_groups:
+                self._scheduled += distiller.pair_groups[wanted]
+            elif wanted in names:
+                self._scheduled.append(wanted)
+            else:
                 raise KeyError(
                     f'DistillLossScheduleHook: no distillation pair '
                     f'{wanted!r}; the pairs are {names}.')
-            self._scheduled += matched
 
     def _apply(self, runner, t: int) -> None:
         distiller = distiller_of(runner, 'DistillLossScheduleHook')

@@ -18,7 +18,10 @@ class FeatureStatsHook(Hook):
     TensorBoard, W&B, as configured) under ``distill_stats/<pair>/<name>``
     at the iteration's step, and one compact line per pair to the log.
     They are computed without gradients on the iteration's own features, so
-    the model runs no extra forward.
+    the model runs no extra forward, on each rank's own batch (rank 0's are
+    logged). ``loss`` is the pair's loss before a
+    :class:`DistillLossScheduleHook` factor; with a ``TaTConnector`` in
+    anchor-output mode the teacher entries describe its pooled target.
 
     Example::
 
@@ -43,10 +46,12 @@ class FeatureStatsHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
-        if self.every_n_train_iters(runner, self.interval):
-            distiller = distiller_of(runner, 'FeatureStatsHook')
+        distiller = distiller_of(runner, 'FeatureStatsHook')
+        collect = self.every_n_train_iters(runner, self.interval)
+        if collect:
             distiller.feature_stats.clear()
-            distiller.collect_stats = True
+        # set every iteration: an iteration that raised may have left it on
+        distiller.collect_stats = collect
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:

@@ -18,6 +18,7 @@ Axes are named by letters of ``nchw``: every tensor is handled as
 (N, C, H, W); (N, C) inputs are (N, C, 1, 1) and (N, C, L) are (N, C, L, 1).
 """
 import difflib
+import inspect
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -49,8 +50,9 @@ def parse_dims(dims: Optional[str], owner: str) -> Tuple[int, ...]:
 # Each transform maps an (N, C, H, W) tensor to an (N', C', H', W') tensor.
 
 
-def _signed_sqrt(x):
-    return x.sign() * x.abs().sqrt()
+def _signed_sqrt(x, eps: float = 1e-12):
+    # clamped so that the gradient at an exact 0 (after a ReLU) is finite
+    return x.sign() * x.abs().clamp_min(eps).sqrt()
 
 
 def _signed_log(x, eps: float = 1e-9):
@@ -59,8 +61,13 @@ def _signed_log(x, eps: float = 1e-9):
 
 def _l2_normalize(x, dims: str = 'chw', eps: float = 1e-12):
     axes = parse_dims(dims, 'l2_normalize')
-    norm = x.pow(2).sum(dim=axes, keepdim=True).sqrt()
-    return x / norm.clamp_min(eps)
+    return x / _norm(x, axes).clamp_min(eps)
+
+
+def _norm(x, axes):
+    """L2 norm over ``axes`` (kept); its gradient at a zero vector is 0, not
+    NaN (unlike ``pow(2).sum().sqrt()``)."""
+    return torch.linalg.vector_norm(x, dim=axes, keepdim=True)
 
 
 def _softmax(x, dims: str = 'c'):
@@ -188,6 +195,24 @@ def _split_spec(spec: Spec, kind: str, names) -> Tuple[str, dict]:
     return name, kwargs
 
 
+def _check_kwargs(fn, kwargs: dict, kind: str, name: str,
+                  positional: int) -> None:
+    """Raise at build time for arguments ``fn`` does not take (after its
+    first ``positional`` parameters, the tensors)."""
+    if isinstance(fn, type(torch.abs)) or not kwargs:
+        if kwargs:
+            raise ValueError(f'ComposableLoss: the {kind} {name!r} takes no '
+                             f'arguments, got {sorted(kwargs)}.')
+        return
+    params = list(inspect.signature(fn).parameters)[positional:]
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        takes = params or 'no arguments'
+        raise ValueError(
+            f'ComposableLoss: the {kind} {name!r} takes {takes}, got '
+            f'unknown {unknown}.')
+
+
 # ---------------------------------------------------------------- distances
 # Each distance takes the transformed (N, C, H, W) tensors and the axes it
 # sums over inside one compared vector, and keeps those axes (size 1).
@@ -213,6 +238,13 @@ def _kl(s, t, axes, inputs: str = 'logits', eps: float = 1e-12):
         log_t = _flat_softmax(t, axes, log=True)
     elif inputs == 'probs':
         log_s, log_t = s.clamp_min(eps).log(), t.clamp_min(eps).log()
+        if not (torch.allclose(s.sum(dim=axes), torch.ones(()).to(s),
+                               atol=1e-3)):
+            raise ValueError(
+                'ComposableLoss: kl with inputs="probs" needs distributions '
+                'over dims (softmax them first); with tau != 1 the '
+                'probabilities are divided by tau and no longer sum to 1: '
+                'use inputs="logits" for a tempered KL.')
     else:
         raise ValueError('kl inputs must be "logits" (softmax taken over '
                          f'dims) or "probs", got {inputs!r}.')
@@ -227,15 +259,17 @@ def _cosine(s, t, axes, eps: float = 1e-8, centre: bool = False):
         s = s - s.mean(dim=axes, keepdim=True)
         t = t - t.mean(dim=axes, keepdim=True)
     dot = (s * t).sum(dim=axes, keepdim=True)
-    norms = (s.pow(2).sum(dim=axes, keepdim=True).sqrt() *
-             t.pow(2).sum(dim=axes, keepdim=True).sqrt())
+    norms = _norm(s, axes) * _norm(t, axes)
     return 1.0 - dot / norms.clamp_min(eps)
 
 
 def _correlation(s, t, axes, alpha: float = 1.01, eps: float = 1e-8):
     """Paper 003 Eq. 12: standardise every feature over the batch, take the
     diagonal of the student-teacher cross-correlation, and penalise its
-    distance to 1: ``log2 sum_i |v_i - 1|^(2 alpha)``."""
+    distance to 1: ``log2 sum_i |v_i - 1|^(2 alpha)``. As in the paper's
+    listing the standard deviation is the unbiased one and ``v`` divides by
+    N, so ``v_i <= (N - 1) / N`` and identical inputs give a finite minimum
+    (``log2(d * N^(-2 alpha))``), not minus infinity."""
     n = s.shape[0]
     if n < 2:
         raise ValueError('ComposableLoss: the correlation distance compares '
@@ -269,8 +303,8 @@ BATCH_DISTANCES = ('correlation', )
 
 def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
     """Ground-truth class per sample (mmpretrain ``gt_label``) or per pixel
-    (mmseg ``gt_sem_seg``, resized nearest), as (N, 1, H, W) long, ignored
-    entries -1."""
+    (mmseg ``gt_sem_seg``, resized nearest), as (N, 1, H, W) long; pixels
+    labelled ``ignore_index`` are -1 (class labels are never ignored)."""
     n, _, h, w = shape
     if data_samples is None or len(data_samples) != n:
         raise ValueError(
@@ -285,6 +319,7 @@ def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
             seg = seg.reshape(1, 1, *seg.shape[-2:])
             label = F.interpolate(seg, size=(h, w), mode='nearest')[0, 0]
             label = label.long()
+            label = label.masked_fill(label == ignore_index, -1)
         elif getattr(sample, 'gt_label', None) is not None:
             label = torch.as_tensor(sample.gt_label).reshape(-1)[:1]
             label = label.long().reshape(1, 1).expand(h, w)
@@ -296,29 +331,44 @@ def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
                 'another weighting for detectors.')
         out.append(label)
     labels = torch.stack(out)[:, None]
-    return labels.masked_fill(labels == ignore_index, -1)
+    if labels.max() >= shape[1]:
+        raise ValueError(
+            f'ComposableLoss: the focal weighting reads the tensors as '
+            f'logits of {shape[1]} classes, but a ground-truth label is '
+            f'{int(labels.max())}: use it on class logits (e.g. '
+            'decode_head.conv_seg, head.fc) of the dataset\'s classes.')
+    return labels
 
 
-def _teacher_entropy(s, t, data_samples, **_):
+def _teacher_entropy(s, t, data_samples):
     """Entropy of the teacher's class distribution, divided by log K
-    (in [0, 1]): uncertain teacher predictions weigh more."""
+    (in [0, 1]): uncertain teacher predictions weigh more. (The paper's
+    Listing 4 uses the teacher's squared standard deviation under this
+    name; this follows its text, "the entropy of the teacher's
+    knowledge".)"""
+    if t.shape[1] < 2:
+        raise ValueError('ComposableLoss: teacher_entropy needs logits of at '
+                         f'least 2 classes on axis 1, got {t.shape[1]}.')
     log_p = F.log_softmax(t, dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1, keepdim=True)
     return entropy / torch.log(torch.tensor(float(t.shape[1])))
 
 
-def _confidence(s, t, data_samples, **_):
-    """The teacher's confidence: its largest class probability."""
+def _confidence(s, t, data_samples):
+    """The teacher's confidence: its largest class probability. (Listing 4
+    uses ``1 - CE`` of the student; this follows the text, "the confidence
+    level of the teacher's model knowledge".)"""
     return F.softmax(t, dim=1).amax(dim=1, keepdim=True)
 
 
-def _similarity(s, t, data_samples, eps: float = 1e-8, **_):
-    """Cosine similarity of the student and teacher vectors along axis 1."""
-    return F.cosine_similarity(s, t, dim=1, eps=eps)[:, None]
+def _similarity(s, t, data_samples, eps: float = 1e-8):
+    """Cosine similarity of the student and teacher vectors along axis 1,
+    clamped at 0 (Listing 4 uses it unclamped: a negative weight would push
+    the student away from the teacher)."""
+    return F.cosine_similarity(s, t, dim=1, eps=eps)[:, None].clamp_min(0)
 
 
-def _focal(s, t, data_samples, ignore_index: int = 255, eps: float = 1e-7,
-           **_):
+def _focal(s, t, data_samples, ignore_index: int = 255, eps: float = 1e-7):
     """Paper 003 Eq. 13 (after WSLD): ``1 - exp(-CE_s / CE_t)`` with the
     cross-entropies of student and teacher against the ground truth; ignored
     pixels weigh 0."""
@@ -329,6 +379,12 @@ def _focal(s, t, data_samples, ignore_index: int = 255, eps: float = 1e-7,
     ce_t = -F.log_softmax(t, dim=1).gather(1, index)
     ratio = (ce_s / (ce_t + eps)).clamp_min(0)
     return (1 - torch.exp(-ratio)) * valid
+
+
+def _labelled(s, data_samples, kwargs) -> torch.Tensor:
+    """(N, 1, H, W) True where the ground truth is not ignored."""
+    ignore = kwargs.get('ignore_index', 255)
+    return _labels(data_samples, s.shape, ignore).to(s.device) >= 0
 
 
 WEIGHTINGS: Dict[str, Optional[Callable]] = {
@@ -436,6 +492,11 @@ class ComposableLoss(nn.Module):
             _split_spec(t, 'transform', names) for t in transforms
         ]
         for name, kwargs in self.transforms:
+            if name != 'random_mask':
+                _check_kwargs(TRANSFORMS[name], kwargs, 'transform', name, 1)
+            elif set(kwargs) - {'ratio'}:
+                raise ValueError('ComposableLoss: random_mask takes ratio.')
+        for name, kwargs in self.transforms:
             if name == 'random_mask':
                 check_ratio(kwargs.get('ratio', 0.65))
             for key in ('dims', ):
@@ -445,8 +506,22 @@ class ComposableLoss(nn.Module):
                                                  DISTANCES)
         self.axes = parse_dims(dist_kwargs.pop('dims', None), self.distance)
         self.distance_kwargs = dist_kwargs
+        if self.distance in ('l1', 'l2', 'smooth_l1'):
+            if dist_kwargs:
+                raise ValueError(
+                    f'ComposableLoss: the {self.distance} distance takes '
+                    f'only dims, got {sorted(dist_kwargs)}.')
+        else:
+            _check_kwargs(DISTANCES[self.distance], dist_kwargs, 'distance',
+                          self.distance, 3)
         self.weighting, self.weighting_kwargs = _split_spec(
             weighting, 'weighting', WEIGHTINGS)
+        if WEIGHTINGS[self.weighting] is not None:
+            _check_kwargs(WEIGHTINGS[self.weighting], self.weighting_kwargs,
+                          'weighting', self.weighting, 3)
+        elif self.weighting_kwargs:
+            raise ValueError('ComposableLoss: weighting "none" takes no '
+                             'arguments.')
         if self.distance in BATCH_DISTANCES and self.weighting != 'none':
             raise ValueError(
                 f'ComposableLoss: the {self.distance} distance compares the '
@@ -502,9 +577,9 @@ class ComposableLoss(nn.Module):
         d = DISTANCES[self.distance](ts, tt, self.axes,
                                      **self.distance_kwargs)
         if self.distance not in BATCH_DISTANCES:
-            d = self._weigh(d, s, t, data_samples)
+            d, count = self._weigh(d, s, t, data_samples)
             if self.reduction == 'mean':
-                d = d.mean()
+                d = d.sum() / count
             elif self.reduction == 'sum':
                 d = d.sum()
             else:
@@ -512,9 +587,11 @@ class ComposableLoss(nn.Module):
         return self.loss_weight * self.tau**2 * d
 
     def _weigh(self, d, s, t, data_samples):
+        """The weighted distance and the count its mean divides by: every
+        element, or for ``focal`` the elements of labelled positions."""
         fn = WEIGHTINGS[self.weighting]
         if fn is None:
-            return d
+            return d, d.numel()
         with torch.no_grad():
             w = fn(s.detach(), t, data_samples, **self.weighting_kwargs)
         if any(ws not in (1, ds) for ws, ds in zip(w.shape, d.shape)):
@@ -525,4 +602,9 @@ class ComposableLoss(nn.Module):
                 f'of shape {tuple(d.shape)} left after the transforms and '
                 'the distance dims: keep the positions (no pooling, no '
                 'dims "h"/"w") or use weighting="none".')
-        return d * w.to(d.dtype)
+        count = d.numel()
+        if self.weighting == 'focal':
+            valid = (w > 0) | _labelled(s, data_samples,
+                                        self.weighting_kwargs)
+            count = max(int(valid.expand(d.shape).sum()), 1)
+        return d * w.to(d.dtype), count

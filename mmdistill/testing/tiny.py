@@ -317,16 +317,36 @@ def teacher_overrides(model: dict) -> Dict[str, Any]:
 
 
 def random_checkpoint(model_cfg: dict, path: str,
-                      scope: Optional[str] = None, seed: int = 0) -> str:
-    """Build ``model_cfg`` with random weights and save its state dict."""
+                      scope: Optional[str] = None, seed: int = 0,
+                      init: bool = True) -> str:
+    """Build ``model_cfg`` with random weights and save its state dict.
+    ``init=False`` skips ``init_weights()`` (which downloads the ImageNet
+    weights a stock config starts its backbone from)."""
     import torch
     from mmengine.registry import MODELS, DefaultScope
     torch.manual_seed(seed)
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(copy.deepcopy(model_cfg))
-    model.init_weights()
+    if init:
+        model.init_weights()
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
     return path
+
+
+def use_random_teacher(cfg: Config, path: str) -> str:
+    """Point a distillation config's teacher at a checkpoint of random
+    weights written to ``path`` (built at the config's size, without the
+    ImageNet download of ``init_weights``): for timing and visualisation
+    without network access."""
+    from mmdistill.utils.config import load_config
+    teacher = cfg.model.teacher
+    tcfg = load_config(teacher.config)
+    if teacher.get('cfg_options'):
+        tcfg.merge_from_dict(teacher.cfg_options)
+    teacher.checkpoint = random_checkpoint(
+        tcfg.model.to_dict(), path, scope=tcfg.get('default_scope'),
+        init=False)
+    return teacher.checkpoint
 
 
 def shrink_distiller(cfg: Config, kind: str,

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import torch
 from mmengine.config import Config, ConfigDict
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 #: Norm layer types that synchronise statistics through CUDA collectives.
@@ -163,3 +164,38 @@ def init_distributed(cfg: Config) -> bool:
     with _without_cuda_set_device():
         init_dist(launcher, **dist_cfg)
     return True
+
+
+
+class RankZeroTestJsonHook(Hook):
+    """mmengine's ``LoggerHook.after_test_epoch`` dumps the test metrics to
+    ``<log_dir>/<timestamp>.json`` on every rank, each opening the shared
+    file with 'w': the ranks' bytes overwrite one another and the file can
+    end up as invalid JSON. On ranks other than 0 this hook makes the
+    LoggerHook's test-epoch step log its line without writing the file;
+    rank 0 writes it as before."""
+    priority = 'LOWEST'
+
+    def before_run(self, runner) -> None:
+        from mmengine.dist import get_rank
+        from mmengine.hooks import LoggerHook
+        if get_rank() == 0:
+            return
+
+        def log_only(runner, metrics=None) -> None:
+            _, text = runner.log_processor.get_log_after_epoch(
+                runner, len(runner.test_dataloader), 'test',
+                with_non_scalar=True)
+            runner.logger.info(text)
+
+        for hook in runner.hooks:
+            if isinstance(hook, LoggerHook):
+                hook.after_test_epoch = log_only
+
+
+def rank_zero_test_json(runner) -> None:
+    """Let only rank 0 write the test metrics json (see
+    :class:`RankZeroTestJsonHook`); nothing outside distributed runs."""
+    from mmengine.dist import is_distributed
+    if is_distributed():
+        runner.register_hook(RankZeroTestJsonHook(), 'LOWEST')

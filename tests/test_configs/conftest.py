@@ -9,6 +9,8 @@ import shutil
 import pytest
 import torch
 
+from mmdistill.testing import random_batch
+
 
 def _model_key(model_cfg) -> str:
     text = json.dumps(model_cfg, sort_keys=True, default=str)
@@ -50,68 +52,6 @@ def teacher_checkpoint(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _det_batch(size=(128, 128), batch=1, seed=0) -> dict:
-    """A detection batch as a dataloader yields it (uint8 images, data
-    samples with ground-truth boxes), before the data preprocessor."""
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    gen = torch.Generator().manual_seed(seed)
-    h, w = size
-    inputs, samples = [], []
-    for i in range(batch):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
-                                    dtype=torch.uint8))
-        sample = DetDataSample(
-            metainfo=dict(img_id=i, img_shape=(h, w), ori_shape=(h, w),
-                          scale_factor=(1.0, 1.0), flip=False))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[8.0, 10.0, 0.55 * w, 0.7 * h],
-                                 [0.4 * w, 0.2 * h, w - 4.0, h - 6.0]]),
-            labels=torch.tensor([0, 7]))
-        sample.ignored_instances = InstanceData(
-            bboxes=torch.zeros(0, 4), labels=torch.zeros(0).long())
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def _seg_batch(size=(128, 128), batch=2, num_classes=19, seed=0) -> dict:
-    """A segmentation batch as a dataloader yields it (uint8 images, data
-    samples with label maps holding some ignore pixels)."""
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    gen = torch.Generator().manual_seed(seed)
-    h, w = size
-    inputs, samples = [], []
-    for _ in range(batch):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
-                                    dtype=torch.uint8))
-        labels = torch.randint(0, num_classes, (1, h, w), generator=gen)
-        labels[:, :h // 8] = 255
-        sample = SegDataSample(
-            metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
-                          pad_shape=(h, w)))
-        sample.gt_sem_seg = PixelData(data=labels)
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def _cls_batch(size=(64, 64), batch=2, num_classes=1000, seed=0) -> dict:
-    """A classification batch as a dataloader yields it (uint8 images, data
-    samples with a label each), before the data preprocessor (which applies
-    Mixup/CutMix, hence 2 images)."""
-    from mmpretrain.structures import DataSample
-    gen = torch.Generator().manual_seed(seed)
-    h, w = size
-    inputs, samples = [], []
-    for i in range(batch):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
-                                    dtype=torch.uint8))
-        sample = DataSample(metainfo=dict(img_shape=(h, w),
-                                          ori_shape=(h, w)))
-        samples.append(sample.set_gt_label((7 * i + 3) % num_classes))
-    return dict(inputs=inputs, data_samples=samples)
-
-
 def _expected_pairs(distill: dict) -> list:
     """The ``loss_distill_<pair>`` keys a ``distill`` config gives."""
     from mmdistill.distillers.taps import expand_braces
@@ -132,11 +72,7 @@ def make_batch():
     or ``'cls'`` batch, before the data preprocessor."""
 
     def make(kind: str, size=(128, 128), batch=None) -> dict:
-        if kind == 'det':
-            return _det_batch(size, batch or 1)
-        if kind == 'cls':
-            return _cls_batch(size, batch or 2)
-        return _seg_batch(size, batch or 2)
+        return random_batch(kind, size, batch or 0)
 
     return make
 

@@ -449,3 +449,37 @@ def test_registry():
                              out_channels=8, mode='patch_group',
                              patch_grid=(2, 2), num_groups=2))
     assert conn.mode == 'patch_group' and conn.num_groups == 2
+
+
+def test_attention_map_global_anchor_and_patch_group():
+    torch.manual_seed(3)
+    s, t = torch.randn(2, 4, 4, 4), torch.randn(2, 6, 4, 4)
+    conn = TaTConnector(4, 6, mode='global', num_heads=2).eval()
+    conn(s, t)
+    attn = conn.last_attention
+    got = conn.attention_map((4, 4), (1, 2), sample=1, head=1)
+    assert torch.equal(got, attn[1, 1, 1 * 4 + 2].reshape(4, 4))
+    mean = conn.attention_map((4, 4), (1, 2), sample=1)
+    assert torch.allclose(mean, attn[1, :, 6].mean(0).reshape(4, 4))
+    assert mean.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+    conn = TaTConnector(4, 6, mode='anchor', anchor_size=(2, 2)).eval()
+    conn(s, t)
+    # (3, 1) lies in anchor cell (1, 0) of the 2x2 grid
+    got = conn.attention_map((4, 4), (3, 1), head=0)
+    assert torch.equal(got, conn.last_attention[0, 0, 2].reshape(2, 2))
+
+    conn = TaTConnector(4, 6, mode='patch_group', patch_grid=(2, 2),
+                        num_groups=2).eval()
+    conn(s, t)
+    # query (0, 3): patch (0, 1) = index 1 of group 0 (patches 0 and 1),
+    # in-patch position (0, 1) -> row 1 of the group's 2x2 attention
+    got = conn.attention_map((4, 4), (0, 3))
+    local = conn.last_attention[0, 0, 1].reshape(2, 2)
+    assert torch.equal(got[:2, :2], local) and torch.equal(got[:2, 2:], local)
+    assert torch.equal(got[2:], torch.zeros(2, 4))
+    with pytest.raises(ValueError, match='outside'):
+        conn.attention_map((4, 4), (4, 0))
+    conn.last_attention = None
+    with pytest.raises(RuntimeError, match='forward first'):
+        conn.attention_map((4, 4), (0, 0))

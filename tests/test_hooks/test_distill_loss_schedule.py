@@ -31,6 +31,8 @@ def test_warmup_decay_and_stop_values():
     (dict(decay_begin=5, decay_end=5), 'after decay_begin'),
     (dict(decay_begin=0, decay_end=5, decay='exp'), "'linear' or 'cosine'"),
     (dict(stop=-2), 'stop'),
+    (dict(warmup=5, start=-0.5), 'start must be >= 0'),
+    (dict(decay_begin=0, decay_end=5, decay_to=-1), 'decay_to must be'),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -112,3 +114,38 @@ def test_unknown_pair_and_non_distiller_models(tiny_cfg):
     runner = Runner.from_cfg(cfg)
     with pytest.raises(TypeError, match='SingleTeacherDistiller'):
         runner.train()
+
+
+def test_by_epoch_needs_an_epoch_loop(tiny_cfg):
+    cfg, _ = tiny_cfg('pspnet', iters=1)
+    cfg.custom_hooks = [dict(type='mmdistill.DistillLossScheduleHook',
+                             warmup=1, by_epoch=True)]
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match='IterBasedTrainLoop'):
+        runner.train()
+
+
+def test_by_epoch_in_an_epoch_loop_and_pair_groups(tiny_cfg):
+    """RetinaNet's 5 FPN pairs come from one ``fpn_{0-4}`` entry; naming
+    the entry schedules all five, per epoch."""
+    cfg, _ = tiny_cfg('retinanet', epochs=2)
+    cfg.custom_hooks = [dict(type='mmdistill.DistillLossScheduleHook',
+                             warmup=2, start=0.5, by_epoch=True,
+                             pairs=['fpn'])]
+    runner = Runner.from_cfg(cfg)
+    factors = []
+
+    class Spy(Hook):
+        priority = 'LOWEST'
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None,
+                             outputs=None):
+            factors.append(dict(runner.model.loss_scales))
+
+    runner.register_hook(Spy())
+    runner.train()
+    groups = runner.model.pair_groups
+    assert groups['fpn'] == [f'fpn_{i}' for i in range(5)]
+    first, last = factors[0], factors[-1]
+    assert first == {f'fpn_{i}': 0.5 for i in range(5)}
+    assert last == {f'fpn_{i}': 0.75 for i in range(5)}

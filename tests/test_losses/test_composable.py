@@ -243,13 +243,19 @@ def test_elementwise_transform_chain_and_softmax_axes():
 
 def test_random_mask_covers_the_student_only():
     torch.manual_seed(12)
-    t = torch.ones(4, 2, 16, 16, dtype=torch.float64)
-    s = t.clone().requires_grad_(True)
+    t = torch.full((4, 2, 16, 16), 2.0, dtype=torch.float64)
+    s = torch.ones(4, 2, 16, 16, dtype=torch.float64, requires_grad=True)
     loss = ComposableLoss(transforms=[dict(type='random_mask', ratio=0.5)],
                           distance='l1')(s, t)
-    # masked student positions are 0 against a teacher of 1: the loss is
-    # the masked fraction
-    assert 0.4 < loss.item() < 0.6
+    # masked student positions are 0 against a teacher of 2 (|0 - 2| = 2),
+    # the others 1 (|1 - 2|): loss = 1 + masked fraction; a mask on the
+    # teacher would give 1 - masked fraction
+    assert 1.4 < loss.item() < 1.6
+    loss.backward()
+    masked = s.grad == 0
+    assert 0.4 < masked.double().mean() < 0.6
+    # one spatial mask for all channels of a position
+    assert torch.equal(masked[:, 0], masked[:, 1])
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
         ComposableLoss(transforms=[dict(type='random_mask', ratio=1.5)])
 
@@ -265,6 +271,7 @@ def test_teacher_entropy_confidence_similarity_weights():
     entropy = -(p_t * np.log(p_t)).sum(axis=1) / math.log(4)
     confidence = p_t.max(axis=1)
     cos = (sn * tn).sum(1) / np.sqrt((sn**2).sum(1) * (tn**2).sum(1))
+    cos = np.maximum(cos, 0)
     for name, w in (('teacher_entropy', entropy), ('confidence', confidence),
                     ('similarity', cos)):
         loss = ComposableLoss(distance=dict(type='l2', dims='c'),
@@ -304,7 +311,8 @@ def test_focal_weight_per_pixel_with_ignored_pixels():
                 ratio = max(-log_ps[n, k, y, x] / (-log_pt[n, k, y, x] +
                                                    1e-7), 0)
                 ref[n, y, x] = (1 - math.exp(-ratio)) * kl[n, y, x]
-    _close(loss, ref.mean())
+    # the mean runs over the labelled pixels only
+    _close(loss, ref.sum() / (small != 255).sum())
     assert (small == 255).any()
 
 
@@ -350,6 +358,44 @@ def test_half_precision_and_2d_3d_inputs():
     _close(half, ref, 1e-2)
 
 
+def test_zero_vectors_have_finite_gradients():
+    # a dead channel or position (after a ReLU) is an exact zero vector
+    s, t = _pair(seed=18)
+    s = torch.relu(s)
+    s[:, 1] = 0
+    s.requires_grad_(True)
+    for cfg in (dict(transforms=['abs', 'sqrt'], distance='l2'),
+                dict(transforms=[dict(type='l2_normalize', dims='hw')],
+                     distance=dict(type='l2', dims='hw')),
+                dict(distance=dict(type='cosine', dims='hw')),
+                dict(distance=dict(type='pearson', dims='hw'))):
+        s.grad = None
+        ComposableLoss(**cfg)(s, t).backward()
+        assert torch.isfinite(s.grad).all(), cfg
+    # CAD gradients equal AngularLoss's, dead channel included
+    s.grad = None
+    ComposableLoss(transforms=[dict(type='l2_normalize', dims='hw')],
+                   distance=dict(type='l2', dims='hw'))(s, t).backward()
+    composed = s.grad.clone()
+    s.grad = None
+    AngularLoss(mode='channel')(s, t).backward()
+    assert torch.allclose(composed, s.grad, atol=1e-12)
+
+
+def test_class_255_is_a_class_and_similarity_weights_are_not_negative():
+    from mmpretrain.structures import DataSample
+    s, t = _pair((2, 300), seed=19)
+    samples = [DataSample().set_gt_label(255) for _ in range(2)]
+    loss = ComposableLoss(distance=dict(type='kl', dims='c'),
+                          weighting='focal')(s, t, samples)
+    assert loss.item() > 0
+    # a student opposite to the teacher gets weight 0, never a negative
+    # loss that would push it further away
+    loss = ComposableLoss(distance=dict(type='l2', dims='c'),
+                          weighting='similarity')(-t, t)
+    assert loss.item() == 0.0
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match="did you mean 'softmax'"):
         ComposableLoss(transforms=['sofmax'])
@@ -370,6 +416,19 @@ def test_clear_errors():
     with pytest.raises(ValueError, match='does not split'):
         ComposableLoss(transforms=[dict(type='local', size=4)])(
             *_pair((1, 2, 6, 6)))
+    with pytest.raises(ValueError, match=r"takes \['dims'\], got unknown"):
+        ComposableLoss(transforms=[dict(type='softmax', dim='c')])
+    with pytest.raises(ValueError, match="'focal' takes"):
+        ComposableLoss(weighting=dict(type='focal', ignore_idx=-1))
+    with pytest.raises(ValueError, match='a ground-truth label is 7'):
+        from mmpretrain.structures import DataSample
+        ComposableLoss(distance=dict(type='kl', dims='c'),
+                       weighting='focal')(*_pair((1, 5)),
+                                          [DataSample().set_gt_label(7)])
+    with pytest.raises(ValueError, match='inputs="logits" for a tempered'):
+        ComposableLoss(transforms=[dict(type='softmax', dims='c')],
+                       distance=dict(type='kl', dims='c', inputs='probs'),
+                       tau=4.0)(*_pair((2, 5)))
     with pytest.raises(ValueError, match='equal shapes'):
         ComposableLoss()(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, 3))
 

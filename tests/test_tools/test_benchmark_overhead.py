@@ -1,0 +1,48 @@
+"""tools/analysis/benchmark_overhead.py on a small real config (structure
+and consistency of its report; timings are never asserted)."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(ROOT, 'tools', 'analysis', 'benchmark_overhead.py')
+CONFIG = osp.join(ROOT, 'demo', 'configs', 'seg',
+                  'mlp_backbone_pspnet_r50-r18_synth.py')
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_overhead', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_of_a_distillation_config(tmp_path, capsys):
+    out = tmp_path / 'overhead.json'
+    result = load_tool().main([
+        CONFIG, '--random-teacher', '--size', '64', '64', '--iters', '2',
+        '--warmup', '1', '--device', 'cpu', '--out', str(out)
+    ])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    student, distiller = saved['student'], saved['distiller']
+    assert saved['time_ratio'] == pytest.approx(
+        distiller['sec_per_iter'] / student['sec_per_iter'])
+    assert saved['memory_ratio'] == pytest.approx(
+        distiller['peak_memory_mb'] / student['peak_memory_mb'])
+    for value in (student['sec_per_iter'], distiller['sec_per_iter'],
+                  distiller['teacher_to_deepest_tap_sec'],
+                  distiller['teacher_full_forward_sec']):
+        assert value > 0
+    assert saved['input_size'] == [64, 64] and saved['iters'] == 2
+    printed = capsys.readouterr().out
+    assert 'student alone' in printed and 'teacher to deepest tap' in printed
+
+
+def test_refuses_a_config_without_a_distiller():
+    student = osp.join(ROOT, 'demo', 'configs', 'seg',
+                       'pspnet_r18-w8_student_synth.py')
+    with pytest.raises(ValueError, match='not a distillation config'):
+        load_tool().main([student, '--random-teacher', '--iters', '1'])

@@ -1,0 +1,191 @@
+"""Draw what each distillation pair compares, on one image: the student's
+tapped feature, the student after its connector, the teacher's feature, and
+for a ``TaTConnector`` the TaT map (where one student position attends).
+
+Feature maps are reduced over channels (mean) and overlaid on the image by
+mmengine's ``Visualizer.draw_featmap``. Files go to ``--out-dir`` as
+``<pair>_student.png``, ``<pair>_connector.png``, ``<pair>_teacher.png`` and
+``<pair>_tat_map.png``; an existing file is never overwritten (a ``-1``
+suffix is added).
+
+Example::
+
+    python tools/analysis/visualize_features.py \\
+        configs/tat/tat_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py \\
+        demo.png --checkpoint work_dirs/tat/iter_80000.pth \\
+        --out-dir vis --query 32 64
+
+``--checkpoint`` is a runner checkpoint of the distiller (student and
+connectors; without it they are freshly initialised); ``--random-teacher``
+gives the teacher random weights instead of loading its checkpoint.
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+import tempfile
+from typing import Dict, List
+
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import MODELS, DefaultScope
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Draw the features each distillation pair compares.')
+    parser.add_argument('config', help='distillation config file')
+    parser.add_argument('image', help='image file')
+    parser.add_argument('--checkpoint', default=None,
+                        help='runner checkpoint of the distiller')
+    parser.add_argument('--random-teacher', action='store_true',
+                        help='random teacher weights (no download)')
+    parser.add_argument('--out-dir', default='feature_vis',
+                        help='where the PNG files go')
+    parser.add_argument('--pairs', nargs='+', default=None,
+                        help='only these pairs (default: all)')
+    parser.add_argument('--query', type=int, nargs=2, default=None,
+                        metavar=('Y', 'X'),
+                        help='TaT map query, in pixels of the network input '
+                        '(default: the centre)')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value')
+    return parser.parse_args(argv)
+
+
+def build_distiller(cfg: Config, args, workdir: str):
+    from mmdistill.testing import use_random_teacher
+    from mmdistill.utils.checkpoint import load_checkpoint_file
+    if cfg.model.get('type') != 'mmdistill.SingleTeacherDistiller':
+        raise ValueError(
+            f'{args.config} is not a distillation config (model.type is '
+            f'{cfg.model.get("type")!r}).')
+    if args.random_teacher:
+        use_random_teacher(cfg, osp.join(workdir, 'teacher.pth'))
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        distiller = MODELS.build(copy.deepcopy(cfg.model))
+    if args.checkpoint:
+        state = load_checkpoint_file(args.checkpoint, map_location='cpu')
+        state = state.get('state_dict', state)
+        missing, unexpected = distiller.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith('teacher')]:
+            raise KeyError(
+                f'{args.checkpoint} does not fit this distiller: missing '
+                f'{missing[:10]}, unexpected {unexpected[:10]}. Give a runner '
+                'checkpoint of this config (iter_N.pth / epoch_N.pth).')
+    return distiller.eval()
+
+
+def load_batch(cfg: Config, image: str) -> dict:
+    """The image through the config's test pipeline, ground-truth loading
+    left out, collated as a dataloader batch of one."""
+    from mmengine.dataset import Compose, pseudo_collate
+    if not osp.isfile(image):
+        raise FileNotFoundError(f'{image} is not a file.')
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
+    if loader is None:
+        raise KeyError('The config has no test_dataloader/val_dataloader '
+                       'pipeline to prepare the image with.')
+    steps = [s for s in loader.dataset.pipeline
+             if 'LoadAnnotations' not in s['type']]
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        pipeline = Compose(steps)
+    return pseudo_collate([pipeline(dict(img_path=image, img_id=0))])
+
+
+@torch.no_grad()
+def pair_features(distiller, data: dict, pairs: List[str]) -> Dict:
+    """Per pair: (student tap, connector output, teacher tap)."""
+    with distiller.student_recorder.record() as student:
+        distiller.student(data['inputs'], data['data_samples'],
+                          mode='tensor')
+    teacher = distiller.teacher_features(data['inputs'],
+                                         data['data_samples'])
+    out = {}
+    for name in pairs:
+        raw, target = student[name], teacher[name]
+        after = raw
+        if name in distiller.connectors:
+            after = distiller.connectors[name](raw, target)
+        out[name] = (raw, after, target)
+    return out
+
+
+def draw(featmap: torch.Tensor, image: np.ndarray) -> np.ndarray:
+    from mmengine.visualization import Visualizer
+    return Visualizer.draw_featmap(
+        featmap.float().cpu(), image, channel_reduction='squeeze_mean',
+        alpha=0.5)
+
+
+def write(path: str, rgb: np.ndarray) -> str:
+    import mmcv
+
+    from mmdistill.utils.checkpoint import free_path
+    path = free_path(path)
+    mmcv.imwrite(rgb[..., ::-1], path)
+    return path
+
+
+def main(argv=None) -> List[str]:
+    args = parse_args(argv)
+    import mmdistill  # noqa: F401
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    with tempfile.TemporaryDirectory() as workdir:
+        distiller = build_distiller(cfg, args, workdir)
+    distiller.to(args.device)
+    pairs = args.pairs or list(distiller.pairs)
+    unknown = [p for p in pairs if p not in distiller.pairs]
+    if unknown:
+        raise KeyError(f'No distillation pair {unknown}; the pairs are '
+                       f'{list(distiller.pairs)}.')
+    data = distiller.data_preprocessor(load_batch(cfg, args.image), False)
+    inputs = data['inputs']
+    # the network input as an RGB image (undo mean/std of the preprocessor)
+    pre = distiller.data_preprocessor
+    img = inputs[0] * pre.std + pre.mean if hasattr(pre, 'std') else \
+        inputs[0]
+    image = img.clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    if getattr(pre, '_channel_conversion', False):
+        image = image[..., ::-1]  # the model saw RGB; show RGB
+    image = np.ascontiguousarray(image)
+    os.makedirs(args.out_dir, exist_ok=True)
+    written = []
+    for name, (raw, after, target) in pair_features(distiller, data,
+                                                    pairs).items():
+        panels = dict(student=raw, connector=after, teacher=target)
+        if name not in distiller.connectors:
+            panels.pop('connector')
+        for tag, feat in panels.items():
+            if feat.dim() != 4:
+                print(f'{name}: the {tag} tensor has shape '
+                      f'{tuple(feat.shape)}, not (N, C, H, W); not drawn')
+                continue
+            written.append(write(
+                osp.join(args.out_dir, f'{name}_{tag}.png'),
+                draw(feat[0], image)))
+        connector = distiller.connectors[name] \
+            if name in distiller.connectors else None
+        if type(connector).__name__ == 'TaTConnector' and raw.dim() == 4:
+            h, w = raw.shape[-2:]
+            qy, qx = args.query or (image.shape[0] // 2, image.shape[1] // 2)
+            query = (min(h - 1, qy * h // image.shape[0]),
+                     min(w - 1, qx * w // image.shape[1]))
+            tat = connector.attention_map((h, w), query)
+            written.append(write(
+                osp.join(args.out_dir, f'{name}_tat_map.png'),
+                draw(tat[None], image)))
+            print(f'{name}: TaT map of student position {query} '
+                  f'(input pixel {(qy, qx)})')
+    for path in written:
+        print(f'wrote {path}')
+    return written
+
+
+if __name__ == '__main__':
+    sys.exit(0 if main() else 1)
