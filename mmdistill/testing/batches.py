@@ -6,6 +6,13 @@ from typing import Tuple
 import torch
 
 
+def _images(gen: torch.Generator, size: Tuple[int, int],
+            batch: int) -> list:
+    h, w = size
+    return [torch.randint(0, 256, (3, h, w), generator=gen,
+                          dtype=torch.uint8) for _ in range(batch)]
+
+
 def det_batch(size: Tuple[int, int] = (128, 128), batch: int = 1,
               num_classes: int = 80, seed: int = 0) -> dict:
     """Images with two ground-truth boxes each (``DetDataSample``)."""
@@ -13,10 +20,8 @@ def det_batch(size: Tuple[int, int] = (128, 128), batch: int = 1,
     from mmengine.structures import InstanceData
     gen = torch.Generator().manual_seed(seed)
     h, w = size
-    inputs, samples = [], []
+    inputs, samples = _images(gen, size, batch), []
     for i in range(batch):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
-                                    dtype=torch.uint8))
         sample = DetDataSample(
             metainfo=dict(img_id=i, img_shape=(h, w), ori_shape=(h, w),
                           scale_factor=(1.0, 1.0), flip=False))
@@ -38,10 +43,8 @@ def seg_batch(size: Tuple[int, int] = (128, 128), batch: int = 2,
     from mmseg.structures import SegDataSample
     gen = torch.Generator().manual_seed(seed)
     h, w = size
-    inputs, samples = [], []
+    inputs, samples = _images(gen, size, batch), []
     for _ in range(batch):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
-                                    dtype=torch.uint8))
         labels = torch.randint(0, num_classes, (1, h, w), generator=gen)
         labels[:, :h // 8] = 255
         sample = SegDataSample(
@@ -59,10 +62,8 @@ def cls_batch(size: Tuple[int, int] = (64, 64), batch: int = 2,
     from mmpretrain.structures import DataSample
     gen = torch.Generator().manual_seed(seed)
     h, w = size
-    inputs, samples = [], []
+    inputs, samples = _images(gen, size, batch), []
     for i in range(batch):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
-                                    dtype=torch.uint8))
         sample = DataSample(metainfo=dict(img_shape=(h, w),
                                           ori_shape=(h, w)))
         samples.append(sample.set_gt_label((7 * i + 3) % num_classes))

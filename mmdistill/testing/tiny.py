@@ -344,7 +344,7 @@ def use_random_teacher(cfg: Config, path: str) -> str:
     if teacher.get('cfg_options'):
         tcfg.merge_from_dict(teacher.cfg_options)
     teacher.checkpoint = random_checkpoint(
-        tcfg.model.to_dict(), path, scope=tcfg.get('default_scope'),
+        tcfg.model, path, scope=tcfg.get('default_scope'),
         init=False)
     return teacher.checkpoint
 

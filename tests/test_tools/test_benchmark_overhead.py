@@ -46,3 +46,19 @@ def test_refuses_a_config_without_a_distiller():
                        'pspnet_r18-w8_student_synth.py')
     with pytest.raises(ValueError, match='not a distillation config'):
         load_tool().main([student, '--random-teacher', '--iters', '1'])
+
+
+def test_random_teacher_of_a_stock_config(tmp_path):
+    """A stock mmseg teacher (``pretrained=...``, ImageNet init) gets random
+    weights without a download and loads strictly into the distiller."""
+    from mmengine.config import Config
+
+    from mmdistill.testing import use_random_teacher
+    from mmdistill.utils.checkpoint import load_checkpoint_file
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs', 'mlp',
+        'mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py'))
+    path = use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
+    assert cfg.model.teacher.checkpoint == path
+    state = load_checkpoint_file(path)['state_dict']
+    assert any(k.startswith('backbone.layer4') for k in state)
