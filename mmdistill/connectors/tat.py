@@ -331,8 +331,8 @@ class TaTConnector(BaseModule):
           anchor grid (a_h, a_w);
         * ``'patch_group'``: the query's patch group attends over the
           ph x pw positions inside its patches; that map is drawn at every
-          patch of the group, an (H, W) map that is 0 elsewhere (in
-          overlapping patches the later patch's value is kept).
+          patch of the group, an (H, W) map that is 0 elsewhere (where
+          patches overlap, the query's own patch is drawn last).
 
         Args:
             feature_size (tuple[int, int]): (H, W) of the student map the
@@ -372,7 +372,11 @@ class TaTConnector(BaseModule):
         group = (i * grid_w + j) // per_group
         local = attn[group][(y - starts_y[i]) * pw + (x - starts_x[j])]
         out = torch.zeros(h, w)
-        for p in range(group * per_group, (group + 1) * per_group):
+        patches = [p for p in range(group * per_group, (group + 1) * per_group)
+                   if p != i * grid_w + j] + [i * grid_w + j]
+        # the query's own patch last: where patches overlap it shows the
+        # query's group map at the query's own patch
+        for p in patches:
             r, c = starts_y[p // grid_w], starts_x[p % grid_w]
             out[r:r + ph, c:c + pw] = local.reshape(ph, pw)
         return out

@@ -152,6 +152,17 @@ def _per_level(value, count: int, what: str, pair: str):
     return [copy.deepcopy(value) for _ in range(count)]
 
 
+def swaps_channels(preprocessor) -> Optional[bool]:
+    """Whether a data preprocessor swaps BGR and RGB (mmdet/mmengine
+    ``_channel_conversion``, mmseg ``channel_conversion``, mmpretrain
+    ``to_rgb``); None when it does not say."""
+    for name in ('_channel_conversion', 'channel_conversion', 'to_rgb'):
+        value = getattr(preprocessor, name, None)
+        if value is not None:
+            return bool(value)
+    return None
+
+
 @torch.no_grad()
 def feature_stats(raw: torch.Tensor, student: torch.Tensor,
                   teacher: torch.Tensor,
@@ -333,8 +344,7 @@ class SingleTeacherDistiller(BaseModel):
     def _check_preprocessors(self) -> None:
         student = self.data_preprocessor
         teacher = self.teacher.data_preprocessor
-        order = [getattr(p, '_channel_conversion', None)
-                 for p in (student, teacher)]
+        order = [swaps_channels(p) for p in (student, teacher)]
         if None not in order and order[0] != order[1]:
             warnings.warn(
                 'The teacher config converts BGR to RGB '

@@ -483,3 +483,20 @@ def test_attention_map_global_anchor_and_patch_group():
     conn.last_attention = None
     with pytest.raises(RuntimeError, match='forward first'):
         conn.attention_map((4, 4), (0, 0))
+
+
+def test_patch_group_map_with_overlapping_patches():
+    # a 5x7 map in a 2x3 grid: 3x3 patches whose starts overlap
+    torch.manual_seed(4)
+    s, t = torch.randn(1, 4, 5, 7), torch.randn(1, 6, 5, 7)
+    conn = TaTConnector(4, 6, mode='patch_group', patch_grid=(2, 3),
+                        num_groups=2).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        conn(s, t)
+    # starts: rows (0, 2), columns (0, 2, 4); query (0, 0) is in patch 0
+    # (group 0 = patches 0, 1, 2), local position (0, 0)
+    local = conn.last_attention[0, 0, 0].reshape(3, 3)
+    got = conn.attention_map((5, 7), (0, 0))
+    assert torch.equal(got[0:3, 0:3], local)
+    assert torch.equal(got[3:], torch.zeros(2, 7))

@@ -98,3 +98,26 @@ def test_loads_a_runner_checkpoint(tmp_path, image):
         torch.save(dict(state_dict={'nope': torch.zeros(1)}), bad)
         tool.main([str(config), image, '--random-teacher', '--checkpoint',
                    bad, '--out-dir', str(tmp_path / 'c')])
+
+
+@pytest.mark.parametrize('config', [
+    'demo/configs/det/mlp_fpn_retinanet_r50-r18_synth.py',
+    'demo/configs/seg/mlp_backbone_pspnet_r50-r18_synth.py'
+])
+def test_pictures_show_the_image_in_its_colours(config, tmp_path):
+    """A pure red image is drawn red, whether the model reads BGR (mmdet's
+    RetinaNet here) or RGB (mmseg's PSPNet)."""
+    from mmengine.config import Config
+    path = str(tmp_path / 'red.png')
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 2] = 255  # BGR on disk
+    mmcv.imwrite(red, path)
+    tool = load_tool()
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    args = tool.parse_args([config, path, '--random-teacher'])
+    distiller = tool.build_distiller(cfg, args, str(tmp_path))
+    data = distiller.data_preprocessor(tool.load_batch(cfg, path), False)
+    image = tool.network_image(distiller.data_preprocessor,
+                               data['inputs'][0])
+    # the image area (mmdet pads the batch with zeros)
+    assert (image[:48, :48] == [255, 0, 0]).all()

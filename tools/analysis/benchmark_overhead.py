@@ -168,18 +168,20 @@ def check_distiller(cfg: Config, path: str) -> None:
             "'mmdistill.SingleTeacherDistiller').")
 
 
-def build_models(cfg: Config, args, workdir: str):
-    """(distiller, student alone), both on CPU."""
+def build_student(cfg: Config):
+    """The plain student (the model of ``student_config.py``), on CPU."""
     from mmdistill.hooks.student_checkpoint import student_config
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        return MODELS.build(student_config(cfg).model)
+
+
+def build_distiller(cfg: Config, args, workdir: str):
+    """The distiller (with its teacher), on CPU."""
     from mmdistill.testing import use_random_teacher
-    check_distiller(cfg, args.config)
     if args.random_teacher:
         use_random_teacher(cfg, osp.join(workdir, 'teacher.pth'))
-    scope = cfg.get('default_scope')
-    with DefaultScope.overwrite_default_scope(scope):
-        distiller = MODELS.build(copy.deepcopy(cfg.model))
-        student = MODELS.build(student_config(cfg).model)
-    return distiller, student
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        return MODELS.build(copy.deepcopy(cfg.model))
 
 
 def main(argv=None) -> dict:
@@ -195,19 +197,27 @@ def main(argv=None) -> dict:
     size = args.size or ((224, 224) if kind == 'cls' else (512, 512))
     if args.iters < 1 or args.warmup < 0:
         raise ValueError('--iters must be >= 1 and --warmup >= 0.')
-    with tempfile.TemporaryDirectory() as workdir:
-        distiller, student = build_models(cfg, args, workdir)
+    if args.amp and device.type != 'cuda':
+        raise ValueError('--amp needs a CUDA device (mmengine\'s '
+                         'AmpOptimWrapper); drop it on the CPU.')
+    check_distiller(cfg, args.config)
     classes = num_classes_of(cfg.model.student)
     batches = [
         random_batch(kind, size, args.batch_size, classes, seed=i)
         for i in range(args.warmup + args.iters)
     ]
+    # The student alone is built and measured before the teacher exists: on
+    # the CPU the process's peak memory only grows. Both students start
+    # from the same weights (a detector's work per step depends on them).
     torch.manual_seed(0)
-    # Student first: on CPU the process's peak memory only grows.
+    student = build_student(cfg)
+    weights = copy.deepcopy(student.state_dict())
     student.to(device)
     alone = measure_training(student, batches, args, device)
-    student.cpu()
     del student
+    with tempfile.TemporaryDirectory() as workdir:
+        distiller = build_distiller(cfg, args, workdir)
+    distiller.student.load_state_dict(weights)
     distiller.to(device)
     distilled = measure_training(distiller, batches, args, device)
     distilled.update(measure_teacher(distiller, batches, args, device))

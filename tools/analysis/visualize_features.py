@@ -89,8 +89,8 @@ def load_batch(cfg: Config, image: str) -> dict:
     if loader is None:
         raise KeyError('The config has no test_dataloader/val_dataloader '
                        'pipeline to prepare the image with.')
-    steps = [s for s in loader.dataset.pipeline
-             if 'LoadAnnotations' not in s['type']]
+    steps = [s for s in loader.dataset.pipeline if 'LoadAnnotations' not in
+             getattr(s['type'], '__name__', str(s['type']))]
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         pipeline = Compose(steps)
     return pseudo_collate([pipeline(dict(img_path=image, img_id=0))])
@@ -112,6 +112,34 @@ def pair_features(distiller, data: dict, pairs: List[str]) -> Dict:
             after = distiller.connectors[name](raw, target)
         out[name] = (raw, after, target)
     return out
+
+
+def network_image(preprocessor, inputs: torch.Tensor) -> np.ndarray:
+    """The network's input as an RGB uint8 (H, W, 3) image: mean/std of
+    the preprocessor undone; images are read as BGR, so unless the
+    preprocessor swapped the channels the network saw BGR."""
+    from mmdistill.distillers.single_teacher import swaps_channels
+    img = inputs
+    if hasattr(preprocessor, 'std') and hasattr(preprocessor, 'mean'):
+        img = img * preprocessor.std + preprocessor.mean
+    image = img.clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    if not swaps_channels(preprocessor):
+        image = image[..., ::-1]
+    return np.ascontiguousarray(image)
+
+
+def as_map(x: torch.Tensor) -> torch.Tensor:
+    """(N, L, C) ViT tokens -> (N, C, s, s) over the s*s patch tokens (the
+    class/distillation tokens before them left out); other tensors as they
+    are."""
+    if x.dim() != 3:
+        return x
+    n, length, c = x.shape
+    for extra in (1, 2, 0):
+        side = int(round((length - extra)**0.5))
+        if side > 0 and side * side == length - extra:
+            return x[:, extra:].transpose(1, 2).reshape(n, c, side, side)
+    return x
 
 
 def draw(featmap: torch.Tensor, image: np.ndarray) -> np.ndarray:
@@ -145,15 +173,7 @@ def main(argv=None) -> List[str]:
         raise KeyError(f'No distillation pair {unknown}; the pairs are '
                        f'{list(distiller.pairs)}.')
     data = distiller.data_preprocessor(load_batch(cfg, args.image), False)
-    inputs = data['inputs']
-    # the network input as an RGB image (undo mean/std of the preprocessor)
-    pre = distiller.data_preprocessor
-    img = inputs[0] * pre.std + pre.mean if hasattr(pre, 'std') else \
-        inputs[0]
-    image = img.clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-    if getattr(pre, '_channel_conversion', False):
-        image = image[..., ::-1]  # the model saw RGB; show RGB
-    image = np.ascontiguousarray(image)
+    image = network_image(distiller.data_preprocessor, data['inputs'][0])
     os.makedirs(args.out_dir, exist_ok=True)
     written = []
     for name, (raw, after, target) in pair_features(distiller, data,
@@ -162,6 +182,7 @@ def main(argv=None) -> List[str]:
         if name not in distiller.connectors:
             panels.pop('connector')
         for tag, feat in panels.items():
+            feat = as_map(feat)
             if feat.dim() != 4:
                 print(f'{name}: the {tag} tensor has shape '
                       f'{tuple(feat.shape)}, not (N, C, H, W); not drawn')
@@ -184,6 +205,9 @@ def main(argv=None) -> List[str]:
                   f'(input pixel {(qy, qx)})')
     for path in written:
         print(f'wrote {path}')
+    if not written:
+        print('Nothing to draw: no pair has a spatial feature map (N, C, H, '
+              'W) or ViT patch tokens (N, L, C).', file=sys.stderr)
     return written
 
 
