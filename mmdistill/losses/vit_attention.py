@@ -169,9 +169,14 @@ class ViTAttentionLoss(nn.Module):
         merge_heads (bool, optional): Merge the heads (case c) even when the
             counts are equal; ``False`` refuses different counts. Defaults to
             None: merge exactly when the counts differ.
-        num_extra_tokens (int): Tokens before the patch tokens, the class
-            token first (1 for ViT/DeiT, 2 for distilled DeiT); only used
-            when the token counts differ. Defaults to 1.
+        num_extra_tokens (int | tuple[int, int]): Tokens before the patch
+            tokens, the class token first (1 for ViT/DeiT, 2 for distilled
+            DeiT); a pair gives (student, teacher) counts. When the teacher
+            has more (a distilled-DeiT teacher, a plain ViT student), the
+            teacher's attention to its extra tokens after the student's
+            count (the distillation token) is dropped and the rest
+            renormalised to sum 1. Only used when the token counts differ.
+            Defaults to 1.
         interpolation (str): ``F.interpolate`` mode of the resizing (case
             b). Defaults to ``'bicubic'``.
         loss_weight (float): Weight of the loss. Defaults to 1.0.
@@ -200,10 +205,20 @@ class ViTAttentionLoss(nn.Module):
                 f'models have as many (student {student_heads}, teacher '
                 f'{teacher_heads}): leave merge_heads=None to merge them '
                 '(paper 004, case c).')
-        if not isinstance(num_extra_tokens, int) or num_extra_tokens < 1:
+        extras = (num_extra_tokens, num_extra_tokens) if isinstance(
+            num_extra_tokens, int) else tuple(num_extra_tokens)
+        if len(extras) != 2 or any(
+                not isinstance(e, int) or e < 1 for e in extras):
             raise ValueError(
                 'ViTAttentionLoss needs num_extra_tokens >= 1 (the class '
-                f'token comes first), got {num_extra_tokens!r}.')
+                'token comes first), or a (student, teacher) pair of them, '
+                f'got {num_extra_tokens!r}.')
+        if extras[0] > extras[1]:
+            raise ValueError(
+                f'ViTAttentionLoss: the student has {extras[0]} extra tokens '
+                f'and the teacher {extras[1]}; the teacher has no attention '
+                "to compare with the student's additional ones. Use a "
+                'student with at most as many extra tokens as the teacher.')
         if interpolation not in _MODES:
             raise ValueError(
                 f'ViTAttentionLoss: interpolation must be one of {_MODES}, '
@@ -213,7 +228,7 @@ class ViTAttentionLoss(nn.Module):
         self.tau = tau
         self.merge_heads = (student_heads != teacher_heads
                             if merge_heads is None else bool(merge_heads))
-        self.num_extra_tokens = num_extra_tokens
+        self.num_extra_tokens = extras  # (student, teacher)
         self.interpolation = interpolation
         self.loss_weight = loss_weight
 
@@ -244,9 +259,14 @@ class ViTAttentionLoss(nn.Module):
                 upcast(teacher.detach()), self.teacher_heads,
                 'the teacher tensor'),
             dim=-1)
+        extra, extra_t = self.num_extra_tokens
+        if extra_t > extra and log_t.shape[-1] != log_s.shape[-1]:
+            # drop the teacher's additional extra tokens, renormalise
+            log_t = torch.cat([log_t[..., :extra], log_t[..., extra_t:]],
+                              dim=-1)
+            log_t = log_t - torch.logsumexp(log_t, dim=-1, keepdim=True)
         length_s, length_t = log_s.shape[-1], log_t.shape[-1]
         if length_s != length_t:
-            extra = self.num_extra_tokens
             if min(length_s, length_t) <= extra:
                 raise ValueError(
                     f'ViTAttentionLoss: {length_s} student and {length_t} '

@@ -191,6 +191,25 @@ def test_distilled_deit_two_extra_tokens_are_kept_in_resizing():
     close(value, vit_attention_reference(s, t, 3, 3, extra=2))
 
 
+def test_distilled_deit_teacher_plain_vit_student():
+    # teacher: class + distillation token + 6 x 6 patches; student: class
+    # token + 4 x 4 patches. The teacher's distillation-token entry is
+    # dropped and its attention renormalised, then resized as in case (b).
+    s = qkv(2, 1 + 16, 3, 4, seed=20)
+    t = qkv(2, 2 + 36, 3, 4, seed=21, scale=2.0)
+    value = ViTAttentionLoss(3, 3, num_extra_tokens=(1, 2))(s, t).item()
+    att_s, att_t = ref_attention(s, 3), ref_attention(t, 3)
+    total = 0.0
+    for n in range(2):
+        for p_s, p_t in zip(att_s[n], att_t[n]):
+            kept = [p_t[0]] + p_t[2:]
+            kept = [v / sum(kept) for v in kept]
+            total += ref_kl(ref_resize(kept, 1, 4), p_s)
+    close(value, total / 2)
+    with pytest.raises(ValueError, match='no attention to compare'):
+        ViTAttentionLoss(3, 3, num_extra_tokens=(2, 1))
+
+
 # -------------------------------------------------------------- properties
 def test_zero_when_student_attention_equals_teacher():
     t = qkv(2, 17, 3, 8, seed=12)
