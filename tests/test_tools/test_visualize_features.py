@@ -121,3 +121,20 @@ def test_pictures_show_the_image_in_its_colours(config, tmp_path):
                                data['inputs'][0])
     # the image area (mmdet pads the batch with zeros)
     assert (image[:48, :48] == [255, 0, 0]).all()
+
+
+def test_vit_pairs_draw_patch_maps_and_class_attention(tmp_path, image):
+    """The DeiT-small -> DeiT-tiny config (mmpretrain): token tensors are
+    drawn over the 14 x 14 patch grid, and the attention pair's class-token
+    attention of both models."""
+    config = osp.join(ROOT, 'configs', 'vit_attention',
+                      'vit-attention_last-block_deit_small-tiny_300e_'
+                      'in1k.py')
+    written = load_tool().main([config, image, '--random-teacher',
+                                '--out-dir', str(tmp_path / 'vis')])
+    names = sorted(osp.basename(p) for p in written)
+    assert 'class_attention_student_class_attention.png' in names
+    assert 'class_attention_teacher_class_attention.png' in names
+    assert 'class_attention_student.png' in names  # qkv tokens as a map
+    for path in written:
+        assert mmcv.imread(path).shape == (224, 224, 3)

@@ -142,6 +142,28 @@ def as_map(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def draw_class_attention(name, loss, student, teacher, image,
+                         out_dir) -> List[str]:
+    """For a ViTAttentionLoss pair: each model's class-token attention
+    over its patches (mean over heads), as the loss computes it."""
+    from mmdistill.losses.vit_attention import class_attention
+    written = []
+    for tag, qkv, heads, extra in (
+            ('student', student, loss.student_heads,
+             loss.num_extra_tokens[0]),
+            ('teacher', teacher, loss.teacher_heads,
+             loss.num_extra_tokens[1])):
+        attention = class_attention(qkv.float(), heads)[0].mean(0)
+        patches = attention[extra:]
+        side = int(round(patches.numel()**0.5))
+        if side * side != patches.numel():
+            continue
+        written.append(write(
+            osp.join(out_dir, f'{name}_{tag}_class_attention.png'),
+            draw(patches.reshape(1, side, side), image)))
+    return written
+
+
 def draw(featmap: torch.Tensor, image: np.ndarray) -> np.ndarray:
     from mmengine.visualization import Visualizer
     return Visualizer.draw_featmap(
@@ -190,6 +212,10 @@ def main(argv=None) -> List[str]:
             written.append(write(
                 osp.join(args.out_dir, f'{name}_{tag}.png'),
                 draw(feat[0], image)))
+        loss = distiller.distill_losses[name]
+        if type(loss).__name__ == 'ViTAttentionLoss' and raw.dim() == 3:
+            written += draw_class_attention(name, loss, raw, target, image,
+                                            args.out_dir)
         connector = distiller.connectors[name] \
             if name in distiller.connectors else None
         if type(connector).__name__ == 'TaTConnector' and raw.dim() == 4:
