@@ -115,6 +115,11 @@ def build_teacher(config: str,
         raise KeyError(f'The teacher config {config!r} has no "model".')
     scope = cfg.get('default_scope', None)
     model_cfg = copy.deepcopy(cfg.model)
+    # as mmengine's Runner does: a config-level data preprocessor (the
+    # mmpretrain style) is the model's when the model names none
+    if model_cfg.get('data_preprocessor') is None and cfg.get(
+            'data_preprocessor') is not None:
+        model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
         teacher = ROOT_MODELS.build(model_cfg)
     load_weights(teacher, checkpoint, strict, 'teacher')

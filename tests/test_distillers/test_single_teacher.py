@@ -1,5 +1,6 @@
 """SingleTeacherDistiller on a shrunken real RetinaNet / PSPNet."""
 import copy
+import os.path as osp
 
 import pytest
 import torch
@@ -226,3 +227,26 @@ def test_non_finite_distill_loss_names_pair_and_cause(retina):
         model.distill_losses['fpn_0'].loss_weight = float('inf')
     with pytest.raises(FloatingPointError, match='features finite'):
         model(inputs, samples, mode='loss')
+
+
+def test_teacher_gets_its_config_level_data_preprocessor(tmp_path):
+    """mmpretrain configs define ``data_preprocessor`` at the top level (the
+    Runner gives it to the model); the teacher is built with it too, so the
+    RGB/mean/std comparison with the student is a true one."""
+    import warnings as _warnings
+
+    from mmengine.config import Config
+
+    from mmdistill.testing import use_random_teacher
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(
+        root, 'configs', 'vit_attention',
+        'vit-attention_last-block_deit_small-tiny_300e_in1k.py'))
+    use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
+    model = dict(cfg.model, data_preprocessor=cfg.data_preprocessor)
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter('always')
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            distiller = ROOT_MODELS.build(model)
+    assert distiller.teacher.data_preprocessor.to_rgb is True
+    assert not [w for w in caught if 'BGR to RGB' in str(w.message)]
