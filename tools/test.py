@@ -243,7 +243,8 @@ def add_dump_metric(runner, out: str, scope) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = setup_cfg(args)
-    from mmdistill.utils.setup_env import (init_distributed,
+    from mmdistill.utils.setup_env import (finish_distributed,
+                                           init_distributed,
                                            rank_zero_test_json)
     init_distributed(cfg)
     if 'runner_type' not in cfg:
@@ -255,7 +256,9 @@ def main(argv=None) -> dict:
     load_weights(runner.model, args.checkpoint)
     if args.out is not None and args.out.endswith(PICKLE_EXTENSIONS):
         add_dump_metric(runner, args.out, cfg.get('default_scope', None))
-    return runner.test()
+    metrics = runner.test()
+    finish_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -79,7 +79,8 @@ def setup_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
-    from mmdistill.utils.setup_env import init_distributed
+    from mmdistill.utils.setup_env import (finish_distributed,
+                                           init_distributed)
     init_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
@@ -87,6 +88,7 @@ def main(argv=None):
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

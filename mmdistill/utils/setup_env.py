@@ -199,3 +199,13 @@ def rank_zero_test_json(runner) -> None:
     from mmengine.dist import is_distributed
     if is_distributed():
         runner.register_hook(RankZeroTestJsonHook(), 'LOWEST')
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then destroy the process group, so that no
+    rank exits while gloo's threads still run (which aborts the process
+    with "terminate called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
