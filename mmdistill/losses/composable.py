@@ -298,7 +298,8 @@ BATCH_DISTANCES = ('correlation', )
 # ---------------------------------------------------------------- weighting
 # Each weighting reads the untransformed student and teacher tensors as
 # logits with classes on axis 1 (N, K) or (N, K, H, W) and returns a weight
-# of shape (N, 1, H, W); it is never differentiated.
+# of shape (N, 1, H, W), never differentiated, and the positions the mean
+# runs over (None: all; focal: the labelled ones).
 
 
 def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
@@ -351,21 +352,22 @@ def _teacher_entropy(s, t, data_samples):
                          f'least 2 classes on axis 1, got {t.shape[1]}.')
     log_p = F.log_softmax(t, dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1, keepdim=True)
-    return entropy / torch.log(torch.tensor(float(t.shape[1])))
+    return entropy / torch.log(torch.tensor(float(t.shape[1]))), None
 
 
 def _confidence(s, t, data_samples):
     """The teacher's confidence: its largest class probability. (Listing 4
     uses ``1 - CE`` of the student; this follows the text, "the confidence
     level of the teacher's model knowledge".)"""
-    return F.softmax(t, dim=1).amax(dim=1, keepdim=True)
+    return F.softmax(t, dim=1).amax(dim=1, keepdim=True), None
 
 
 def _similarity(s, t, data_samples, eps: float = 1e-8):
     """Cosine similarity of the student and teacher vectors along axis 1,
     clamped at 0 (Listing 4 uses it unclamped: a negative weight would push
     the student away from the teacher)."""
-    return F.cosine_similarity(s, t, dim=1, eps=eps)[:, None].clamp_min(0)
+    weight = F.cosine_similarity(s, t, dim=1, eps=eps)[:, None]
+    return weight.clamp_min(0), None
 
 
 def _focal(s, t, data_samples, ignore_index: int = 255, eps: float = 1e-7):
@@ -378,13 +380,7 @@ def _focal(s, t, data_samples, ignore_index: int = 255, eps: float = 1e-7):
     ce_s = -F.log_softmax(s, dim=1).gather(1, index)
     ce_t = -F.log_softmax(t, dim=1).gather(1, index)
     ratio = (ce_s / (ce_t + eps)).clamp_min(0)
-    return (1 - torch.exp(-ratio)) * valid
-
-
-def _labelled(s, data_samples, kwargs) -> torch.Tensor:
-    """(N, 1, H, W) True where the ground truth is not ignored."""
-    ignore = kwargs.get('ignore_index', 255)
-    return _labels(data_samples, s.shape, ignore).to(s.device) >= 0
+    return (1 - torch.exp(-ratio)) * valid, valid
 
 
 WEIGHTINGS: Dict[str, Optional[Callable]] = {
@@ -593,7 +589,8 @@ class ComposableLoss(nn.Module):
         if fn is None:
             return d, d.numel()
         with torch.no_grad():
-            w = fn(s.detach(), t, data_samples, **self.weighting_kwargs)
+            w, valid = fn(s.detach(), t, data_samples,
+                          **self.weighting_kwargs)
         if any(ws not in (1, ds) for ws, ds in zip(w.shape, d.shape)):
             raise ValueError(
                 f'ComposableLoss: the {self.weighting} weighting gives '
@@ -602,9 +599,6 @@ class ComposableLoss(nn.Module):
                 f'of shape {tuple(d.shape)} left after the transforms and '
                 'the distance dims: keep the positions (no pooling, no '
                 'dims "h"/"w") or use weighting="none".')
-        count = d.numel()
-        if self.weighting == 'focal':
-            valid = (w > 0) | _labelled(s, data_samples,
-                                        self.weighting_kwargs)
-            count = max(int(valid.expand(d.shape).sum()), 1)
+        count = d.numel() if valid is None else max(
+            int(valid.expand(d.shape).sum()), 1)
         return d * w.to(d.dtype), count
