@@ -66,5 +66,10 @@ if __name__ == '__main__':
         python_requires='>=3.8',
         install_requires=requirements('runtime.txt') +
         requirements('mminstall.txt'),
-        extras_require=dict(tests=requirements('tests.txt')),
+        extras_require=dict(
+            cls=requirements('cls.txt'),
+            demo=requirements('demo.txt'),
+            tests=requirements('tests.txt') + requirements('cls.txt') +
+            requirements('demo.txt'),
+            all=requirements('cls.txt') + requirements('demo.txt')),
         zip_safe=False)

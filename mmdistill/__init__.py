@@ -1,10 +1,16 @@
 """mmdistill: knowledge distillation for mmdet, mmseg and mmpretrain models."""
 from .version import __version__
-from .utils.checkpoint import allow_mmengine_checkpoints
+from .utils.version_guard import check_versions
 
-# torch >= 2.6 loads checkpoints weights-only; allow exactly the types that
-# mmengine's own runner checkpoints hold (see utils/checkpoint.py).
-allow_mmengine_checkpoints()
+# Stop early, naming the package, when the installed OpenMMLab stack is
+# outside the supported ranges (reads package metadata only).
+check_versions()
+
+from .utils.checkpoint import install_safe_loading  # noqa: E402
+
+# Every mmengine checkpoint scheme reads weights-only, on every torch; the
+# objects of mmengine's runner checkpoints are allowed (utils/checkpoint.py).
+install_safe_loading()
 
 from . import registry  # noqa: E402,F401
 

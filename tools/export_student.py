@@ -32,7 +32,9 @@ def main(argv=None) -> str:
     from mmengine.config import Config
 
     from mmdistill.hooks.student_checkpoint import student_config
-    from mmdistill.utils.checkpoint import (load_checkpoint_file,
+    from mmdistill.utils.checkpoint import (CheckpointError,
+                                            UnsafeCheckpointError,
+                                            read_checkpoint,
                                             save_student_checkpoint,
                                             student_state_dict)
     if not osp.isfile(args.checkpoint):
@@ -42,12 +44,12 @@ def main(argv=None) -> str:
         sys.exit(f'error: {out} exists; choose --out or pass --force to '
                  'overwrite it')
     try:
-        # torch's weights-only allowlist plus mmengine's HistoryBuffer
-        ckpt = load_checkpoint_file(args.checkpoint, map_location='cpu')
-    except Exception as err:  # corrupt or not a checkpoint
-        sys.exit(f'error: cannot read {args.checkpoint!r}: {err}')
+        ckpt = read_checkpoint(args.checkpoint)
+    except (CheckpointError, UnsafeCheckpointError) as err:
+        sys.exit(f'error: {err}')
     try:
-        state = student_state_dict(ckpt.get('state_dict', ckpt))
+        state = student_state_dict(
+            ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {})
     except KeyError as err:
         sys.exit(f'error: {err.args[0]}')
     meta = ckpt.get('meta', {}) or {}

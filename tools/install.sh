@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
 # Idempotent installer for mmdistill and the OpenMMLab stack it builds on.
 #
-# Creates $VENV (default .venv), installs torch 2.13.0 only when no torch is
+# Creates $VENV (default .venv), installs torch only when no torch is
 # importable (a base interpreter that already has torch, e.g. a CUDA box, is
 # reused through --system-site-packages and mmcv is built against it), builds
-# mmcv 2.1.0 with its C++/CUDA ops from source unless `import mmcv.ops` already
-# works, then installs mmdet, mmsegmentation, mmpretrain and mmdistill itself.
+# mmcv with its C++/CUDA ops from source unless `import mmcv.ops` already
+# works (the wheel is cached per torch build), then installs mmengine, mmdet,
+# mmsegmentation, mmpretrain and the test/demo extras within the ranges of
+# requirements/, and mmdistill itself without touching its dependencies.
+#
+# Settings (environment):
+#   VENV           the venv to create/complete (default .venv)
+#   PYTHON         interpreter that creates it (default python3)
+#   TORCH_VERSION  torch to install when none is importable (default 2.13.0)
+#   CONSTRAINTS    a pip constraints file applied to every install, e.g.
+#                  requirements/stack-compat.txt (the OpenMMLab install-guide
+#                  stack that `make test-compat` runs on)
+#   WHEEL_CACHE    where built mmcv wheels are kept, one folder per torch
+#                  build (default ~/.cache/mmdistill/wheels)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 BASE_PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+MMCV_VERSION=${MMCV_VERSION:-2.1.0}
+MMENGINE_SPEC=">=0.10.0,<1.0.0"
+WHEEL_CACHE=${WHEEL_CACHE:-$HOME/.cache/mmdistill/wheels}
+CONSTRAINTS=${CONSTRAINTS:-}
 
 log() { echo "[mmdistill install] $*"; }
 
@@ -28,8 +44,13 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 
 # pip install, without the machine's "Location ... is ignored" noise; keeps
 # pip's exit status (pipefail).
+CONSTRAINT_ARGS=()
+if [ -n "$CONSTRAINTS" ]; then
+  CONSTRAINT_ARGS=(-c "$(cd "$(dirname "$CONSTRAINTS")" && pwd)/$(basename "$CONSTRAINTS")")
+  log "every install constrained by $CONSTRAINTS"
+fi
 pip_install() {
-  "${PIP[@]}" install "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }
+  "${PIP[@]}" install "${CONSTRAINT_ARGS[@]}" "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }
 }
 
 if "$PY" -c "import torch" 2>/dev/null; then
@@ -61,19 +82,34 @@ fi
 if "$PY" -c "import mmcv.ops" 2>/dev/null; then
   log "mmcv with ops present, skipping the build"
 else
-  # mmcv's setup.py imports pkg_resources (removed in setuptools>=70); torch's
-  # metadata asks for a newer setuptools, so this is a separate step and the
-  # newer one is put back after the build.
-  pip_install numpy "mmengine==0.10.7" wheel ninja packaging
-  pip_install "setuptools<70" 2>&1 | grep -v "dependency conflicts\|requires setuptools\|resolver does not" || true
-  if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    FORCE_CUDA=1
+  # mmcv's compiled ops link against one torch build: a wheel built for
+  # another torch fails at import (undefined symbol). pip's own wheel cache
+  # keys mmcv only by its version, so the wheel is built with pip's cache off
+  # into our own cache, keyed by the torch build and Python it was built for.
+  MMCV_KEY=$("$PY" -c "import sys, torch; print(f'torch{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}')")
+  MMCV_DIR="$WHEEL_CACHE/mmcv-$MMCV_VERSION-$MMCV_KEY"
+  if ! ls "$MMCV_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+    # mmcv's setup.py imports pkg_resources (removed in setuptools>=70);
+    # torch's metadata asks for a newer setuptools, so this is a separate
+    # step and the newer one is put back after the build.
+    pip_install numpy "mmengine$MMENGINE_SPEC" wheel ninja packaging
+    pip_install "setuptools<70" 2>&1 | grep -v "dependency conflicts\|requires setuptools\|resolver does not" || true
+    if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+      FORCE_CUDA=1
+    else
+      FORCE_CUDA=0
+    fi
+    log "building mmcv==$MMCV_VERSION with ops against $MMCV_KEY (FORCE_CUDA=$FORCE_CUDA); ~8-10 min on 2 cores, once per torch build"
+    rm -rf "$MMCV_DIR.tmp"
+    MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+      "${PIP[@]}" wheel --no-cache-dir --no-build-isolation --no-deps \
+      -w "$MMCV_DIR.tmp" "mmcv==$MMCV_VERSION"
+    mv "$MMCV_DIR.tmp" "$MMCV_DIR"
   else
-    FORCE_CUDA=0
+    log "mmcv==$MMCV_VERSION wheel for $MMCV_KEY found in $MMCV_DIR"
   fi
-  log "building mmcv==2.1.0 with ops (FORCE_CUDA=$FORCE_CUDA); ~8 min on 2 cores the first time, cached afterwards"
-  MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-    pip_install --no-build-isolation "mmcv==2.1.0"
+  pip_install "$MMCV_DIR"/mmcv-*.whl
+  "$PY" -c "import mmcv.ops" || { log "mmcv.ops does not import with this torch; remove $MMCV_DIR and run again"; exit 1; }
 fi
 # mmengine imports pkg_resources (to find mmdet::/mmseg:: configs), which
 # setuptools 81 removed; torch 2.13 asks for setuptools >= 77.
@@ -83,12 +119,14 @@ if ! (cd / && "$PY" -c "import pkg_resources; import setuptools, sys; sys.exit(i
 fi
 
 # (run from / so that the checkout itself is not what gets imported)
+# Ranges, not pins: an environment that already satisfies them is kept as it
+# is (pip installs only what is missing or out of range).
 if (cd / && "$PY" -c "import mmengine, mmdet, mmseg, mmpretrain, ftfy, regex, matplotlib, skimage, pytest, xdist") 2>/dev/null; then
   log "mmengine, mmdet, mmseg, mmpretrain and test requirements present"
 else
-  log "installing mmengine, mmdet, mmsegmentation, mmpretrain, runtime and test requirements"
-  pip_install -r requirements/runtime.txt -r requirements/tests.txt \
-    mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0
+  log "installing mmengine, mmdet, mmsegmentation, mmpretrain, runtime, demo and test requirements (requirements/)"
+  pip_install -r requirements/mminstall.txt -r requirements/runtime.txt \
+    -r requirements/cls.txt -r requirements/demo.txt -r requirements/tests.txt
 fi
 if [ "$("$PY" -m pip show -f mmdistill 2>/dev/null | grep -c "$(pwd)")" -gt 0 ] \
    && [ -e mmdistill/.mim/configs ]; then

@@ -51,28 +51,21 @@ def published_name(out_file: str, sha: str) -> str:
 
 def read_student(in_file: str):
     """(student state dict, meta) of a distiller or student checkpoint."""
-    import torch
-
     from mmdistill.utils.checkpoint import (STUDENT_PREFIX,
-                                            load_checkpoint_file,
-                                            student_state_dict)
+                                            CheckpointError,
+                                            UnsafeCheckpointError,
+                                            extract_state_dict,
+                                            read_checkpoint)
     if not osp.isfile(in_file):
         sys.exit(f'error: checkpoint {in_file!r} does not exist')
     try:
-        # torch's weights-only allowlist plus mmengine's HistoryBuffer
-        ckpt = load_checkpoint_file(in_file, map_location='cpu')
-    except Exception as err:  # corrupt, truncated, not a checkpoint
-        sys.exit(f'error: cannot read {in_file!r}: {err}')
-    if not isinstance(ckpt, dict):
-        sys.exit(f'error: {in_file!r} holds a {type(ckpt).__name__}, not a '
-                 'checkpoint')
-    state = ckpt.get('state_dict', ckpt)
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        sys.exit(f'error: {in_file!r} has no state_dict of tensors')
-    keys = [k[len('module.'):] if k.startswith('module.') else k
-            for k in state]
-    if any(k.startswith(STUDENT_PREFIX) for k in keys):
-        state = student_state_dict(state)
+        ckpt = read_checkpoint(in_file)
+        state = extract_state_dict(ckpt, repr(in_file))
+    except (CheckpointError, UnsafeCheckpointError) as err:
+        sys.exit(f'error: {err}')
+    raw = ckpt.get('state_dict', ckpt)
+    if any(k.startswith(STUDENT_PREFIX) or k.startswith(
+            'module.' + STUDENT_PREFIX) for k in raw):
         print(f'{in_file}: distiller checkpoint, publishing its student '
               f'({len(state)} tensors)')
     else:

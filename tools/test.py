@@ -187,40 +187,31 @@ def load_weights(model, checkpoint: str) -> dict:
         dict: The checkpoint's ``meta``.
     """
     from mmengine.model import is_model_wrapper
-    from mmengine.runner.checkpoint import CheckpointLoader
 
-    from mmdistill.utils.checkpoint import STUDENT_PREFIX, student_state_dict
+    from mmdistill.utils.checkpoint import (CheckpointError,
+                                            CheckpointMismatchError,
+                                            STUDENT_PREFIX,
+                                            UnsafeCheckpointError,
+                                            extract_state_dict,
+                                            read_checkpoint)
+    from mmdistill.utils.checkpoint import load_weights as load_checked
     if is_model_wrapper(model):
         model = model.module
     try:
-        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+        ckpt = read_checkpoint(checkpoint)
+        raw = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+        state = extract_state_dict(ckpt, repr(checkpoint))
     except FileNotFoundError:
         sys.exit(f'error: checkpoint {checkpoint!r} does not exist')
-    except Exception as err:  # corrupt, truncated, not a checkpoint
-        sys.exit(f'error: cannot read the checkpoint {checkpoint!r}: {err}')
-    if not isinstance(ckpt, dict):
-        sys.exit(f'error: {checkpoint!r} holds a {type(ckpt).__name__}, '
-                 'not a checkpoint')
-    state = ckpt.get('state_dict', ckpt)
-    state = {(k[len('module.'):] if k.startswith('module.') else k): v
-             for k, v in state.items()}
-    if any(k.startswith(STUDENT_PREFIX) for k in state):
-        state = student_state_dict(state)
+    except (CheckpointError, UnsafeCheckpointError) as err:
+        sys.exit(f'error: {err}')
+    if any(k.startswith((STUDENT_PREFIX, 'module.' + STUDENT_PREFIX))
+           for k in raw):
         print_log(
             f'{checkpoint}: a distiller checkpoint, its student is tested.',
             logger='current')
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shapes differ
-        sys.exit(f'error: the checkpoint {checkpoint!r} does not fit the '
-                 f'model of the config: {err}')
-    if missing:
-        shown = '\n  '.join(missing[:20])
-        more = f'\n  ... and {len(missing) - 20} more' if len(
-            missing) > 20 else ''
-        sys.exit(f'error: the checkpoint {checkpoint!r} lacks '
-                 f'{len(missing)} weights of the model:\n  {shown}{more}\n'
-                 'Test it with the config it was trained with.')
+    own = model.state_dict()
+    unexpected = [k for k in state if k not in own]
     if unexpected:
         print_log(
             f'Weights in {checkpoint} that the model does not have '
@@ -228,6 +219,12 @@ def load_weights(model, checkpoint: str) -> dict:
             f'{" ..." if len(unexpected) > 20 else ""}',
             logger='current',
             level=30)
+    try:
+        load_checked(model, checkpoint, strict=True, owner='model',
+                     state={k: v for k, v in state.items() if k in own})
+    except CheckpointMismatchError as err:
+        sys.exit(f'error: {err}\nTest it with the config it was trained '
+                 'with.')
     return ckpt.get('meta', {}) or {}
 
 

@@ -12,120 +12,14 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.checkpoint import STUDENT_PREFIX, student_state_dict
-from mmdistill.utils.config import load_config
+from mmdistill.utils.checkpoint import load_weights
+from .teacher import build_teacher, swaps_channels
 from .taps import (FeatureRecorder, StopForward, Tap, TapPathError,
                    expand_braces, parse_tap)
 
 LOSS_PREFIX = 'loss_distill_'
-
-
-def _load_state_dict(checkpoint: str, owner: str) -> 'OrderedDict':
-    """Read a checkpoint on CPU and return its bare state dict; a
-    distiller's checkpoint gives its student."""
-    try:
-        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f'The {owner} checkpoint {checkpoint!r} was not found. Give a '
-            'local path or a URL.') from err
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    if not isinstance(state, dict):
-        raise TypeError(
-            f'{checkpoint!r} holds a {type(state).__name__}, not a state '
-            'dict.')
-    state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k,
-                         v) for k, v in state.items())
-    if any(k.startswith(STUDENT_PREFIX) for k in state):
-        return student_state_dict(state)
-    return state
-
-
-def _describe(keys: Sequence[str], limit: int = 25) -> str:
-    shown = '\n'.join(f'    {k}' for k in keys[:limit])
-    more = (f'\n    ... and {len(keys) - limit} more'
-            if len(keys) > limit else '')
-    return shown + more
-
-
-def load_weights(model: nn.Module,
-                 checkpoint: str,
-                 strict: bool = True,
-                 owner: str = 'teacher') -> None:
-    """Load ``checkpoint`` into ``model``; list every key that does not fit.
-
-    Raises:
-        ValueError: When keys are missing, unexpected or of another shape and
-            ``strict`` is True, and always when no weight fits at all.
-    """
-    state = _load_state_dict(checkpoint, owner)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-                  f'{tuple(own[k].shape)}' for k in own
-                  if k in state and hasattr(state[k], 'shape')
-                  and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        report = ''
-        if missing:
-            report += (f'\n  missing in the checkpoint ({len(missing)}):\n' +
-                       _describe(missing))
-        if unexpected:
-            report += (f'\n  unexpected in the checkpoint ({len(unexpected)})'
-                       ':\n' + _describe(unexpected))
-        if mismatched:
-            report += (f'\n  shape mismatch ({len(mismatched)}):\n' +
-                       _describe(mismatched))
-        message = (f'The {owner} checkpoint {checkpoint!r} does not fit the '
-                   f'{owner} config:{report}')
-        fitting = len(own) - len(missing) - len(mismatched)
-        if strict or fitting == 0:
-            raise ValueError(
-                message + '\nUse the config the checkpoint was trained with'
-                + (', or set teacher=dict(..., strict=False) to load only '
-                   'the matching weights.' if fitting else
-                   ': not a single weight fits.'))
-        warnings.warn(message + f'\nLoading the {fitting} matching weights '
-                      'only (strict=False).')
-    bad = {k.split(':')[0] for k in mismatched}
-    model.load_state_dict(
-        {k: v for k, v in state.items() if k in own and k not in bad},
-        strict=False)
-
-
-def build_teacher(config: str,
-                  checkpoint: Optional[str],
-                  strict: bool = True,
-                  cfg_options: Optional[dict] = None) -> nn.Module:
-    """Build a teacher from its config in its own registry scope, load its
-    weights on CPU and freeze it (eval mode, no gradients)."""
-    if not checkpoint:
-        raise ValueError(
-            'teacher.checkpoint is required: a teacher with random weights '
-            'teaches nothing. Give the weights released with '
-            f'{config!r} (a local path or URL).')
-    cfg = load_config(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if 'model' not in cfg:
-        raise KeyError(f'The teacher config {config!r} has no "model".')
-    scope = cfg.get('default_scope', None)
-    model_cfg = copy.deepcopy(cfg.model)
-    # as mmengine's Runner does: a config-level data preprocessor (the
-    # mmpretrain style) is the model's when the model names none
-    if model_cfg.get('data_preprocessor') is None and cfg.get(
-            'data_preprocessor') is not None:
-        model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
-    with DefaultScope.overwrite_default_scope(scope):
-        teacher = ROOT_MODELS.build(model_cfg)
-    load_weights(teacher, checkpoint, strict, 'teacher')
-    teacher.requires_grad_(False)
-    teacher.eval()
-    return teacher
 
 
 def build_component(cfg: dict) -> nn.Module:
@@ -155,17 +49,6 @@ def _per_level(value, count: int, what: str, pair: str):
                 f'taps expand to {count} levels.')
         return [copy.deepcopy(v) for v in value]
     return [copy.deepcopy(value) for _ in range(count)]
-
-
-def swaps_channels(preprocessor) -> Optional[bool]:
-    """Whether a data preprocessor swaps BGR and RGB (mmdet/mmengine
-    ``_channel_conversion``, mmseg ``channel_conversion``, mmpretrain
-    ``to_rgb``); None when it does not say."""
-    for name in ('_channel_conversion', 'channel_conversion', 'to_rgb'):
-        value = getattr(preprocessor, name, None)
-        if value is not None:
-            return bool(value)
-    return None
 
 
 @torch.no_grad()

@@ -1,104 +1,99 @@
-"""Checkpoint I/O on torch >= 2.6, and the student-only export.
+"""Checkpoint I/O: one reader, one loader, the student-only export.
 
-torch 2.6 made ``torch.load`` weights-only by default; mmengine's runner
-checkpoints hold a few non-tensor objects, so ``--resume`` and ``load_from``
-fail with ``UnpicklingError: Weights only load failed``. Instead of turning
-weights-only off, :func:`allow_mmengine_checkpoints` adds to torch's own
-allowlist exactly what those checkpoints hold:
+Every checkpoint mmdistill touches is read by :func:`read_checkpoint`:
 
-* mmengine's ``HistoryBuffer`` (the message hub's logs) and numpy arrays,
-  scalars and dtypes;
-* ``HistoryBuffer`` pickles its statistics methods as
-  ``getattr(HistoryBuffer, 'mean')``: ``getattr`` is allowed as a shim that
-  answers only that class and those method names.
+* weights-only on every torch >= 2.0 (see :mod:`.safe_pickle`: torch's own
+  allowlist on torch >= 2.6, a restricted unpickler before), with exactly
+  the objects mmengine runner checkpoints hold added;
+* through mmengine's ``CheckpointLoader``, whose schemes (local files,
+  ``http(s)://``, ``torchvision://``/``modelzoo://``, ``open-mmlab://``/
+  ``openmmlab://``, ``mmcls://``, ``pavi://``, ``s3://``/``petrel://``) are
+  replaced by :func:`install_safe_loading` with weights-only versions: a
+  stock config's ``init_cfg=dict(type='Pretrained',
+  checkpoint='torchvision://resnet50')``, ``load_from`` and ``--resume``
+  all come here once ``mmdistill`` is imported;
+* with one message per failure: a missing file, a download that failed
+  (which URL, and how to pass a local file), a file that is not a readable
+  checkpoint, a file holding objects a checkpoint must not hold. None of
+  them advises turning weights-only off.
 
-Loading stays in torch's weights-only unpickler (its checks on every opcode
-apply), so any other object in a file a user points at is still refused.
+:func:`extract_state_dict` takes the weights out of any checkpoint (strips
+DDP's ``module.``; a distiller's checkpoint gives its student) and
+:func:`load_weights` loads them with a key-by-key report and the loaded
+fraction counted by values, not keys.
 """
+import io
 import os
 import os.path as osp
 import pickle
+import urllib.error
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
+import torch.nn as nn
+
+from .safe_pickle import UnsafeCheckpointError, safe_torch_load
 
 STUDENT_PREFIX = 'student.'
+#: below this share of a model's values loaded, a checkpoint "does not fit"
+MIN_LOADED_FRACTION = 0.1
 
 
-def _numpy_safe_globals() -> list:
-    import numpy as np
-    try:  # numpy >= 2
-        from numpy._core import multiarray
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    safe = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
-    dtypes = getattr(np, 'dtypes', None)
-    if dtypes is not None:
-        safe += [getattr(dtypes, name) for name in dir(dtypes)
-                 if name.endswith('DType')]
-    # numpy scalar types appear as the argument of dtype(...) reconstructs.
-    safe += [np.bool_, np.float16, np.float32, np.float64, np.int8, np.int16,
-             np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
-    return safe
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read (corrupt, truncated, not a torch
+    checkpoint, or a download that failed)."""
 
 
-def history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``getattr`` as seen by the unpickler: only ``HistoryBuffer``'s
-    statistics methods can be reached through it."""
-    from mmengine.logging import HistoryBuffer
-    methods = set(HistoryBuffer._statistics_methods) | {
-        'min', 'max', 'current', 'mean'}
-    if obj is HistoryBuffer and isinstance(name, str) and name in methods:
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(
-        f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
+def _first_line(err: BaseException) -> str:
+    """A short, safe description of a reader's error (torch's own messages
+    go on to advise ``weights_only=False``, which we never pass on)."""
+    text = str(err).strip().splitlines()
+    line = text[0] if text else ''
+    if 'weights_only' in line or 'weights only' in line.lower():
+        line = ''
+    line = line[:200]
+    return f'{type(err).__name__}: {line}' if line else type(err).__name__
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Let mmengine runner checkpoints load with torch's weights-only
-    unpickler (see the module docstring). Safe to call several times."""
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:  # torch < 2.4 loads them anyway
-        return
-    from mmengine.logging import HistoryBuffer
-    from mmengine.runner.checkpoint import CheckpointLoader
-    add_safe_globals([HistoryBuffer] + _numpy_safe_globals() + [
-        (history_buffer_getattr, 'builtins.getattr'),
-        (history_buffer_getattr, '__builtin__.getattr'),
-    ])
-    CheckpointLoader.register_scheme(prefixes='', force=True)(
-        load_from_local)
-    CheckpointLoader.register_scheme(
-        prefixes=('http://', 'https://'), force=True)(load_from_http)
+def safe_read(source, name: str, map_location=None) -> Any:
+    """Weights-only read of a local file or file-like ``source``; ``name``
+    is how messages refer to it (the path or URL the user gave)."""
+    try:
+        return safe_torch_load(source, map_location=map_location)
+    except UnsafeCheckpointError as err:
+        raise UnsafeCheckpointError(
+            f'Refusing to load {name}: {err}. mmdistill reads checkpoints '
+            'weights-only (tensors, numbers, strings, containers, and the '
+            'logs of mmengine runner checkpoints), because loading any other '
+            'object can run code. Use a checkpoint that holds only weights, '
+            'e.g. re-save its state_dict in a trusted environment.') from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as err:  # noqa: B902  any reader failure
+        raise CheckpointError(
+            f'{name} is not a readable checkpoint ({_first_line(err)}): it '
+            'is truncated, corrupt or not a torch checkpoint (an interrupted '
+            'save or copy?). Use another file, e.g. the previous checkpoint '
+            'in the work dir.') from None
 
 
-def load_checkpoint_file(filename: str, map_location=None) -> Any:
-    """``torch.load`` of a local checkpoint, weights-only (with the allowlist
-    above); a truncated or corrupt file gives an error that says so."""
+# --------------------------------------------------------------- schemes
+def load_from_local(filename: str, map_location=None) -> Any:
+    """Scheme for local files (mmengine logs "Loads checkpoint by local
+    backend")."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=True)
-    except pickle.UnpicklingError:
-        raise
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise RuntimeError(
-            f'Cannot read the checkpoint {filename}: {err}. The file is '
-            'truncated or corrupt (an interrupted save or copy?); use another '
-            'checkpoint, e.g. the previous one in the work dir.') from err
+    return safe_read(filename, filename, map_location)
 
 
 def load_from_http(filename: str,
                    map_location=None,
                    model_dir: Optional[str] = None,
                    progress: bool = False) -> Any:
-    """mmengine ``CheckpointLoader`` scheme for URLs: download into torch's
-    hub cache (local rank 0 first), then load weights-only. (mmengine's own
-    goes through ``torch.hub.load_state_dict_from_url``, which is not
-    weights-only.)"""
+    """Scheme for URLs: download into torch's hub cache (local rank 0
+    first, once), then read weights-only."""
     from urllib.parse import urlparse
 
     from mmengine.dist import get_dist_info
@@ -108,16 +103,243 @@ def load_from_http(filename: str,
     for turn in ((0, ) if world_size == 1 else (0, 1)):
         if (rank == 0) == (turn == 0) and not osp.exists(path):
             os.makedirs(model_dir, exist_ok=True)
-            torch.hub.download_url_to_file(filename, path, progress=progress)
+            try:
+                torch.hub.download_url_to_file(
+                    filename, path, progress=progress)
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                raise CheckpointError(
+                    f'Could not download the checkpoint {filename} '
+                    f'({_first_line(err)}). Without network, download it '
+                    'elsewhere and give its local path instead of the URL, '
+                    f'or put the file at {path}.') from None
         if world_size > 1 and turn == 0:
             torch.distributed.barrier()
-    return load_checkpoint_file(path, map_location)
+    return safe_read(path, f'{filename} (cached at {path})', map_location)
 
 
-def load_from_local(filename: str, map_location=None) -> Any:
-    """mmengine ``CheckpointLoader`` scheme for local files (its log line
-    reads "Loads checkpoint by local backend")."""
-    return load_checkpoint_file(filename, map_location)
+def load_from_torchvision(filename: str, map_location=None) -> Any:
+    """``torchvision://NAME`` (and the deprecated ``modelzoo://NAME``)."""
+    from mmengine.runner.checkpoint import get_torchvision_models
+    name = filename.split('://', 1)[1]
+    urls = get_torchvision_models()
+    if name not in urls:
+        raise FileNotFoundError(
+            f'{filename}: torchvision has no model {name!r}.')
+    return load_from_http(urls[name], map_location=map_location)
+
+
+def load_from_openmmlab(filename: str, map_location=None) -> Any:
+    """``open-mmlab://NAME`` / ``openmmlab://NAME``: mmengine's model list
+    (deprecated names mapped as mmengine maps them)."""
+    from mmengine.runner.checkpoint import (_get_mmengine_home,
+                                            get_deprecated_model_names,
+                                            get_external_models)
+    name = filename.split('://', 1)[1]
+    name = get_deprecated_model_names().get(name, name)
+    urls = get_external_models()
+    if name not in urls:
+        raise FileNotFoundError(
+            f'{filename}: no OpenMMLab model {name!r} in mmengine\'s list.')
+    url = urls[name]
+    if url.startswith(('http://', 'https://')):
+        return load_from_http(url, map_location=map_location)
+    return load_from_local(osp.join(_get_mmengine_home(), url), map_location)
+
+
+def load_from_mmcls(filename: str, map_location=None) -> Any:
+    """``mmcls://NAME``: an mmcls model, its keys renamed as mmengine
+    does."""
+    from mmengine.runner.checkpoint import (_process_mmcls_checkpoint,
+                                            get_mmcls_models)
+    name = filename[len('mmcls://'):]
+    urls = get_mmcls_models()
+    if name not in urls:
+        raise FileNotFoundError(f'{filename}: no mmcls model {name!r}.')
+    return _process_mmcls_checkpoint(
+        load_from_http(urls[name], map_location=map_location))
+
+
+def load_from_pavi(filename: str, map_location=None) -> Any:
+    """``pavi://``: downloaded with pavi's model cloud, read weights-only."""
+    import tempfile
+    try:
+        from pavi import modelcloud
+    except ImportError:
+        raise ImportError(
+            'Please install pavi to load checkpoint from modelcloud.')
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, model.name)
+        model.download(path)
+        return safe_read(path, filename, map_location)
+
+
+def load_from_ceph(filename: str, map_location=None,
+                   backend: str = 'petrel') -> Any:
+    """``s3://`` / ``petrel://``: bytes from mmengine's file backend, read
+    weights-only."""
+    from mmengine.fileio import get_file_backend
+    file_backend = get_file_backend(
+        filename, backend_args={'backend': backend})
+    with io.BytesIO(file_backend.get(filename)) as buffer:
+        return safe_read(buffer, filename, map_location)
+
+
+#: prefix -> weights-only loader; covers every scheme mmengine registers
+SAFE_SCHEMES: Dict[Any, Callable] = {
+    '': load_from_local,
+    ('http://', 'https://'): load_from_http,
+    ('modelzoo://', 'torchvision://'): load_from_torchvision,
+    ('open-mmlab://', 'openmmlab://'): load_from_openmmlab,
+    'mmcls://': load_from_mmcls,
+    'pavi://': load_from_pavi,
+    (r'(\S+\:)?s3://', r'(\S+\:)?petrel://'): load_from_ceph,
+}
+
+
+def install_safe_loading() -> None:
+    """Route every mmengine checkpoint scheme through the weights-only
+    reader, and add mmengine's runner-checkpoint objects to torch's own
+    allowlist (torch >= 2.6). Safe to call several times."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from .safe_pickle import register_torch_allowlist
+    register_torch_allowlist()
+    for prefixes, loader in SAFE_SCHEMES.items():
+        CheckpointLoader.register_scheme(prefixes, loader, force=True)
+
+
+# ------------------------------------------------------------ read & load
+def read_checkpoint(filename: str, map_location='cpu') -> Any:
+    """Read a checkpoint given as a path or any mmengine scheme/URL,
+    weights-only; errors as described in the module docstring."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    install_safe_loading()
+    return CheckpointLoader.load_checkpoint(filename,
+                                            map_location=map_location)
+
+
+def extract_state_dict(checkpoint: Any, name: str = 'the checkpoint'
+                       ) -> 'OrderedDict':
+    """The weights of a checkpoint under the keys of the model they are for.
+
+    Takes ``state_dict`` when there is one, strips DDP's ``module.``, and
+    for a mmdistill distiller's checkpoint (``student.*`` keys) returns the
+    student's weights under plain keys.
+
+    Raises:
+        CheckpointError: ``checkpoint`` holds no dict of tensors.
+    """
+    state = checkpoint
+    if isinstance(checkpoint, Mapping):
+        state = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f'{name} holds no state dict of tensors (a '
+            f'{type(state).__name__}): it is not a model checkpoint.')
+    state = OrderedDict(
+        (k[len('module.'):] if k.startswith('module.') else k, v)
+        for k, v in state.items())
+    if any(k.startswith(STUDENT_PREFIX) for k in state):
+        return student_state_dict(state)
+    return state
+
+
+def read_state_dict(filename: str) -> 'OrderedDict':
+    """:func:`read_checkpoint` + :func:`extract_state_dict`."""
+    return extract_state_dict(read_checkpoint(filename), repr(filename))
+
+
+def _describe(keys: Sequence[str], limit: int = 25) -> str:
+    shown = '\n'.join(f'    {k}' for k in keys[:limit])
+    more = (f'\n    ... and {len(keys) - limit} more'
+            if len(keys) > limit else '')
+    return shown + more
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+def load_weights(model: nn.Module,
+                 checkpoint: str,
+                 strict: bool = True,
+                 owner: str = 'teacher',
+                 state: Optional[Mapping[str, torch.Tensor]] = None,
+                 hint: str = '',
+                 min_fraction: float = MIN_LOADED_FRACTION) -> Dict[str, Any]:
+    """Load ``checkpoint`` into ``model`` with a key-by-key report.
+
+    What fits is counted by values (elements), not keys: BN counters and a
+    few biases are many keys but almost no weights. The loaded share is
+    logged for every checkpoint.
+
+    Args:
+        model (nn.Module): What to load into.
+        checkpoint (str): Path or URL (any mmengine scheme).
+        strict (bool): Stop when any key is missing, unexpected or of
+            another shape. Otherwise load what fits.
+        owner (str): How messages name the model (``'teacher'``).
+        state (Mapping, optional): The already extracted state dict.
+        hint (str): How to relax ``strict`` (the config key), for the
+            message.
+        min_fraction (float): Stop, whatever ``strict`` says, when less than
+            this share of the model's values is loaded.
+
+    Returns:
+        dict: ``fraction`` (loaded share of values), ``loaded`` and
+        ``total`` value counts, ``missing``/``unexpected``/``mismatched``
+        key lists.
+
+    Raises:
+        CheckpointMismatchError: Keys do not fit and ``strict``, or too
+            little fits.
+    """
+    from mmengine.logging import print_log
+    if state is None:
+        state = read_state_dict(checkpoint)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state
+                  and tuple(state[k].shape) != tuple(own[k].shape)]
+    fits = [k for k in own if k in state and k not in mismatched]
+    total = sum(v.numel() for v in own.values())
+    loaded = sum(own[k].numel() for k in fits)
+    fraction = loaded / max(total, 1)
+    report = ''
+    if missing:
+        report += (f'\n  missing in the checkpoint ({len(missing)}):\n' +
+                   _describe(missing))
+    if unexpected:
+        report += (f'\n  unexpected in the checkpoint ({len(unexpected)}):'
+                   '\n' + _describe(unexpected))
+    if mismatched:
+        report += (f'\n  shape mismatch ({len(mismatched)}):\n' + _describe([
+            f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+            f'{tuple(own[k].shape)}' for k in mismatched]))
+    share = (f'{fraction:.1%} of the {owner}\'s weights ({loaded} of '
+             f'{total} values, {len(fits)} of {len(own)} tensors)')
+    if report and (strict or fraction < min_fraction):
+        reason = (f'only {share} would load' if fraction < min_fraction
+                  else f'{share} would load')
+        raise CheckpointMismatchError(
+            f'The {owner} checkpoint {checkpoint!r} does not fit the '
+            f'{owner} model: {reason}.{report}\nUse the config the '
+            'checkpoint was trained with' +
+            (f', or {hint} to load only the matching weights.'
+             if hint and fraction >= min_fraction else '.'))
+    if report:
+        print_log(f'The {owner} checkpoint {checkpoint!r} does not fully '
+                  f'fit the {owner} model:{report}', logger='current',
+                  level=30)
+    model.load_state_dict({k: state[k] for k in fits}, strict=False)
+    print_log(f'{owner} checkpoint {checkpoint}: loaded {share}.',
+              logger='current')
+    return dict(fraction=fraction, loaded=loaded, total=total,
+                missing=missing, unexpected=unexpected,
+                mismatched=mismatched)
 
 
 def _plain(value: Any) -> Any:

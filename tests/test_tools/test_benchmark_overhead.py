@@ -54,11 +54,11 @@ def test_random_teacher_of_a_stock_config(tmp_path):
     from mmengine.config import Config
 
     from mmdistill.testing import use_random_teacher
-    from mmdistill.utils.checkpoint import load_checkpoint_file
+    from mmdistill.utils.checkpoint import read_checkpoint
     cfg = Config.fromfile(osp.join(
         ROOT, 'configs', 'mlp',
         'mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py'))
     path = use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
     assert cfg.model.teacher.checkpoint == path
-    state = load_checkpoint_file(path)['state_dict']
+    state = read_checkpoint(path)['state_dict']
     assert any(k.startswith('backbone.layer4') for k in state)

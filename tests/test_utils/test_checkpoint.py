@@ -8,7 +8,7 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmdistill  # noqa: F401  registers the allowlist
-from mmdistill.utils.checkpoint import (load_checkpoint_file,
+from mmdistill.utils.checkpoint import (read_checkpoint,
                                         save_student_checkpoint,
                                         student_state_dict)
 
@@ -42,7 +42,7 @@ def test_runner_checkpoint_loads_weights_only(tmp_path):
     runner_like_checkpoint(path)
     for loaded in (torch.load(path, weights_only=True),
                    CheckpointLoader.load_checkpoint(path),
-                   load_checkpoint_file(path)):
+                   read_checkpoint(path)):
         buffer = loaded['message_hub']['log_scalars']['train/loss']
         assert isinstance(buffer, HistoryBuffer)
         assert buffer.mean() == pytest.approx(1.0)

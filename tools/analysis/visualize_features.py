@@ -58,7 +58,7 @@ def parse_args(argv=None):
 
 def build_distiller(cfg: Config, args, workdir: str):
     from mmdistill.testing import use_random_teacher
-    from mmdistill.utils.checkpoint import load_checkpoint_file
+    from mmdistill.utils.checkpoint import read_checkpoint
     if cfg.model.get('type') != 'mmdistill.SingleTeacherDistiller':
         raise ValueError(
             f'{args.config} is not a distillation config (model.type is '
@@ -68,7 +68,7 @@ def build_distiller(cfg: Config, args, workdir: str):
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         distiller = MODELS.build(copy.deepcopy(cfg.model))
     if args.checkpoint:
-        state = load_checkpoint_file(args.checkpoint, map_location='cpu')
+        state = read_checkpoint(args.checkpoint)
         state = state.get('state_dict', state)
         missing, unexpected = distiller.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith('teacher')]:
@@ -118,7 +118,7 @@ def network_image(preprocessor, inputs: torch.Tensor) -> np.ndarray:
     """The network's input as an RGB uint8 (H, W, 3) image: mean/std of
     the preprocessor undone; images are read as BGR, so unless the
     preprocessor swapped the channels the network saw BGR."""
-    from mmdistill.distillers.single_teacher import swaps_channels
+    from mmdistill.distillers.teacher import swaps_channels
     img = inputs
     if hasattr(preprocessor, 'std') and hasattr(preprocessor, 'mean'):
         img = img * preprocessor.std + preprocessor.mean
