@@ -27,6 +27,7 @@ import os
 import os.path as osp
 import pickle
 import urllib.error
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -319,21 +320,25 @@ def load_weights(model: nn.Module,
         report += (f'\n  shape mismatch ({len(mismatched)}):\n' + _describe([
             f'{k}: checkpoint {tuple(state[k].shape)} vs model '
             f'{tuple(own[k].shape)}' for k in mismatched]))
-    share = (f'{fraction:.1%} of the {owner}\'s weights ({loaded} of '
+    share = (f'{fraction:.1%} of the {owner} weights ({loaded} of '
              f'{total} values, {len(fits)} of {len(own)} tensors)')
+    head = (f'The checkpoint {checkpoint!r} does not fit the model of the '
+            f'config ({owner})')
     if report and (strict or fraction < min_fraction):
-        reason = (f'only {share} would load' if fraction < min_fraction
-                  else f'{share} would load')
+        if not fits:
+            reason = 'not a single weight fits'
+        elif fraction < min_fraction:
+            reason = f'only {share} would load'
+        else:
+            reason = f'{share} would load'
         raise CheckpointMismatchError(
-            f'The {owner} checkpoint {checkpoint!r} does not fit the '
-            f'{owner} model: {reason}.{report}\nUse the config the '
-            'checkpoint was trained with' +
+            f'{head}: {reason}.{report}\nUse the config the checkpoint was '
+            'trained with' +
             (f', or {hint} to load only the matching weights.'
              if hint and fraction >= min_fraction else '.'))
     if report:
-        print_log(f'The {owner} checkpoint {checkpoint!r} does not fully '
-                  f'fit the {owner} model:{report}', logger='current',
-                  level=30)
+        warnings.warn(f'{head}:{report}\nLoading the matching weights only '
+                      f'(strict=False): {share}.')
     model.load_state_dict({k: state[k] for k in fits}, strict=False)
     print_log(f'{owner} checkpoint {checkpoint}: loaded {share}.',
               logger='current')

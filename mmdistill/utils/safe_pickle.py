@@ -65,6 +65,17 @@ def history_buffer_getattr(obj: Any, name: str) -> Any:
         f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
+def latin1_encode(text: Any, encoding: str = 'latin1') -> bytes:
+    """``_codecs.encode`` as seen by the unpickler: protocol 2 pickles
+    ``bytes`` (numpy array data) as ``_codecs.encode(str, 'latin1')``; only
+    that is allowed."""
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        raise UnsafeCheckpointError(
+            '_codecs.encode is allowed in a checkpoint only to turn a str '
+            'into latin-1 bytes')
+    return text.encode('latin1')
+
+
 def _numpy_globals() -> Dict[str, Any]:
     """numpy objects in runner checkpoints, under the names numpy 1.x
     (``numpy.core``) and 2.x (``numpy._core``) pickle them with, so a file
@@ -79,6 +90,7 @@ def _numpy_globals() -> Dict[str, Any]:
         out[f'{module}._reconstruct'] = multiarray._reconstruct
         out[f'{module}.scalar'] = multiarray.scalar
     out['numpy.ndarray'] = np.ndarray
+    out['_codecs.encode'] = latin1_encode
     out['numpy.dtype'] = np.dtype
     dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25
     if dtypes is not None:
@@ -171,7 +183,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         return value
 
     def load_build(self) -> None:
-        inst = self.stack[-1]
+        inst = self.stack[-2]  # below the state BUILD pops
         if not isinstance(inst, _build_targets()):
             raise UnsafeCheckpointError(
                 f'setting the state of a {type(inst).__name__} is not '
