@@ -60,6 +60,14 @@ else
   pip_install "torch==$TORCH_VERSION"
 fi
 
+# numpy first (within CONSTRAINTS): torchvision and mmcv's build import it
+# numpy, pillow and requests first (within CONSTRAINTS): torchvision
+# (installed without dependencies below) and mmcv's build import them
+if ! "$PY" -c "import numpy, PIL, requests" 2>/dev/null; then
+  log "installing numpy, pillow and requests"
+  pip_install numpy pillow requests
+fi
+
 # mmpretrain imports torchvision. The index's torchvision wheels are built
 # against CUDA torch: with a CPU torch their C++ ops cannot load, which
 # torchvision tolerates except for two fake-op registrations (nms, qnms) that
@@ -73,9 +81,14 @@ else
   TV_VERSION=$("$PY" -c "import torch; m = int(torch.__version__.split('.')[1]); print(f'0.{m + 15}.*')")
   log "installing torchvision==$TV_VERSION (for mmpretrain) without dependencies"
   pip_install --no-deps "torchvision==$TV_VERSION"
-  if ! (cd / && "$PY" -c "import torchvision") 2>/dev/null; then
-    log "torchvision's C++ ops do not load with this torch; guarding its nms/qnms fake registrations"
-    "$PY" tools/misc/guard_torchvision_fake_ops.py
+  if ! TV_ERROR=$(cd / && "$PY" -c "import torchvision" 2>&1); then
+    if echo "$TV_ERROR" | grep -q "torchvision::nms"; then
+      log "torchvision's C++ ops do not load with this torch; guarding its nms/qnms fake registrations"
+      "$PY" tools/misc/guard_torchvision_fake_ops.py
+    else
+      echo "$TV_ERROR" | tail -5
+      log "torchvision does not import (above)"; exit 1
+    fi
   fi
 fi
 
