@@ -4,7 +4,10 @@ from .angular import AngularLoss
 from .at import ATLoss
 from .composable import ComposableLoss
 from .cwd import ChannelWiseDivergence
+from .dist import DISTLoss
+from .dkd import DKDLoss
 from .fgd import FGDLoss
+from .kd import KDLoss
 from .l2 import L2Loss
 from .magnitude import MagnitudeLoss
 from .mgd import MGDLoss
@@ -15,5 +18,5 @@ from .vit_attention import ViTAttentionLoss
 __all__ = [
     'FGDLoss', 'L2Loss', 'MSELoss', 'AngularLoss', 'MagnitudeLoss',
     'ChannelWiseDivergence', 'PixelKLDivergence', 'ATLoss', 'MGDLoss',
-    'ComposableLoss', 'ViTAttentionLoss'
+    'ComposableLoss', 'ViTAttentionLoss', 'KDLoss', 'DKDLoss', 'DISTLoss'
 ]
