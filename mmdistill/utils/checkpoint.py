@@ -299,7 +299,12 @@ def load_weights(model: nn.Module,
     """
     from mmengine.logging import print_log
     if state is None:
-        state = read_state_dict(checkpoint)
+        try:
+            state = read_state_dict(checkpoint)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f'The {owner} checkpoint {checkpoint!r} was not found ({err}).'
+                ' Give an existing local path or a URL.') from None
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
