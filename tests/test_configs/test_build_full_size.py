@@ -11,10 +11,12 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS, DefaultScope
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# configs/_base_/ holds fragments that configs inherit, not configs
 CONFIGS = sorted(
     osp.relpath(p, ROOT)
     for p in glob.glob(
-        osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+        osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if not osp.relpath(p, ROOT).startswith(osp.join('configs', '_base_')))
 # (h, w) of the one training batch: small, as the full-size models are
 # costly on a CPU (PSPNet R101-d8 at 128 x 128 is ~130 GFLOPs a forward)
 SIZE = dict(det=(96, 96), seg=(64, 64), cls=(64, 64))

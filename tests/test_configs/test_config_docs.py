@@ -12,9 +12,11 @@ from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs')
+# configs/_base_/ holds fragments that configs inherit, not configs
 CONFIGS = sorted(
     osp.relpath(p, ROOT)
-    for p in glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True))
+    for p in glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True)
+    if '_base_' not in osp.relpath(p, CONFIG_DIR).split(osp.sep))
 FOLDERS = sorted({osp.dirname(c) for c in CONFIGS})
 LINK = re.compile(r'\]\((?:\./)?([^()\s]+?\.py)\)')
 
