@@ -34,5 +34,9 @@ model = dict(
             teacher='decode_head.conv_seg',
             loss=dict(type='PixelKLDivergence', tau=1.0, loss_weight=10))))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

@@ -20,5 +20,9 @@ model = dict(
             loss=dict(type='ChannelWiseDivergence', tau=1.0,
                       loss_weight=5))))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

@@ -30,5 +30,9 @@ model = dict(
 
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

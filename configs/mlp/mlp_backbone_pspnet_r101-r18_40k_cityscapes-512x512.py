@@ -41,5 +41,9 @@ param_scheduler = [
 train_cfg = dict(max_iters=40000, val_interval=4000)
 default_hooks = dict(checkpoint=dict(interval=4000))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

@@ -21,4 +21,8 @@ model = dict(
                 type='MLPConnector', in_channels=512, out_channels=2048),
             loss=dict(type='L2Loss', loss_weight=2e-5))))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]

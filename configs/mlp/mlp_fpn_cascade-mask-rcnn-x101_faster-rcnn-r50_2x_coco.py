@@ -20,4 +20,8 @@ model = dict(
                 type='MLPConnector', in_channels=256, out_channels=256),
             loss=dict(type='L2Loss', loss_weight=5e-7))))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]

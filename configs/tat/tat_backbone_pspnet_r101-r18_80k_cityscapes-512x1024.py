@@ -41,5 +41,9 @@ model = dict(
                 norm_cfg=dict(type='SyncBN')),
             loss=dict(type='MSELoss', loss_weight=0.04))))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

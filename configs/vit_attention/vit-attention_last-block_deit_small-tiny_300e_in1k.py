@@ -37,5 +37,9 @@ model = dict(
                 token_index=0),
             loss=dict(type='MSELoss', loss_weight=1.0))))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

@@ -1,9 +1,10 @@
 """Runner hooks of mmdistill."""
 from .distill_loss_schedule import DistillLossScheduleHook
 from .feature_stats import FeatureStatsHook
+from .rng_state import RNGStateHook, get_rng_state, set_rng_state
 from .student_checkpoint import StudentCheckpointHook, student_config
 
 __all__ = [
     'StudentCheckpointHook', 'student_config', 'DistillLossScheduleHook',
-    'FeatureStatsHook'
+    'FeatureStatsHook', 'RNGStateHook', 'get_rng_state', 'set_rng_state'
 ]

@@ -20,4 +20,8 @@ model = dict(
             loss=dict(
                 type='FGDLoss', in_channels=32, temperature=0.5,
                 alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6))))
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]

@@ -17,4 +17,8 @@ model = dict(
             connector=dict(
                 type='MLPConnector', in_channels=32, out_channels=32),
             loss=dict(type='L2Loss', loss_weight=2e-5))))
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
