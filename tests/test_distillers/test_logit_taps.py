@@ -173,6 +173,21 @@ def test_whole_head_tap_equals_head_fc(tmp_path):
         assert torch.allclose(values['head'][key], values['head.fc'][key])
 
 
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mmpretrain names the student's loss 'loss', the key under which "
+    "mmengine's parse_losses logs the total: the later student entry "
+    'replaces the total in the log (the optimised sum is right). Needs the '
+    "distiller to log the student's 'loss' under another name.")
+def test_logged_total_includes_the_distillation_loss(kd_model):
+    data = preprocessed(kd_model, seed=3)
+    losses = kd_model(data['inputs'], data['data_samples'], mode='loss')
+    total, log_vars = kd_model.parse_losses(losses)
+    assert total.item() == pytest.approx(
+        (losses['loss'] + losses['loss_distill_logits']).item())
+    assert log_vars['loss'].item() == pytest.approx(total.item())
+
 class Record(Hook):
     """Weights before training, the log variables of every iteration and,
     for DKD, the warm-up factor of every iteration."""
