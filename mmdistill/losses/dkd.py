@@ -59,7 +59,7 @@ def dkd_targets(data_samples: Optional[Sequence], num_samples: int,
         raise ValueError(
             f'DKDLoss got {len(data_samples)} data samples for {num_samples} '
             'logits rows; they must be the same batch.')
-    targets = []
+    targets = []  # 0-d tensors: no device synchronisation per sample
     for i, sample in enumerate(data_samples):
         score = getattr(sample, 'gt_score', None)
         if score is not None:
@@ -69,7 +69,7 @@ def dkd_targets(data_samples: Optional[Sequence], num_samples: int,
                     f'DKDLoss: data sample {i} has a gt_score of '
                     f'{score.numel()} classes but the logits have '
                     f'{num_classes}.')
-            targets.append(int(score.argmax()))
+            targets.append(score.argmax())
             continue
         label = getattr(sample, 'gt_label', None)
         if label is None:
@@ -82,8 +82,11 @@ def dkd_targets(data_samples: Optional[Sequence], num_samples: int,
                 f'DKDLoss needs one target class per sample, data sample {i} '
                 f'has {label.numel()} labels {label.tolist()} (multi-label '
                 'data has no single target class).')
-        targets.append(int(label))
-    targets = torch.tensor(targets, dtype=torch.long, device=device)
+        targets.append(label[0])
+    if not targets:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    targets = torch.stack([t.to(device=device, dtype=torch.long)
+                           for t in targets])
     bad = (targets < 0) | (targets >= num_classes)
     if bad.any():
         raise ValueError(

@@ -173,7 +173,6 @@ def test_whole_head_tap_equals_head_fc(tmp_path):
         assert torch.allclose(values['head'][key], values['head.fc'][key])
 
 
-
 @pytest.mark.xfail(
     strict=True,
     reason="mmpretrain names the student's loss 'loss', the key under which "
@@ -187,6 +186,7 @@ def test_logged_total_includes_the_distillation_loss(kd_model):
     assert total.item() == pytest.approx(
         (losses['loss'] + losses['loss_distill_logits']).item())
     assert log_vars['loss'].item() == pytest.approx(total.item())
+
 
 class Record(Hook):
     """Weights before training, the log variables of every iteration and,
