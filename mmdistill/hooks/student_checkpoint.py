@@ -1,8 +1,10 @@
 """Student-only checkpoints next to the runner's checkpoints."""
 import copy
+import logging
 import os
 import os.path as osp
-from typing import Dict, Optional, Set
+import re
+from typing import Dict, List, Mapping, Optional, Set
 
 from mmengine.config import Config
 from mmengine.dist import master_only
@@ -10,23 +12,33 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
 from mmdistill.registry import HOOKS
-from mmdistill.utils.checkpoint import (free_path, save_student_checkpoint,
+from mmdistill.utils.checkpoint import (free_path, read_checkpoint,
+                                        save_student_checkpoint,
                                         student_state_dict)
 
 STUDENT_CONFIG = 'student_config.py'
 
 
+def _is_mmdistill_hook(kind) -> bool:
+    """Whether a hook's ``type`` names one of mmdistill's hooks (they need
+    the distiller, or mmdistill's checkpoints)."""
+    if not isinstance(kind, str):
+        return getattr(kind, '__module__', '').startswith('mmdistill')
+    return kind.startswith('mmdistill.') or kind in HOOKS.module_dict
+
+
 def student_config(cfg: Config) -> Optional[Config]:
     """The config a plain mmdet/mmseg run of the student uses: the
     distillation config with ``model`` replaced by its student and the
-    mmdistill parts (hook, import) removed. None for a non-distiller model."""
+    mmdistill parts (its hooks, its import) removed. None for a
+    non-distiller model."""
     model = cfg.get('model', {})
     if 'student' not in model:
         return None
     plain = copy.deepcopy(cfg._cfg_dict.to_dict())
     plain['model'] = plain['model']['student']
     hooks = [h for h in plain.get('custom_hooks') or []
-             if 'StudentCheckpointHook' not in str(h.get('type', ''))]
+             if not _is_mmdistill_hook(h.get('type', ''))]
     if hooks:
         plain['custom_hooks'] = hooks
     else:
@@ -53,14 +65,28 @@ class StudentCheckpointHook(Hook):
     ``iter_N<suffix>.pth`` beside it: the student's weights under plain
     mmdet/mmseg keys plus ``meta.dataset_meta``, loadable by
     ``init_detector`` / ``init_model`` / their ``tools/test.py`` with
-    ``student_config.py``, which the hook writes into the work dir once. An
-    existing file is never overwritten: a new name ``...-1.pth`` is used.
+    ``student_config.py``, which the hook writes into the work dir once.
 
     The export holds the weights the runner checkpoint holds (with an
     ``EMAHook``, the averaged ones), taken from the checkpoint dict as it is
-    saved. When ``CheckpointHook`` deletes an old checkpoint
-    (``max_keep_ckpts``, a superseded best), the export this hook wrote for
-    it goes too.
+    saved.
+
+    Runner checkpoints and exports go together, also across a crash and a
+    resume:
+
+    * at the start of training (a new run or a resume), every runner
+      checkpoint of the checkpoint folder without its export gets one
+      (written from the file, e.g. after the process was killed between
+      the two saves);
+    * an export whose runner checkpoint is gone is removed: at the start
+      (e.g. ``max_keep_ckpts`` lowered), and whenever ``CheckpointHook``
+      deletes a checkpoint (``max_keep_ckpts``, a superseded best), also
+      those that a previous run wrote. A file is only removed when it is an
+      export of that checkpoint (its ``meta.source_checkpoint`` says so);
+      a stale temporary file of an interrupted export is removed too.
+
+    An existing file is never overwritten: a new name ``...-1.pth`` is used.
+    Checkpoints in a remote ``out_dir`` (not a local folder) get no exports.
 
     Args:
         suffix (str): Added to the runner checkpoint's name. Defaults to
@@ -71,28 +97,179 @@ class StudentCheckpointHook(Hook):
     def __init__(self, suffix: str = '_student') -> None:
         self.suffix = suffix
         self._done: Set[str] = set()
-        self._written: Dict[str, str] = {}  # runner checkpoint -> export
+        # runner checkpoint -> exports of it written by this run
+        self._written: Dict[str, List[str]] = {}
+        # runner checkpoint -> exports of it found at the start
+        self._found: Dict[str, List[str]] = {}
         self._saved_state: Optional[dict] = None
 
     @staticmethod
-    def _saved_paths(runner) -> Set[str]:
+    def _checkpoint_hooks(runner) -> List[CheckpointHook]:
+        return [h for h in runner.hooks if isinstance(h, CheckpointHook)]
+
+    @classmethod
+    def _saved_paths(cls, runner) -> Set[str]:
         paths = set()
-        for hook in runner.hooks:
-            if isinstance(hook, CheckpointHook):
-                paths.add(getattr(hook, 'last_ckpt', None))
-                paths.add(getattr(hook, 'best_ckpt_path', None))
-                paths.update((getattr(hook, 'best_ckpt_path_dict', None)
-                              or {}).values())
+        for hook in cls._checkpoint_hooks(runner):
+            paths.add(getattr(hook, 'last_ckpt', None))
+            paths.add(getattr(hook, 'best_ckpt_path', None))
+            paths.update((getattr(hook, 'best_ckpt_path_dict', None)
+                          or {}).values())
         return {p for p in paths if p}
 
     def export_path(self, checkpoint: str) -> str:
         stem, ext = osp.splitext(checkpoint)
         return f'{stem}{self.suffix}{ext or ".pth"}'
 
+    # ------------------------------------------------------ start / resume
+    def _source_name(self, name: str) -> Optional[str]:
+        """The runner checkpoint an export named ``name`` belongs to
+        (``iter_8_student.pth``, ``iter_8_student-1.pth`` -> ``iter_8.pth``),
+        or None for any other name."""
+        match = re.fullmatch(
+            r'(?P<stem>.+)' + re.escape(self.suffix) + r'(-\d+)?\.pth', name)
+        return f'{match.group("stem")}.pth' if match else None
+
+    @staticmethod
+    def _checkpoint_pattern(hook: CheckpointHook) -> 're.Pattern':
+        """The names ``hook`` gives its checkpoints: ``filename_tmpl`` with
+        any step, and ``best_<metric>_`` before it."""
+        template = getattr(hook, 'filename_tmpl', None) or (
+            'epoch_{}.pth' if hook.by_epoch else 'iter_{}.pth')
+        plain = r'\d+'.join(re.escape(p) for p in template.split('{}'))
+        return re.compile(f'(best_.+_)?{plain}')
+
+    def _is_export_of(self, export: str, checkpoint: str) -> bool:
+        """Whether the file ``export`` is an export of ``checkpoint`` (its
+        ``meta.source_checkpoint``); unreadable files are not."""
+        try:
+            meta = dict(read_checkpoint(export).get('meta') or {})
+        except Exception as err:  # noqa: B902  keep what cannot be read
+            print_log(
+                f'{export} looks like the export of {checkpoint} but is '
+                f'kept: it could not be read ({err}).',
+                logger='current',
+                level=logging.WARNING)
+            return False
+        return meta.get('source_checkpoint') == osp.basename(checkpoint)
+
+    def _remove_exports(self, checkpoint: str, exports: List[str],
+                        verify: bool) -> None:
+        for export in exports:
+            if not osp.exists(export) or (
+                    verify and not self._is_export_of(export, checkpoint)):
+                continue
+            os.remove(export)
+            print_log(
+                f'Removed {export}: its runner checkpoint '
+                f'{osp.basename(checkpoint)} no longer exists.',
+                logger='current')
+
+    def _remove_stale_temporaries(self, folder: str, names: List[str],
+                                  is_export) -> None:
+        """``<export>.tmp-<pid>`` files that an export killed while writing
+        left behind (never a complete file); a live writer's are kept."""
+        for name in names:
+            base, sep, pid = name.rpartition('.tmp-')
+            if not sep or not pid.isdigit() or not is_export(base):
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue  # the writer still runs
+            except ProcessLookupError:
+                pass
+            except (OSError, OverflowError):
+                continue
+            os.remove(osp.join(folder, name))
+            print_log(f'Removed {name}: the unfinished part of an '
+                      'interrupted export.', logger='current')
+
+    def _write_export(self, runner, checkpoint: str, state: Mapping,
+                      epoch: int, iteration: int,
+                      dataset_meta: Optional[dict]) -> str:
+        path = free_path(self.export_path(checkpoint))
+        save_student_checkpoint(
+            state,
+            path,
+            dataset_meta=dataset_meta,
+            meta=dict(
+                source_checkpoint=osp.basename(checkpoint),
+                epoch=epoch,
+                iter=iteration))
+        self._written.setdefault(checkpoint, []).append(path)
+        return path
+
+    def _reconcile(self, runner) -> None:
+        """Pair the checkpoint folder's runner checkpoints with exports:
+        write the missing exports, remove the orphaned ones."""
+        hooks = self._checkpoint_hooks(runner)
+        folders = {getattr(h, 'out_dir', None) or runner.work_dir
+                   for h in hooks}
+        patterns = [self._checkpoint_pattern(h) for h in hooks]
+        for folder in sorted(f for f in folders if osp.isdir(f)):
+            names = sorted(os.listdir(folder))
+            present = set(names)
+
+            def export_of(name: str) -> Optional[str]:
+                source = self._source_name(name)
+                if source is not None and any(
+                        p.fullmatch(source) for p in patterns):
+                    return source
+                return None
+
+            exports: Dict[str, List[str]] = {}
+            for name in names:
+                source = export_of(name)
+                if source is not None:
+                    exports.setdefault(source, []).append(name)
+            self._remove_stale_temporaries(folder, names, export_of)
+            for source, found in exports.items():
+                checkpoint = osp.join(folder, source)
+                paths = [osp.join(folder, n) for n in found]
+                if source in present:
+                    self._found[checkpoint] = paths
+                else:
+                    self._remove_exports(checkpoint, paths, verify=True)
+            for name in names:
+                if name in exports or not any(
+                        p.fullmatch(name) for p in patterns):
+                    continue
+                self._export_existing(runner, osp.join(folder, name))
+
+    def _export_existing(self, runner, checkpoint: str) -> None:
+        """Write the missing export of the runner checkpoint file
+        ``checkpoint``; a file that cannot be read is reported and left."""
+        try:
+            saved = read_checkpoint(checkpoint)
+            state = saved.get('state_dict', {})
+        except Exception as err:  # noqa: B902  the run goes on without it
+            print_log(
+                f'No student export for {checkpoint}: it could not be read '
+                f'({err}).',
+                logger='current',
+                level=logging.WARNING)
+            return
+        if not any(str(k).startswith('student.') for k in state):
+            return  # not a distiller's checkpoint
+        meta = saved.get('meta') or {}
+        dataset = getattr(runner.train_dataloader, 'dataset', None)
+        path = self._write_export(
+            runner, checkpoint, student_state_dict(state),
+            epoch=meta.get('epoch'), iteration=meta.get('iter'),
+            dataset_meta=meta.get('dataset_meta') or getattr(
+                dataset, 'metainfo', None))
+        print_log(
+            f'Student-only checkpoint saved to {path} (missing for the '
+            f'existing {osp.basename(checkpoint)})',
+            logger='current')
+
     @master_only
     def before_train(self, runner) -> None:
         # Checkpoints that exist before this run (a resume) are not re-saved.
+        # CheckpointHook's before_train ran (its out_dir is set, and on
+        # resume it deleted what max_keep_ckpts no longer keeps).
         self._done = self._saved_paths(runner)
+        self._reconcile(runner)
         cfg = student_config(runner.cfg)
         if cfg is not None:
             path = osp.join(runner.work_dir, STUDENT_CONFIG)
@@ -105,6 +282,7 @@ class StudentCheckpointHook(Hook):
             print_log(f'Student config for plain mmdet/mmseg: {path}',
                       logger='current')
 
+    # ------------------------------------------------------------ training
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # Runs after EMAHook's (priority LOWEST): the weights being saved.
         state = checkpoint.get('state_dict', {})
@@ -113,11 +291,11 @@ class StudentCheckpointHook(Hook):
 
     @master_only
     def _export_new(self, runner) -> None:
-        for checkpoint, export in list(self._written.items()):
-            if not osp.exists(checkpoint):  # removed by CheckpointHook
-                if osp.exists(export):
-                    os.remove(export)
-                del self._written[checkpoint]
+        for tracked, verify in ((self._written, False), (self._found, True)):
+            for checkpoint, exports in list(tracked.items()):
+                if not osp.exists(checkpoint):  # removed by CheckpointHook
+                    self._remove_exports(checkpoint, exports, verify)
+                    del tracked[checkpoint]
         for checkpoint in sorted(self._saved_paths(runner) - self._done):
             if not osp.exists(checkpoint):
                 continue
@@ -125,16 +303,10 @@ class StudentCheckpointHook(Hook):
             if self._saved_state is None:
                 return
             dataset = getattr(runner.train_dataloader, 'dataset', None)
-            path = free_path(self.export_path(checkpoint))
-            save_student_checkpoint(
-                self._saved_state,
-                path,
-                dataset_meta=getattr(dataset, 'metainfo', None),
-                meta=dict(
-                    source_checkpoint=osp.basename(checkpoint),
-                    epoch=runner.epoch,
-                    iter=runner.iter))
-            self._written[checkpoint] = path
+            path = self._write_export(
+                runner, checkpoint, self._saved_state,
+                epoch=runner.epoch, iteration=runner.iter,
+                dataset_meta=getattr(dataset, 'metainfo', None))
             print_log(f'Student-only checkpoint saved to {path}',
                       logger='current')
 

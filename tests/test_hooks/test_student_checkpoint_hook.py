@@ -41,3 +41,99 @@ def test_student_config_drops_the_distiller(tiny_cfg):
     assert 'teacher' not in plain.model
     assert 'custom_hooks' not in plain and 'custom_imports' not in plain
     assert plain.train_dataloader == cfg.train_dataloader
+
+
+def student_of(path):
+    return torch.load(path, weights_only=True)['state_dict']
+
+
+def assert_export_matches(work_dir, name):
+    """``<name>_student.pth`` holds the student of ``<name>.pth``."""
+    export = torch.load(osp.join(work_dir, f'{name}_student.pth'),
+                        weights_only=True)
+    assert export['meta']['source_checkpoint'] == f'{name}.pth'
+    saved = torch.load(osp.join(work_dir, f'{name}.pth'),
+                       weights_only=False)['state_dict']
+    assert export['state_dict'].keys() == {
+        k[len('student.'):] for k in saved if k.startswith('student.')}
+    for key, value in export['state_dict'].items():
+        assert torch.equal(value, saved['student.' + key]), key
+
+
+def test_resume_writes_missing_exports_and_prunes_orphans(tiny_cfg):
+    """A run killed between iter_4.pth and its export, then resumed with
+    max_keep_ckpts: the missing export is written at the start, orphans are
+    removed (also exports a previous run wrote, when CheckpointHook deletes
+    their checkpoint after the resume), and nothing else is touched."""
+    from mmdistill.utils.checkpoint import save_student_checkpoint
+    cfg, _ = tiny_cfg('pspnet', iters=4)
+    cfg.default_hooks.checkpoint.update(interval=1, max_keep_ckpts=2)
+    work_dir = cfg.work_dir
+    Runner.from_cfg(cfg).train()
+    names = set(os.listdir(work_dir))
+    assert {'iter_3.pth', 'iter_3_student.pth', 'iter_4.pth',
+            'iter_4_student.pth'} <= names
+    assert not {'iter_1.pth', 'iter_2.pth', 'iter_2_student.pth'} & names
+
+    # the kill: iter_4.pth saved, its export not
+    os.remove(osp.join(work_dir, 'iter_4_student.pth'))
+    # an export left behind by an earlier run: iter_2.pth is gone
+    state = student_of(osp.join(work_dir, 'iter_3_student.pth'))
+    save_student_checkpoint(state, osp.join(work_dir, 'iter_2_student.pth'),
+                            meta=dict(source_checkpoint='iter_2.pth'))
+    # files named like exports that are not exports of those checkpoints
+    # (a user's file, one that cannot be read): kept
+    save_student_checkpoint(state, osp.join(work_dir, 'iter_5_student.pth'),
+                            meta=dict(source_checkpoint='mine.pth'))
+    with open(osp.join(work_dir, 'iter_1_student.pth'), 'wb') as f:
+        f.write(b'not a checkpoint')
+    kept = {n: open(osp.join(work_dir, n), 'rb').read()
+            for n in ('iter_5_student.pth', 'iter_1_student.pth')}
+    # the unfinished part of an export killed while writing (no such
+    # process) goes, a running writer's stays
+    dead = osp.join(work_dir, 'iter_4_student.pth.tmp-999999999')
+    live = osp.join(work_dir, f'iter_4_student.pth.tmp-{os.getppid()}')
+    for path in (dead, live):
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+
+    cfg.train_cfg.max_iters = 6
+    cfg.resume = True
+    cfg.experiment_name = 'resumed'
+    Runner.from_cfg(cfg).train()
+    names = set(os.listdir(work_dir))
+    # CheckpointHook kept iter_5 and iter_6 (its keep list came back from
+    # the message hub); the exports of iter_3 (an earlier run's) and iter_4
+    # (written at the start of the resume) went with their checkpoints
+    pth = {n for n in names if n.endswith('.pth')}
+    assert pth == {'iter_5.pth', 'iter_6.pth', 'iter_5_student-1.pth',
+                   'iter_6_student.pth', 'iter_5_student.pth',
+                   'iter_1_student.pth'}, sorted(names)
+    assert not osp.exists(dead) and osp.exists(live)
+    for name, data in kept.items():
+        assert open(osp.join(work_dir, name), 'rb').read() == data
+    assert_export_matches(work_dir, 'iter_6')
+    export = torch.load(osp.join(work_dir, 'iter_5_student-1.pth'),
+                        weights_only=True)
+    assert export['meta']['source_checkpoint'] == 'iter_5.pth'
+
+
+def test_missing_export_of_an_existing_checkpoint_is_written(tiny_cfg):
+    """The export written at the start holds the file's student, the
+    file's iteration and dataset meta."""
+    cfg, _ = tiny_cfg('pspnet', iters=2)
+    cfg.default_hooks.checkpoint.update(interval=1)
+    Runner.from_cfg(cfg).train()
+    work_dir = cfg.work_dir
+    os.remove(osp.join(work_dir, 'iter_1_student.pth'))
+    os.remove(osp.join(work_dir, 'iter_2_student.pth'))
+    cfg.train_cfg.max_iters = 3
+    cfg.resume = True
+    cfg.experiment_name = 'resumed'
+    Runner.from_cfg(cfg).train()
+    for name in ('iter_1', 'iter_2', 'iter_3'):
+        assert_export_matches(work_dir, name)
+    export = torch.load(osp.join(work_dir, 'iter_1_student.pth'),
+                        weights_only=True)
+    assert export['meta']['iter'] == 1
+    assert export['meta']['dataset_meta']['classes'][0] == 'road'
