@@ -102,6 +102,7 @@ class StudentCheckpointHook(Hook):
         # runner checkpoint -> exports of it found at the start
         self._found: Dict[str, List[str]] = {}
         self._saved_state: Optional[dict] = None
+        self._saved_step: tuple = (None, None)
 
     @staticmethod
     def _checkpoint_hooks(runner) -> List[CheckpointHook]:
@@ -288,6 +289,10 @@ class StudentCheckpointHook(Hook):
         state = checkpoint.get('state_dict', {})
         if any(k.startswith('student.') for k in state):
             self._saved_state = student_state_dict(state)
+            # the checkpoint's own count (runner.iter is one behind during
+            # after_train_iter)
+            meta = checkpoint.get('meta') or {}
+            self._saved_step = (meta.get('epoch'), meta.get('iter'))
 
     @master_only
     def _export_new(self, runner) -> None:
@@ -303,9 +308,10 @@ class StudentCheckpointHook(Hook):
             if self._saved_state is None:
                 return
             dataset = getattr(runner.train_dataloader, 'dataset', None)
+            epoch, iteration = self._saved_step
             path = self._write_export(
                 runner, checkpoint, self._saved_state,
-                epoch=runner.epoch, iteration=runner.iter,
+                epoch=epoch, iteration=iteration,
                 dataset_meta=getattr(dataset, 'metainfo', None))
             print_log(f'Student-only checkpoint saved to {path}',
                       logger='current')

@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import os.path as osp
+import signal
 import socket
-from typing import Optional
+import subprocess
+from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -27,9 +29,17 @@ CONFIGS = {
     'retinanet': 'configs/mlp/mlp_fpn_retinanet_x101-r50_2x_coco.py',
     'pspnet':
     'configs/mlp/mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+    'fgd_retinanet': 'configs/fgd/fgd_fpn_retinanet_x101-r50_2x_coco.py',
 }
-KIND = dict(retinanet='det', pspnet='seg')
+KIND = dict(retinanet='det', pspnet='seg', fgd_retinanet='det')
+# FGD compares the FPN maps without a connector, and inherits the teacher's
+# neck and head: the teacher gets the student's shape
+SAME_SHAPE = dict(fgd_retinanet=True)
 PROBE = 'student_rank{rank}.json'
+BOXES = 'boxes_rank{rank}.json'
+#: tools/train.py runs with this variable set kill themselves (SIGKILL) right
+#: after the runner checkpoint of this iteration is saved
+KILL_AFTER_ITER = 'MMDISTILL_TEST_KILL_AFTER_ITER'
 
 
 def state_sha256(state) -> str:
@@ -47,9 +57,27 @@ def state_sha256(state) -> str:
 class StudentWeightProbe(Hook):
     """After training, every process writes ``student_rank<R>.json`` into
     the work dir: the sha256 of its student's parameters and of its whole
-    student state (parameters and buffers), the iteration and world size."""
+    student state (parameters and buffers), the iteration and world size,
+    and ``buffers``: the sha256 of its student's buffers after every
+    iteration at which a runner checkpoint was saved (after the checkpoint
+    and export hooks of that iteration)."""
 
     priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self.buffers = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        from mmengine.hooks import CheckpointHook
+        saved = {getattr(h, 'last_ckpt', None) for h in runner.hooks
+                 if isinstance(h, CheckpointHook)}
+        name = f'iter_{runner.iter + 1}.pth'
+        if any(p and osp.basename(p) == name for p in saved):
+            model = runner.model.module if is_model_wrapper(
+                runner.model) else runner.model
+            self.buffers[name] = state_sha256(
+                dict(model.student.named_buffers()))
 
     def after_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
@@ -69,10 +97,91 @@ class StudentWeightProbe(Hook):
             state=state_sha256(student.state_dict()),
             connectors=state_sha256(model.connectors.state_dict())
             if hasattr(model, 'connectors') else None,
-            num_params=sum(p.numel() for p in student.parameters()))
+            num_params=sum(p.numel() for p in student.parameters()),
+            buffers=self.buffers)
         with open(osp.join(runner.work_dir, PROBE.format(rank=rank)),
                   'w') as f:
             json.dump(record, f)
+
+
+@HOOKS.register_module()
+class KillAfterCheckpoint(Hook):
+    """With ``MMDISTILL_TEST_KILL_AFTER_ITER=N`` in the environment, the
+    process kills itself with SIGKILL in iteration N right after
+    ``CheckpointHook`` (priority VERY_LOW, 90) saved ``iter_N.pth`` and
+    before ``StudentCheckpointHook`` (LOWEST, 100) exports it: a crash
+    between the two saves. Without the variable it does nothing."""
+
+    priority = 95
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        at = os.environ.get(KILL_AFTER_ITER)
+        if at and runner.iter + 1 == int(at) and osp.exists(
+                osp.join(runner.work_dir, f'iter_{at}.pth')):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@HOOKS.register_module()
+class GtBoxProbe(Hook):
+    """Every process writes ``boxes_rank<R>.json`` after training: how many
+    images and ground-truth boxes its training batches held."""
+
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self.images = self.boxes = 0
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        for sample in data_batch['data_samples']:
+            self.images += 1
+            self.boxes += len(sample.gt_instances)
+
+    def after_train(self, runner) -> None:
+        rank, _ = get_dist_info()
+        with open(osp.join(runner.work_dir, BOXES.format(rank=rank)),
+                  'w') as f:
+            json.dump(dict(images=self.images, boxes=self.boxes), f)
+
+
+def strip_boxes(data_root: str, split: str, keep) -> int:
+    """Remove the annotations of the images of ``split`` whose position in
+    the annotation file's image list does not pass ``keep(position)`` (what
+    CocoDataset's order is); returns how many boxes were removed."""
+    path = osp.join(data_root, 'annotations', f'instances_{split}2017.json')
+    with open(path) as f:
+        coco = json.load(f)
+    kept_ids = {image['id'] for i, image in enumerate(coco['images'])
+                if keep(i)}
+    before = len(coco['annotations'])
+    coco['annotations'] = [a for a in coco['annotations']
+                           if a['image_id'] in kept_ids]
+    with open(path, 'w') as f:
+        json.dump(coco, f)
+    return before - len(coco['annotations'])
+
+
+def run_process_group(args, env: dict, timeout: float,
+                      cwd: Optional[str] = None):
+    """Run ``args`` in a new session; on timeout kill the whole process
+    group (torchrun and its workers), so a hang fails the test instead of
+    leaving processes behind. Returns ``(returncode or None on timeout,
+    output)``."""
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd or ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        return None, output
 
 
 def free_port() -> int:
@@ -98,11 +207,16 @@ def tool_env(port: Optional[int] = None) -> dict:
     return env
 
 
-def _shrink(cfg: Config, kind: str) -> tuple:
-    """Student width 8, teacher width 16; returns (teacher model config,
+def _shrink(cfg: Config, kind: str, same_shape: bool = False) -> tuple:
+    """Student width 8, teacher width 16 (or the student's shape); FGD
+    losses get the shrunken FPN's channels. Returns (teacher model config,
     teacher scope)."""
     from mmdistill.testing import shrink_distiller
-    return shrink_distiller(cfg, kind)
+    teacher, scope = shrink_distiller(cfg, kind, same_shape)
+    for pair in cfg.model.distill.values():
+        if pair['loss'].get('type') == 'FGDLoss':
+            pair['loss']['in_channels'] = teacher['neck']['out_channels']
+    return teacher, scope
 
 
 def write_tiny_config(name: str,
@@ -111,7 +225,8 @@ def write_tiny_config(name: str,
                       val_images: int = 4,
                       length: int = 2,
                       checkpoint_interval: Optional[int] = None,
-                      probe: bool = True) -> str:
+                      probe: bool = True,
+                      hooks: Sequence[dict] = ()) -> str:
     """Shrink the shipped config ``name`` ('retinanet' or 'pspnet') to run
     in seconds over generated data under ``root`` and dump it to
     ``root/<name>.py``; a random teacher checkpoint is written beside it.
@@ -119,7 +234,8 @@ def write_tiny_config(name: str,
     ``length`` is epochs (detection) or iterations (segmentation); a
     validation follows every epoch / the last iteration, and a checkpoint
     every ``checkpoint_interval`` epochs / iterations (default: the same).
-    ``probe`` adds :class:`StudentWeightProbe`.
+    ``probe`` adds :class:`StudentWeightProbe`; ``hooks`` are more hooks of
+    this module (or any registered ones) to add.
 
     Returns:
         str: The config path.
@@ -130,7 +246,7 @@ def write_tiny_config(name: str,
                                    tiny_detection, tiny_segmentation)
     kind = KIND[name]
     cfg = Config.fromfile(osp.join(ROOT, CONFIGS[name]))
-    teacher, scope = _shrink(cfg, kind)
+    teacher, scope = _shrink(cfg, kind, SAME_SHAPE.get(name, False))
     checkpoint = random_checkpoint(
         teacher, osp.join(root, f'{name}_teacher.pth'), scope=scope)
     cfg.model.teacher.checkpoint = checkpoint
@@ -149,13 +265,13 @@ def write_tiny_config(name: str,
     # the tools decide the backend; keep the config's own choice open
     cfg.env_cfg.pop('dist_cfg', None)
     cfg.randomness = dict(seed=0)
-    if probe:
+    extra = ([dict(type='StudentWeightProbe')] if probe else []) + [
+        dict(h) for h in hooks]
+    if extra:
         imports = copy.deepcopy(cfg.custom_imports)
         imports['imports'] = list(imports['imports']) + ['tools_support']
         cfg.custom_imports = imports
-        cfg.custom_hooks = list(cfg.custom_hooks) + [
-            dict(type='StudentWeightProbe')
-        ]
+        cfg.custom_hooks = list(cfg.custom_hooks) + extra
     path = osp.join(root, f'{name}.py')
     cfg.dump(path)
     return path
