@@ -15,9 +15,11 @@ from mmengine.registry import DefaultScope
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.checkpoint import load_weights
-from .teacher import build_teacher, swaps_channels
-from .taps import (FeatureRecorder, StopForward, Tap, TapPathError,
-                   expand_braces, parse_tap)
+from .guard import DistillGuard
+from .taps import (FeatureRecorder, Tap, TapPathError, expand_braces,
+                   parse_tap)
+from .teacher import (TeacherRunner, autocast_enabled, build_teacher,
+                      swaps_channels)
 
 LOSS_PREFIX = 'loss_distill_'
 
@@ -31,12 +33,30 @@ def build_component(cfg: dict) -> nn.Module:
 
 
 class _Pair:
-    """A resolved distillation pair."""
+    """A resolved distillation pair; ``group`` and ``level`` locate its
+    config (``distill.<group>``; ``level`` of a ``{0-4}`` expansion)."""
 
-    def __init__(self, name: str, student: Tap, teacher: Tap) -> None:
+    def __init__(self, name: str, student: Tap, teacher: Tap,
+                 group: Optional[str] = None, level: Optional[int] = None,
+                 listed: Sequence[str] = ()) -> None:
         self.name = name
         self.student = student
         self.teacher = teacher
+        self.group = name if group is None else group
+        self.level = level
+        self.listed = set(listed)  # 'connector'/'loss' given as lists
+
+    def config_path(self, what: str) -> str:
+        """``distill.fpn.connector``, or ``distill.fpn.connector[2]`` when
+        the config gives one per level."""
+        path = f'distill.{self.group}.{what}'
+        if what in self.listed and self.level is not None:
+            path += f'[{self.level}]'
+        return path
+
+    def __str__(self) -> str:
+        return (f'pair {self.name!r} (student tap {self.student}, teacher '
+                f'tap {self.teacher})')
 
 
 def _per_level(value, count: int, what: str, pair: str):
@@ -52,6 +72,32 @@ def _per_level(value, count: int, what: str, pair: str):
 
 
 @torch.no_grad()
+def feature_stats_tensors(raw: torch.Tensor, student: torch.Tensor,
+                          teacher: torch.Tensor,
+                          loss: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """:func:`feature_stats` as 0-d float32 tensors, computed on the
+    features' device without reading anything back to the host."""
+
+    def std(x):
+        if x.numel() > 1:
+            return x.float().std()
+        return x.new_zeros((), dtype=torch.float32)
+
+    out = dict(loss=loss.detach().float().reshape(()),
+               student_mean=raw.float().mean(),
+               student_std=std(raw),
+               teacher_mean=teacher.float().mean(),
+               teacher_std=std(teacher))
+    for tag, x in (('before', raw), ('after', student)):
+        if x.shape == teacher.shape:
+            x, t = x.float(), teacher.float()
+            out[f'mse_{tag}_connector'] = (x - t).pow(2).mean()
+            out[f'cos_{tag}_connector'] = F.cosine_similarity(
+                x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
+                dim=1).mean()
+    return out
+
+
 def feature_stats(raw: torch.Tensor, student: torch.Tensor,
                   teacher: torch.Tensor,
                   loss: torch.Tensor) -> Dict[str, float]:
@@ -63,20 +109,61 @@ def feature_stats(raw: torch.Tensor, student: torch.Tensor,
     the cosine similarity of each sample's flattened features, averaged.
     Entries that need equal shapes are left out when the shapes differ.
     """
-    out = dict(loss=float(loss.detach().float()),
-               student_mean=float(raw.float().mean()),
-               student_std=float(raw.float().std()) if raw.numel() > 1 else 0.,
-               teacher_mean=float(teacher.float().mean()),
-               teacher_std=(float(teacher.float().std())
-                            if teacher.numel() > 1 else 0.))
-    for tag, x in (('before', raw), ('after', student)):
-        if x.shape == teacher.shape:
-            x, t = x.float(), teacher.float()
-            out[f'mse_{tag}_connector'] = float((x - t).pow(2).mean())
-            out[f'cos_{tag}_connector'] = float(F.cosine_similarity(
-                x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
-                dim=1).mean())
-    return out
+    values = feature_stats_tensors(raw, student, teacher, loss)
+    floats = torch.stack(list(values.values())).tolist()
+    return dict(zip(values, floats))
+
+
+def _shape(x) -> str:
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else \
+        type(x).__name__
+
+
+def _channels(x: torch.Tensor) -> Optional[int]:
+    """The channel count of a feature: dim 1 of (N, C, ...), the last dim
+    of (N, L, C) tokens."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        return None
+    return int(x.shape[-1] if x.dim() == 3 else x.shape[1])
+
+
+def tap_channels(model: nn.Module, tap: Tap) -> Optional[int]:
+    """The channel count a tap gives, when the tapped module says it
+    without running (a conv, linear or norm layer, an mmcv ConvModule);
+    None otherwise."""
+    if tap.index is not None and tap.source == 'output':
+        return None
+    module = dict(model.named_modules()).get(tap.path)
+    if module is None:
+        return None
+    if tap.source == 'input':
+        if tap.index not in (None, 0):
+            return None
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return module.in_channels
+        if isinstance(module, nn.Linear):
+            return module.in_features
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            return module.num_features
+        return None
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return module.num_features
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    try:
+        from mmcv.cnn import ConvModule
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(module, ConvModule):
+        return module.conv.out_channels
+    return None
+
+
+_WRAPPED = (ValueError, TypeError, RuntimeError, IndexError, AssertionError)
 
 
 @MODELS.register_module()
@@ -93,6 +180,10 @@ class SingleTeacherDistiller(BaseModel):
     optimizer nor DDP nor runner checkpoints see it; it is reloaded from its
     checkpoint), and it runs only as far as its deepest tap.
 
+    The distillation forward reads nothing back to the host (no
+    synchronisation of a GPU); whether training works is checked once per
+    iteration after the update by ``guard`` (see :class:`DistillGuard`).
+
     Args:
         student (dict): The student model config, normally
             ``{{_base_.model}}`` of the inherited mmdet/mmseg/mmpretrain
@@ -100,8 +191,14 @@ class SingleTeacherDistiller(BaseModel):
         teacher (dict): ``config`` (local path or ``mmdet::``/``mmseg::``/
             ``mmpretrain::`` path), ``checkpoint`` (path or URL), optional
             ``strict`` (default True: a checkpoint that does not fit stops
-            with the list of keys) and ``cfg_options`` (overrides merged into
-            the teacher config).
+            with the list of keys), ``cfg_options`` (overrides merged into
+            the teacher config), ``dtype`` (``'bfloat16'``/``'float16'``:
+            the teacher runs under autocast in that dtype whatever the
+            student trains in; ``'float32'``: never under autocast) and
+            ``channels_last`` (teacher weights and input in
+            ``torch.channels_last``). With ``dtype`` or ``channels_last``
+            the teacher's features reach connectors and losses as
+            contiguous float32. See :class:`TeacherRunner`.
         distill (dict): Pair name -> dict with ``student`` and ``teacher``
             taps (see :mod:`mmdistill.distillers.taps`; a ``{0-4}`` group
             expands to pairs ``<name>_0`` ... ``<name>_4``), an optional
@@ -114,6 +211,15 @@ class SingleTeacherDistiller(BaseModel):
             (e.g. ``['neck', 'bbox_head']``) whose teacher weights are copied
             into the student where names and shapes match: the "inheriting
             strategy" of FGD/MGD.
+        guard (dict, optional): When training stops because it would not
+            train: ``dict(action='stop', max_loss_ratio=1e4, check_iters=10,
+            amp_patience=20)`` (the defaults). ``action='stop'`` raises
+            :class:`DistillGuardError` naming the pair and the fix when a
+            distillation loss, the student's own loss or the logged gradient
+            norm (``optim_wrapper.clip_grad`` set) is not finite, or when a
+            distillation term exceeds ``max_loss_ratio`` times the student's
+            own losses in the first ``check_iters`` iterations;
+            ``'warn'`` logs it once instead; ``'off'`` checks nothing.
         data_preprocessor (dict, optional): Used only when the student
             config has no data preprocessor (mmengine's Runner passes the
             config's top-level ``data_preprocessor`` here). The student's own
@@ -121,12 +227,16 @@ class SingleTeacherDistiller(BaseModel):
         init_cfg (dict, optional): mmengine init config.
     """
 
+    TEACHER_KEYS = ('config', 'checkpoint', 'strict', 'cfg_options', 'dtype',
+                    'channels_last')
+
     def __init__(self,
                  student: dict,
                  teacher: dict,
                  distill: Dict[str, dict],
                  student_checkpoint: Optional[str] = None,
                  init_student_from_teacher: Optional[List[str]] = None,
+                 guard: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -135,19 +245,20 @@ class SingleTeacherDistiller(BaseModel):
                 'student must be a model config dict, e.g. '
                 'student={{_base_.model}} in a config inheriting the '
                 "student's mmdet/mmseg config.")
+        # checked first: a typo here should not wait for the models' build
+        self.guard = DistillGuard.build(guard)
+        teacher = dict(teacher)
+        unknown = set(teacher) - set(self.TEACHER_KEYS)
+        if unknown or 'config' not in teacher:
+            raise ValueError(
+                f'teacher takes {", ".join(self.TEACHER_KEYS)} (config '
+                f'required); got {sorted(teacher)}.')
         student = copy.deepcopy(student)
         if student.get('data_preprocessor') is None and data_preprocessor:
             student['data_preprocessor'] = data_preprocessor
         self.student = ROOT_MODELS.build(student)
         self.data_preprocessor = self.student.data_preprocessor
 
-        teacher = dict(teacher)
-        unknown = set(teacher) - {'config', 'checkpoint', 'strict',
-                                  'cfg_options'}
-        if unknown or 'config' not in teacher:
-            raise ValueError(
-                'teacher takes config, checkpoint, strict and cfg_options; '
-                f'got {sorted(teacher)}.')
         # Kept out of the module tree on purpose: see the class docstring.
         self.__dict__['teacher'] = build_teacher(
             teacher['config'], teacher.get('checkpoint'),
@@ -166,7 +277,9 @@ class SingleTeacherDistiller(BaseModel):
         # statistics (FeatureStatsHook).
         self.loss_scales: Dict[str, float] = {}
         self.collect_stats = False
-        self.feature_stats: Dict[str, Dict[str, float]] = {}
+        self._feature_stats: Dict[str, Dict[str, float]] = {}
+        self._pending_stats: Dict[str, Dict[str, torch.Tensor]] = {}
+        self._amp = False  # whether the last loss() ran under autocast
         if not distill:
             raise ValueError('distill is empty: name at least one pair.')
         for name, spec in distill.items():
@@ -178,6 +291,10 @@ class SingleTeacherDistiller(BaseModel):
         self.teacher_recorder = FeatureRecorder(
             self.teacher,
             {n: p.teacher for n, p in self.pairs.items()}, 'teacher')
+        self._check_channels()
+        self.teacher_runner = TeacherRunner(
+            self.teacher, self.teacher_recorder, teacher.get('dtype'),
+            teacher.get('channels_last', False))
         self.student_checkpoint = student_checkpoint
         self.init_student_from_teacher = list(init_student_from_teacher or [])
         modules = dict(self.student.named_modules())
@@ -214,6 +331,8 @@ class SingleTeacherDistiller(BaseModel):
         connectors = _per_level(spec.get('connector'), count, 'connector',
                                 name)
         losses = _per_level(spec['loss'], count, 'loss', name)
+        listed = [what for what in ('connector', 'loss')
+                  if isinstance(spec.get(what), (list, tuple))]
         self.pair_groups[name] = []
         for level in range(count):
             pair = name if count == 1 else f'{name}_{level}'
@@ -221,13 +340,37 @@ class SingleTeacherDistiller(BaseModel):
             if pair in self.pairs:
                 raise ValueError(f'Two distillation pairs are named {pair!r}.')
             self.pairs[pair] = _Pair(pair, parse_tap(students[level]),
-                                     parse_tap(teachers[level]))
+                                     parse_tap(teachers[level]), name,
+                                     None if count == 1 else level, listed)
             if connectors[level] is not None:
                 self.connectors[pair] = build_component(connectors[level])
             loss = build_component(losses[level])
             self.distill_losses[pair] = loss
             params = inspect.signature(loss.forward).parameters
             self._loss_takes_samples[pair] = 'data_samples' in params
+
+    def _check_channels(self) -> None:
+        """Stop at build time when a connector's ``in_channels`` or
+        ``out_channels`` contradicts what its taps give, where the tapped
+        module says so without running (a conv, linear or norm layer)."""
+        problems = []
+        for name, connector in self.connectors.items():
+            pair = self.pairs[name]
+            path = pair.config_path('connector')
+            for attr, model, tap, side in (
+                    ('in_channels', self.student, pair.student, 'student'),
+                    ('out_channels', self.teacher, pair.teacher, 'teacher')):
+                want = getattr(connector, attr, None)
+                have = tap_channels(model, tap)
+                if isinstance(want, int) and have is not None \
+                        and want != have:
+                    problems.append(
+                        f'  {pair}: {type(connector).__name__} has '
+                        f'{attr}={want}, but the {side} tap {tap} gives '
+                        f'{have} channels: set {path}.{attr}={have}.')
+        if problems:
+            raise ValueError('Connector channels do not fit their taps:\n' +
+                             '\n'.join(problems))
 
     def _check_preprocessors(self) -> None:
         student = self.data_preprocessor
@@ -299,21 +442,26 @@ class SingleTeacherDistiller(BaseModel):
             return self.loss(inputs, data_samples)
         return self.student(inputs, data_samples, mode=mode)
 
-    @torch.no_grad()
     def teacher_features(self, inputs: torch.Tensor,
                          data_samples: Optional[list] = None) -> dict:
-        """Run the teacher up to its deepest tap and return its features."""
-        with self.teacher_recorder.record(stop_when_done=True) as features:
-            try:
-                self.teacher(inputs, data_samples, mode='tensor')
-            except StopForward:
-                pass
-        self.teacher_recorder.check_complete(features, 'teacher')
-        return features
+        """Run the teacher up to its deepest tap and return its features
+        (in its ``dtype``/``channels_last`` setting)."""
+        return self.teacher_runner.features(inputs, data_samples)
 
     def loss(self, inputs: torch.Tensor,
              data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
-        """The student's losses plus ``loss_distill_<pair>`` per pair."""
+        """The student's losses plus ``loss_distill_<pair>`` per pair.
+
+        Nothing here reads a value back to the host: the checks of the
+        values run after the update (:meth:`train_step`)."""
+        if self.training and self.guard.pending:
+            # under DDP mmengine's wrapper calls parse_losses but not our
+            # train_step: check the last iteration now (its values reached
+            # the host when mmengine logged them; nothing waits here)
+            self._guard_check(None, wait=False, inputs=inputs,
+                              data_samples=data_samples,
+                              when=' (checked at the next iteration)')
+        self._amp = autocast_enabled(inputs.device.type)
         if self.training and not any(
                 self.loss_scales.get(name, 1.0) for name in self.pairs):
             # Every distillation loss is scheduled off: the student trains
@@ -341,26 +489,50 @@ class SingleTeacherDistiller(BaseModel):
                     'loss cannot train the student. Tap a trainable layer.')
             if name in self.connectors:
                 connector = self.connectors[name]
-                student = connector(student, teacher)
-                # e.g. TaT in anchor mode compares with the pooled teacher
-                target = getattr(connector, 'teacher_target', None)
-                if target is not None:
-                    teacher = target(teacher)
+                try:
+                    student = connector(student, teacher)
+                    # e.g. TaT in anchor mode compares with the pooled
+                    # teacher
+                    target = getattr(connector, 'teacher_target', None)
+                    if target is not None:
+                        teacher = target(teacher)
+                except _WRAPPED as err:
+                    if type(err) not in _WRAPPED:  # e.g. out of memory
+                        raise
+                    raise self._pair_error(name, 'connector', err, raw,
+                                           teacher)
             loss = self.distill_losses[name]
             key = LOSS_PREFIX + name
             if key in losses:
                 raise KeyError(f'The student already returns a loss {key!r}.')
-            if self._loss_takes_samples[name]:
-                value = loss(student, teacher, data_samples=data_samples)
-            else:
-                value = loss(student, teacher)
-            if not torch.isfinite(value).all():
-                self._raise_non_finite(name, student, teacher, value)
+            try:
+                if self._loss_takes_samples[name]:
+                    value = loss(student, teacher, data_samples=data_samples)
+                else:
+                    value = loss(student, teacher)
+            except _WRAPPED as err:
+                if type(err) not in _WRAPPED:
+                    raise
+                raise self._pair_error(name, 'loss', err, raw, teacher,
+                                       student)
             if stats:
-                self.feature_stats[name] = feature_stats(
+                self._pending_stats[name] = feature_stats_tensors(
                     raw, student, teacher, value)
             losses[key] = value * self.loss_scales.get(name, 1.0)
         return losses
+
+    @property
+    def feature_stats(self) -> Dict[str, Dict[str, float]]:
+        """Pair -> statistics of the last loss() with ``collect_stats`` (for
+        :class:`FeatureStatsHook`). They are computed as tensors in the
+        forward and read back here, when asked, in one transfer."""
+        if self._pending_stats:
+            pending, self._pending_stats = self._pending_stats, {}
+            flat = [v for values in pending.values() for v in values.values()]
+            floats = iter(torch.stack(flat).tolist())
+            for name, values in pending.items():
+                self._feature_stats[name] = {k: next(floats) for k in values}
+        return self._feature_stats
 
     def _zero_losses(self) -> Dict[str, torch.Tensor]:
         """``loss_distill_<pair>`` = 0, connected to every connector and
@@ -380,26 +552,175 @@ class SingleTeacherDistiller(BaseModel):
     def _device(self) -> torch.device:
         return next(self.student.parameters()).device
 
-    def _raise_non_finite(self, name: str, student: torch.Tensor,
-                          teacher: torch.Tensor, value: torch.Tensor):
-        """Stop with what is not finite and what usually fixes it."""
-        bad = [
-            f'{who} feature' for who, x in (('teacher', teacher),
-                                            ('student', student))
-            if not torch.isfinite(x).all()
-        ]
-        if 'teacher feature' in bad:
-            fix = ('the teacher gives inf/NaN: check that its checkpoint '
-                   'fits its config and that the student\'s normalisation '
-                   'suits it; under fp16 AMP an overflow, try bf16 or fp32')
-        elif bad:
-            fix = ('the student diverged: lower the learning rate or this '
-                   'loss\'s weight, or add gradient clipping '
-                   '(optim_wrapper.clip_grad)')
+    # --------------------------------------------------- messages and guard
+    def _pair_error(self, name: str, stage: str, err: Exception,
+                    raw: torch.Tensor, teacher: torch.Tensor,
+                    student: Optional[torch.Tensor] = None) -> Exception:
+        """``err``'s type with a message naming the pair, both taps, their
+        shapes and what to change; chained to ``err`` unless the message
+        replaces its advice."""
+        pair = self.pairs[name]
+        connector = self.connectors[name] if name in self.connectors else None
+        module = connector if stage == 'connector' else \
+            self.distill_losses[name]
+        what = type(module).__name__
+        sizes = [f'{a}={getattr(module, a)}' for a in
+                 ('in_channels', 'out_channels', 'student_channels')
+                 if isinstance(getattr(module, a, None), int)]
+        if sizes:
+            what += f' ({", ".join(sizes)})'
+        text, advice = str(err), []
+        if stage == 'connector':
+            want = getattr(connector, 'in_channels', None)
+            have = _channels(raw)
+            if isinstance(want, int) and have is not None and want != have:
+                advice.append(
+                    f'The student tap has {have} channels: set '
+                    f'{pair.config_path("connector")}.in_channels={have}.')
         else:
-            fix = ('the features are finite but the loss is not: lower this '
-                   'loss\'s weight (its value overflowed) or check its '
-                   'temperature')
-        raise FloatingPointError(
-            f'loss_distill_{name} is {value.item()} '
-            f'({", ".join(bad) or "features finite"}): {fix}.')
+            advice = self._shape_advice(pair, connector, student, teacher)
+        marker = f'{_shape(teacher)}: '
+        replaced = stage == 'loss' and bool(advice) and marker in text
+        if replaced:
+            # the loss's own fix ("add a connector") is replaced by what
+            # fits this pair
+            text = text[:text.rindex(marker) + len(marker) - 2]
+        lines = [
+            f'Distillation {pair}: the {stage} {what} failed on the student '
+            f'tap of shape {_shape(raw)}'
+            + (f' ({_shape(student)} after the connector)'
+               if student is not None and student is not raw else '')
+            + f' and the teacher tap of shape {_shape(teacher)}: '
+            + text.rstrip('.') + '.'
+        ] + advice
+        exc = type(err)('\n'.join(lines))
+        exc.__cause__ = None if replaced else err
+        exc.__suppress_context__ = True
+        return exc
+
+    def _shape_advice(self, pair: _Pair, connector, student,
+                      teacher) -> List[str]:
+        """What to change when the loss got features it cannot compare."""
+        if not all(isinstance(x, torch.Tensor) for x in (student, teacher)):
+            return []
+        if student.dim() != teacher.dim() or student.dim() < 3:
+            return []
+        name = type(connector).__name__ if connector is not None else None
+        out = []
+        s_size, t_size = tuple(student.shape[2:]), tuple(teacher.shape[2:])
+        if student.dim() == 4 and s_size != t_size:
+            takes_resize = connector is not None and 'resize' in \
+                inspect.signature(type(connector).__init__).parameters
+            if takes_resize:
+                change = (f'set {pair.config_path("connector")}.resize so '
+                          f'that {name} resizes to the teacher')
+            elif connector is not None:
+                change = (f'the connector {name} keeps the student\'s size '
+                          '(another connector would not change that)')
+            else:
+                change = 'a channel connector would not change that'
+            out.append(
+                f'The spatial sizes differ (student {s_size}, teacher '
+                f'{t_size}): {change}; tap layers with the same output size '
+                f'instead: change the student tap {pair.student.path!r} or '
+                f'the teacher tap {pair.teacher.path!r} (e.g. the same '
+                'stage or FPN level on both sides).')
+        s_channels, t_channels = _channels(student), _channels(teacher)
+        if s_channels != t_channels:
+            if connector is None:
+                out.append(
+                    f'The channels differ (student {s_channels}, teacher '
+                    f'{t_channels}): add a connector, e.g. '
+                    f"{pair.config_path('connector')}=dict(type="
+                    f"'MLPConnector', in_channels={s_channels}, "
+                    f'out_channels={t_channels}).')
+            elif isinstance(getattr(connector, 'out_channels', None), int):
+                out.append(
+                    f'The connector gives {s_channels} channels, the teacher '
+                    f'{t_channels}: set {pair.config_path("connector")}'
+                    f'.out_channels={t_channels}.')
+        return out
+
+    def parse_losses(self, losses: Dict[str, torch.Tensor]):
+        """mmengine's sum of the losses; also hands this iteration's values
+        to the guard (no synchronisation). Called by ``train_step`` and by
+        mmengine's DDP wrapper alike."""
+        parsed, log_vars = super().parse_losses(losses)
+        if self.training:
+            keys = [LOSS_PREFIX + name for name in self.pairs]
+            self.guard.record(log_vars, keys, self._amp)
+        return parsed, log_vars
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """mmengine's train step, then the guard's check of this iteration
+        (one transfer of the logged values, which mmengine reads right
+        after anyway)."""
+        log_vars = super().train_step(data, optim_wrapper)
+        if self.guard.pending:
+            self._guard_check(getattr(optim_wrapper, 'message_hub', None),
+                              wait=True, data=data)
+        return log_vars
+
+    def _guard_check(self, message_hub, wait: bool, data=None, inputs=None,
+                     data_samples=None, when: str = '') -> None:
+
+        def diagnose(names: List[str], task_finite: bool) -> Dict[str, str]:
+            if inputs is not None:
+                batch = dict(inputs=inputs, data_samples=data_samples)
+            elif data is not None:
+                batch = self.data_preprocessor(data, True)
+            else:
+                return {}
+            return self.diagnose_non_finite(batch['inputs'],
+                                            batch['data_samples'], names,
+                                            task_finite)
+
+        self.guard.check(message_hub, wait=wait, describe=self._weight_fix,
+                         diagnose=diagnose, when=when)
+
+    def _weight_fix(self, name: str) -> str:
+        """How to lower a pair's weight, naming its config key."""
+        loss = self.distill_losses[name]
+        path = self.pairs[name].config_path('loss')
+        weights = [(a, getattr(loss, a)) for a in
+                   ('loss_weight', 'alpha', 'beta', 'gamma', 'lambda_')
+                   if isinstance(getattr(loss, a, None), (int, float))]
+        if not weights:
+            return f'Lower the weight of {path} ({type(loss).__name__})'
+        if weights[0][0] == 'loss_weight':
+            return f'Lower {path}.loss_weight (now {weights[0][1]:g})'
+        now = ', '.join(f'{a}={v:g}' for a, v in weights)
+        return f'Lower the weights of {path} (now {now})'
+
+    @torch.no_grad()
+    def diagnose_non_finite(self, inputs: torch.Tensor, data_samples,
+                            names: List[str],
+                            task_finite: bool = True) -> Dict[str, str]:
+        """Which side made each pair's loss non-finite: the teacher's
+        feature (rerun on this batch: the teacher is frozen, so it gives
+        what it gave), else the student when its own losses were not
+        finite in that iteration, else the loss itself overflowed.
+        Synchronises; only called when a problem was found."""
+        teacher = self.teacher_features(inputs, data_samples)
+        out = {}
+        for name in names:
+            if not bool(torch.isfinite(teacher[name]).all()):
+                out[name] = (
+                    '(teacher feature not finite) Check that the teacher '
+                    "checkpoint fits its config and that the student's "
+                    'normalisation suits it; under float16 (AMP or '
+                    'teacher.dtype) an overflow: use bfloat16 or float32.')
+            elif not task_finite:
+                out[name] = (
+                    '(student side: its own losses are not finite either) '
+                    'The student diverged: lower the learning rate or this '
+                    'loss weight, or add gradient clipping '
+                    '(optim_wrapper.clip_grad).')
+            else:
+                fix = self._weight_fix(name)
+                out[name] = (
+                    "(features finite: the teacher's on a rerun, the "
+                    "student's as its own losses were finite) The loss "
+                    f'overflowed: {fix[0].lower()}{fix[1:]} or check its '
+                    'temperature.')
+        return out

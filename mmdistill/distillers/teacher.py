@@ -1,8 +1,11 @@
 """Building the frozen teacher: its own config, its own registry scope, its
 checkpoint loaded weights-only with a report of what fits."""
+import contextlib
 import copy
+import warnings
 from typing import Optional
 
+import torch
 import torch.nn as nn
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
@@ -10,6 +13,7 @@ from mmengine.registry import DefaultScope
 from mmdistill.utils.checkpoint import load_weights
 from mmdistill.utils.config import load_config
 from mmdistill.utils.version_guard import check_scope
+from .taps import StopForward
 
 
 def build_teacher(config: str,
@@ -54,3 +58,116 @@ def swaps_channels(preprocessor) -> Optional[bool]:
         if value is not None:
             return bool(value)
     return None
+
+
+TEACHER_DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16,
+                  'float16': torch.float16}
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch 2.1 to 2.13)."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch < 2.4: no device argument
+        if device_type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        if device_type == 'cuda':
+            return torch.is_autocast_enabled()
+        return False
+
+
+def check_autocast(device_type: str, dtype: torch.dtype) -> None:
+    """Raise when this torch cannot autocast ``device_type`` to ``dtype``
+    (torch < 2.3 turns CPU autocast off, with a warning, for float16)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        try:
+            with torch.autocast(device_type, dtype=dtype):
+                ok = autocast_enabled(device_type)
+        except (RuntimeError, ValueError) as err:
+            ok, reason = False, f' ({err})'
+        else:
+            reason = ''
+    if not ok:
+        name = str(dtype).replace('torch.', '')
+        raise ValueError(
+            f"teacher.dtype='{name}' is not supported on {device_type} by "
+            f'torch {torch.__version__}{reason}: use '
+            "teacher.dtype='bfloat16' (CPU autocast supports it) or drop "
+            'teacher.dtype (float32).')
+
+
+class TeacherRunner:
+    """Runs the frozen teacher as far as its deepest tap and returns the
+    tapped features, optionally cheaper.
+
+    Args:
+        model (nn.Module): The teacher (frozen, eval mode).
+        recorder: The teacher's :class:`~.taps.FeatureRecorder`.
+        dtype (str, optional): ``'bfloat16'`` or ``'float16'``: run the
+            teacher under ``torch.autocast`` in this dtype (device type from
+            the inputs), whatever precision the student trains in;
+            ``'float32'``: autocast off for the teacher (float32 even when
+            the student trains with AMP); ``None`` (default): the ambient
+            precision (float32, or the student's AMP dtype under AMP).
+        channels_last (bool): Convert the teacher's weights (once) and its
+            input (every step) to ``torch.channels_last``, which fused
+            convolution kernels prefer.
+
+    With either option the features are returned contiguous, half precision
+    upcast to float32, so connectors (float32 weights, outside autocast when
+    the student trains in float32) and losses get what a float32 teacher
+    gives them.
+    """
+
+    def __init__(self, model: nn.Module, recorder, dtype: Optional[str] = None,
+                 channels_last: bool = False) -> None:
+        if dtype is not None and dtype not in TEACHER_DTYPES:
+            raise ValueError(
+                f'teacher.dtype must be one of {sorted(TEACHER_DTYPES)}, got '
+                f'{dtype!r}.')
+        self.model = model
+        self.recorder = recorder
+        self.dtype = TEACHER_DTYPES[dtype] if dtype else None
+        self.channels_last = bool(channels_last)
+        self._checked = set()
+        if self.dtype is torch.float16 and not torch.cuda.is_available():
+            # a CPU-only machine runs the teacher on the CPU: say it now
+            check_autocast('cpu', self.dtype)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+
+    @property
+    def converts(self) -> bool:
+        return self.dtype is not None or self.channels_last
+
+    @torch.no_grad()
+    def features(self, inputs: torch.Tensor,
+                 data_samples: Optional[list] = None) -> dict:
+        """Run the teacher up to its deepest tap; name -> feature."""
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        context = contextlib.nullcontext()
+        if self.dtype is torch.float32:
+            context = torch.autocast(inputs.device.type, enabled=False)
+        elif self.dtype is not None:
+            device_type = inputs.device.type
+            if device_type not in self._checked:
+                check_autocast(device_type, self.dtype)
+                self._checked.add(device_type)
+            context = torch.autocast(device_type, dtype=self.dtype)
+        with self.recorder.record(stop_when_done=True) as features, context:
+            try:
+                self.model(inputs, data_samples, mode='tensor')
+            except StopForward:
+                pass
+        self.recorder.check_complete(features, 'teacher')
+        if self.converts:
+            for name, value in features.items():
+                if isinstance(value, torch.Tensor):
+                    features[name] = value.to(
+                        dtype=(torch.float32 if value.dtype in _HALF else
+                               value.dtype),
+                        memory_format=torch.contiguous_format)
+        return features
