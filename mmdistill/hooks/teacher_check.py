@@ -1,0 +1,401 @@
+"""Check the teacher on validation batches before training starts."""
+import copy
+import math
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.dist import all_reduce
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from mmdistill.registry import HOOKS
+from .distill_loss_schedule import distiller_of
+from .rng_state import get_rng_state, set_rng_state
+
+#: the evaluator keys judged by default, in order of preference (the last
+#: part of the key: ``coco/bbox_mAP`` -> ``bbox_mAP``)
+MAIN_METRICS = ('bbox_mAP', 'segm_mAP', 'mAP', 'mIoU', 'top1')
+#: a detector whose mAP (0-1) stays below this is no better than random
+#: weights, which score about 0
+DETECTION_CHANCE = 0.01
+
+
+class TeacherCheckError(RuntimeError):
+    """The teacher failed :class:`TeacherCheckHook`'s check."""
+
+
+def _last(key: str) -> str:
+    return key.rsplit('/', 1)[-1]
+
+
+def main_metric(metrics: Dict[str, object],
+                wanted: Optional[str] = None) -> str:
+    """The key of ``metrics`` that :class:`TeacherCheckHook` judges.
+
+    Args:
+        metrics (dict): What the evaluator returned.
+        wanted (str, optional): A key given by the user (the full key, e.g.
+            ``'coco/bbox_mAP'``, or its last part, ``'bbox_mAP'``).
+
+    Returns:
+        str: The full key.
+
+    Raises:
+        KeyError: ``wanted`` is not there, or no known metric is.
+    """
+    numeric = [k for k, v in metrics.items() if _is_number(v)]
+    if wanted is not None:
+        for key in numeric:
+            if key == wanted or _last(key) == wanted:
+                return key
+        raise KeyError(
+            f'TeacherCheckHook: metric={wanted!r} is not among the '
+            f"evaluator's results {numeric}; set metric to one of them.")
+    for name in MAIN_METRICS:
+        for key in numeric:
+            if _last(key) == name:
+                return key
+    raise KeyError(
+        'TeacherCheckHook cannot tell which of the evaluator\'s results '
+        f'{numeric} is the score (it knows {list(MAIN_METRICS)}): set '
+        "dict(type='mmdistill.TeacherCheckHook', metric=<one of them>, "
+        'min_score=...).')
+
+
+def _is_number(value) -> bool:
+    try:
+        return math.isfinite(float(value)) and not isinstance(value, str)
+    except (TypeError, ValueError):
+        return False
+
+
+def chance_level(key: str, num_classes: Optional[int],
+                 num_samples: int,
+                 constant_miou: Optional[float] = None
+                 ) -> Optional[Tuple[float, str]]:
+    """The score at or below which a model is no better than chance.
+
+    * ``*mAP*`` (mmdet, 0-1): random weights score about 0; below
+      :data:`DETECTION_CHANCE` counts as chance.
+    * ``mIoU`` (mmseg, percent): ``100 / num_classes``, or what predicting
+      the most frequent class everywhere scores on the same images
+      (``constant_miou``), whichever is higher.
+    * ``topK`` accuracy (mmpretrain, percent): ``100 * K / num_classes``
+      plus three standard deviations of that rate on ``num_samples``
+      samples (a random classifier's count is binomial).
+
+    Args:
+        key (str): The metric's key.
+        num_classes (int, optional): Classes of the dataset.
+        num_samples (int): Images evaluated.
+        constant_miou (float, optional): mIoU (percent) of the best constant
+            prediction on the evaluated images.
+
+    Returns:
+        tuple | None: (threshold, how it was defined), or None when the
+        metric has no chance level defined here.
+    """
+    name = _last(key)
+    if 'mAP' in name:
+        return DETECTION_CHANCE, (
+            f'a detector with random weights scores about 0; below '
+            f'{DETECTION_CHANCE} counts as chance')
+    if name == 'mIoU':
+        candidates = []
+        if num_classes:
+            candidates.append((100.0 / num_classes,
+                               f'100 / {num_classes} classes'))
+        if constant_miou is not None:
+            candidates.append((constant_miou,
+                               'predicting the most frequent class '
+                               'everywhere on the same images'))
+        if not candidates:
+            return None
+        value, how = max(candidates)
+        return value, f'{value:.2f} = {how}'
+    match = re.fullmatch(r'top(\d+)', name)
+    if match and num_classes:
+        k = int(match.group(1))
+        p = min(1.0, k / num_classes)
+        margin = 3 * math.sqrt(p * (1 - p) / max(num_samples, 1))
+        value = 100 * min(1.0, p + margin)
+        return value, (f'{value:.2f} = {100 * p:.2f} (top-{k} of '
+                       f'{num_classes} classes at random) + 3 standard '
+                       f'deviations on {num_samples} images')
+    return None
+
+
+def _best_constant_miou(results: Sequence) -> Optional[float]:
+    """mIoU (percent) of predicting one class everywhere, the best class,
+    from mmseg ``IoUMetric`` results (per image: intersection, union,
+    predicted and label areas per class)."""
+    try:
+        label = sum(torch.as_tensor(r[3], dtype=torch.float64)
+                    for r in results)
+    except (TypeError, IndexError):
+        return None
+    total = float(label.sum())
+    present = int((label > 0).sum())
+    if total <= 0 or present == 0:
+        return None
+    # class c everywhere: IoU_c = area_c / total, every other present class
+    # 0, absent classes NaN (left out of mmseg's nanmean)
+    return 100.0 * float(label.max()) / total / present
+
+
+@HOOKS.register_module()
+class TeacherCheckHook(Hook):
+    """Before the first training iteration, score the teacher on validation
+    batches and stop when it does not work.
+
+    The teacher (``runner.model.teacher``, after its checkpoint is loaded)
+    predicts ``num_batches`` batches of the validation dataloader, fed as
+    the distiller feeds it: through the student's data preprocessor. A fresh
+    evaluator built from ``cfg.val_evaluator`` scores them (the validation
+    loop's own evaluator is left untouched), and the numbers are logged as
+    ``teacher/<metric>`` (log, message hub, visualiser backends). Training
+    stops with :class:`TeacherCheckError`, listing the usual causes, when
+    the score is below ``min_score`` or at chance level (see
+    :func:`chance_level`: mmdet mAP about 0, mmseg mIoU no better than
+    ``100 / num_classes`` or one class everywhere, mmpretrain accuracy no
+    better than random guessing).
+
+    Works with the evaluators of mmdet (``CocoMetric``: the COCO evaluation
+    is restricted to the images scored), mmseg (``IoUMetric``) and
+    mmpretrain (``Accuracy``), and with any other evaluator when ``metric``
+    names the key to judge. In a distributed run every rank scores its own
+    ``num_batches`` batches; the evaluator gathers them, so all ranks see
+    the same numbers and take the same decision. The random generators are
+    restored afterwards, so the training run is the same with and without
+    the hook.
+
+    Example::
+
+        custom_hooks = [
+            dict(type='mmdistill.TeacherCheckHook', num_batches=10,
+                 min_score=0.3),  # e.g. COCO bbox mAP
+        ]
+
+    Args:
+        num_batches (int): Validation batches per rank. Defaults to 10.
+        min_score (float, optional): Stop below this score, in the metric's
+            own units (mmdet COCO mAP 0-1; mmseg mIoU and mmpretrain
+            accuracy in percent). Defaults to None (only the chance check).
+        metric (str, optional): The evaluator key to judge (``'coco/
+            bbox_mAP'`` or ``'bbox_mAP'``). Defaults to the first of
+            :data:`MAIN_METRICS` the evaluator returns.
+        check_chance (bool): Stop at chance level. Defaults to True.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, num_batches: int = 10,
+                 min_score: Optional[float] = None,
+                 metric: Optional[str] = None,
+                 check_chance: bool = True) -> None:
+        if not isinstance(num_batches, int) or num_batches < 1:
+            raise ValueError(
+                f'TeacherCheckHook: num_batches must be an int >= 1, got '
+                f'{num_batches!r}.')
+        if min_score is not None and not _is_number(min_score):
+            raise ValueError(
+                f'TeacherCheckHook: min_score must be a number, got '
+                f'{min_score!r}.')
+        self.num_batches = num_batches
+        self.min_score = None if min_score is None else float(min_score)
+        self.metric = metric
+        self.check_chance = check_chance
+        #: the teacher's metrics of the last check
+        self.metrics: Dict[str, object] = {}
+
+    # ------------------------------------------------------------ pieces
+    @staticmethod
+    def _dataloader(runner):
+        if getattr(runner, '_val_loop', None) is not None:
+            return runner.val_loop.dataloader
+        loader = runner.cfg.get('val_dataloader') if runner.cfg else None
+        if loader is None:
+            raise ValueError(
+                'TeacherCheckHook scores the teacher on the validation data, '
+                'but the config has no val_dataloader/val_cfg/val_evaluator: '
+                'add them (the student config normally has them) or remove '
+                'the hook from custom_hooks.')
+        return runner.build_dataloader(copy.deepcopy(loader))
+
+    @staticmethod
+    def _evaluator(runner):
+        cfg = runner.cfg.get('val_evaluator') if runner.cfg else None
+        if cfg is None:
+            cfg = getattr(runner, '_val_evaluator', None)
+        if cfg is None:
+            raise ValueError(
+                'TeacherCheckHook needs val_evaluator in the config to score '
+                'the teacher; add it (the student config normally has it) or '
+                'remove the hook from custom_hooks.')
+        return runner.build_evaluator(copy.deepcopy(cfg))
+
+    @staticmethod
+    def _watch_metrics(evaluator) -> dict:
+        """Wrap what the metrics compute from the gathered results: restrict
+        mmdet's COCO evaluation to the images scored (it evaluates every
+        image of the annotation file otherwise) and note mmseg's
+        best-constant mIoU. Returns the dict the notes go to."""
+        notes = {}
+        for metric in evaluator.metrics:
+            compute = metric.compute_metrics
+            coco = hasattr(metric, '_coco_api') and hasattr(metric, 'img_ids')
+            seg = type(metric).__name__ == 'IoUMetric'
+
+            def wrapped(results, compute=compute, metric=metric, coco=coco,
+                        seg=seg):
+                if coco and results and isinstance(results[0], tuple):
+                    metric.img_ids = sorted(
+                        {gt['img_id'] for gt, _ in results})
+                if seg:
+                    notes['constant_miou'] = _best_constant_miou(results)
+                return compute(results)
+
+            metric.compute_metrics = wrapped
+        return notes
+
+    @torch.no_grad()
+    def evaluate_teacher(self, runner) -> Dict[str, object]:
+        """Score the teacher on ``num_batches`` validation batches per rank;
+        returns the evaluator's metrics (also kept in ``self.metrics``)."""
+        distiller = distiller_of(runner, 'TeacherCheckHook')
+        teacher = distiller.teacher
+        loader = self._dataloader(runner)
+        evaluator = self._evaluator(runner)
+        dataset = loader.dataset
+        if hasattr(dataset, 'metainfo'):
+            evaluator.dataset_meta = dataset.metainfo
+        notes = self._watch_metrics(evaluator)
+        states = get_rng_state()  # the loader's iterator draws a seed
+        was_training = teacher.training
+        teacher.eval()
+        count = 0
+        try:
+            for index, batch in enumerate(loader):
+                if index >= self.num_batches:
+                    break
+                data = distiller.data_preprocessor(batch, False)
+                outputs = teacher(**data, mode='predict')
+                evaluator.process(data_samples=outputs, data_batch=batch)
+                count += len(outputs)
+        finally:
+            teacher.train(was_training)
+            set_rng_state(states)
+        total = torch.tensor(count, dtype=torch.int64)
+        all_reduce(total)  # a no-op outside a distributed run
+        size = int(total)
+        if hasattr(dataset, '__len__'):
+            size = min(size, len(dataset))
+        if size == 0:
+            raise ValueError('TeacherCheckHook: the validation dataloader '
+                             'gave no batch.')
+        metrics = evaluator.evaluate(size)
+        self.metrics = dict(metrics)
+        self._num_samples = size
+        self._constant_miou = notes.get('constant_miou')
+        classes = getattr(dataset, 'metainfo', {}).get('classes')
+        self._num_classes = len(classes) if classes else None
+        return self.metrics
+
+    def _report(self, runner, metrics: Dict[str, object]) -> None:
+        numbers = {f'teacher/{k}': float(v) for k, v in metrics.items()
+                   if _is_number(v)}
+        text = ', '.join(f'{k}: {v:.4g}' for k, v in numbers.items())
+        runner.logger.info(
+            f'TeacherCheckHook: the teacher on {self._num_samples} '
+            f'validation images ({self.num_batches} batches per rank): '
+            f'{text}')
+        for key, value in numbers.items():
+            runner.message_hub.update_scalar(key, value)
+        if numbers:
+            runner.visualizer.add_scalars(numbers, step=runner.iter)
+
+    # -------------------------------------------------------------- hook
+    def before_train(self, runner) -> None:
+        metrics = self.evaluate_teacher(runner)
+        self._report(runner, metrics)
+        key = main_metric(metrics, self.metric)
+        score = float(metrics[key])
+        problems = []
+        if self.min_score is not None and score < self.min_score:
+            problems.append(f'below min_score={self.min_score:g}')
+        if self.check_chance:
+            chance = chance_level(key, self._num_classes, self._num_samples,
+                                  self._constant_miou)
+            if chance is not None and score <= chance[0]:
+                problems.append(f'at chance level ({chance[1]})')
+        if problems:
+            raise TeacherCheckError(self._message(runner, key, score,
+                                                  problems))
+        print_log(f'TeacherCheckHook: the teacher passes ({key} = '
+                  f'{score:.4g}).', logger='current')
+
+    def _message(self, runner, key: str, score: float,
+                 problems: List[str]) -> str:
+        distiller = distiller_of(runner, 'TeacherCheckHook')
+        teacher_cfg = (runner.cfg.get('model', {}) or {}).get('teacher', {}) \
+            if runner.cfg else {}
+        checkpoint = teacher_cfg.get('checkpoint', '?')
+        config = teacher_cfg.get('config', '?')
+        lines = [
+            f'The teacher scores {key} = {score:.4g} on '
+            f'{self._num_samples} validation images: '
+            + ' and '.join(problems) + '. Distilling from it would teach '
+            'the student nothing useful. Usual causes:',
+            f'  1. the checkpoint does not match the teacher config '
+            f'(checkpoint {checkpoint!r}, config {config!r}): use the '
+            'weights released with that config; a checkpoint loaded with '
+            'strict=False may have filled only part of the model (see the '
+            "log's loaded share).",
+            '  2. the student\'s data preprocessor, which feeds the teacher, '
+            'normalises unlike the teacher\'s training (BGR/RGB order, '
+            'mean/std)' + self._preprocessing(distiller) + '.',
+            '  3. a wrong teacher config (another dataset, other classes, '
+            'another test_cfg)' + self._classes(distiller) + '.',
+            'Fix the cause; for a teacher that is weak on purpose, lower '
+            'min_score, set check_chance=False, or remove TeacherCheckHook '
+            'from custom_hooks.'
+        ]
+        return '\n'.join(lines)
+
+    @staticmethod
+    def _preprocessing(distiller) -> str:
+        from mmdistill.distillers.teacher import swaps_channels
+        student = distiller.data_preprocessor
+        teacher = getattr(distiller.teacher, 'data_preprocessor', None)
+        if teacher is None:
+            return ''
+        found = []
+        order = [swaps_channels(p) for p in (student, teacher)]
+        if None not in order and order[0] != order[1]:
+            found.append(f'BGR->RGB: student {order[0]}, teacher config '
+                         f'{order[1]}')
+        for attr in ('mean', 'std'):
+            a, b = getattr(student, attr, None), getattr(teacher, attr, None)
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+                a_list = [round(v, 3) for v in a.flatten().tolist()]
+                b_list = [round(v, 3) for v in b.flatten().tolist()]
+                if a_list != b_list:
+                    found.append(f'{attr}: student {a_list}, teacher config '
+                                 f'{b_list}')
+        if not found:
+            return ' (here both configs agree)'
+        return (': here they differ (' + '; '.join(found) + '); make the '
+                "student's data_preprocessor match the teacher's, or train "
+                'the teacher with the student\'s')
+
+    def _classes(self, distiller) -> str:
+        counts = sorted({m.num_classes for _, m in
+                         distiller.teacher.named_modules()
+                         if isinstance(getattr(m, 'num_classes', None), int)})
+        if not counts or self._num_classes is None:
+            return ''
+        if self._num_classes in counts:
+            return (f' (here the teacher predicts {self._num_classes} '
+                    'classes like the dataset)')
+        return (f': here the teacher predicts {counts} classes, the '
+                f'dataset has {self._num_classes}')
