@@ -19,5 +19,9 @@ model = dict(
         'resnet/resnet34_8xb32_in1k_20210831-f257d4e6.pth'),
     distill=dict(logits=dict(student='head.fc', teacher='head.fc')))
 
-custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]
+custom_hooks = [
+    dict(type='mmdistill.StudentCheckpointHook'),
+    # random generator states in the checkpoints: --resume continues exactly
+    dict(type='mmdistill.RNGStateHook'),
+]
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
