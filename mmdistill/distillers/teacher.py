@@ -144,8 +144,10 @@ class TeacherRunner:
 
     @torch.no_grad()
     def features(self, inputs: torch.Tensor,
-                 data_samples: Optional[list] = None) -> dict:
-        """Run the teacher up to its deepest tap; name -> feature."""
+                 data_samples: Optional[list] = None,
+                 stop: bool = True) -> dict:
+        """Run the teacher up to its deepest tap (the whole model with
+        ``stop=False``, to measure what stopping saves); name -> feature."""
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         context = contextlib.nullcontext()
@@ -157,7 +159,7 @@ class TeacherRunner:
                 check_autocast(device_type, self.dtype)
                 self._checked.add(device_type)
             context = torch.autocast(device_type, dtype=self.dtype)
-        with self.recorder.record(stop_when_done=True) as features, context:
+        with self.recorder.record(stop_when_done=stop) as features, context:
             try:
                 self.model(inputs, data_samples, mode='tensor')
             except StopForward:

@@ -1,5 +1,6 @@
-"""tools/analysis/benchmark_overhead.py on a small real config (structure
-and consistency of its report; timings are never asserted)."""
+"""tools/analysis/benchmark_overhead.py on small real configs (structure
+and consistency of its report, its parts and ratios; timings are never
+asserted)."""
 import importlib.util
 import json
 import os.path as osp
@@ -10,6 +11,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'benchmark_overhead.py')
 CONFIG = osp.join(ROOT, 'demo', 'configs', 'seg',
                   'mlp_backbone_pspnet_r50-r18_synth.py')
+FGD_CONFIG = osp.join(ROOT, 'demo', 'configs', 'det',
+                      'fgd_fpn_retinanet_r50-r18_synth.py')
 
 
 def load_tool():
@@ -19,26 +22,88 @@ def load_tool():
     return module
 
 
-def test_report_of_a_distillation_config(tmp_path, capsys):
+def run(config, *extra, tmp_path):
     out = tmp_path / 'overhead.json'
     result = load_tool().main([
-        CONFIG, '--random-teacher', '--size', '64', '64', '--iters', '2',
-        '--warmup', '1', '--device', 'cpu', '--out', str(out)
+        config, '--random-teacher', '--size', '64', '64', '--iters', '2',
+        '--warmup', '1', '--device', 'cpu', '--out', str(out), *extra
     ])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
+    return saved
+
+
+def check_parts(saved, pairs):
+    """The parts add up and the ratios are what they say."""
     student, distiller = saved['student'], saved['distiller']
+    parts = saved['parts']
+    assert sorted(parts['pairs_sec']) == sorted(pairs)
+    assert parts['student_step_sec'] == student['sec_per_iter']
+    assert parts['teacher_to_deepest_tap_sec'] == distiller[
+        'teacher_to_deepest_tap_sec'] == saved['teacher']['to_tap_sec']
+    assert parts['sum_sec'] == pytest.approx(
+        parts['student_step_sec'] + parts['teacher_to_deepest_tap_sec'] +
+        sum(parts['pairs_sec'].values()))
+    assert saved['distiller_over_parts'] == pytest.approx(
+        distiller['sec_per_iter'] / parts['sum_sec'])
+    assert saved['distiller_over_floor'] == pytest.approx(
+        distiller['sec_per_iter'] /
+        (student['sec_per_iter'] + distiller['teacher_to_deepest_tap_sec']))
     assert saved['time_ratio'] == pytest.approx(
         distiller['sec_per_iter'] / student['sec_per_iter'])
     assert saved['memory_ratio'] == pytest.approx(
         distiller['peak_memory_mb'] / student['peak_memory_mb'])
     for value in (student['sec_per_iter'], distiller['sec_per_iter'],
                   distiller['teacher_to_deepest_tap_sec'],
-                  distiller['teacher_full_forward_sec']):
+                  distiller['teacher_full_forward_sec'],
+                  *parts['pairs_sec'].values()):
         assert value > 0
+
+
+def test_report_of_a_distillation_config(tmp_path, capsys):
+    saved = run(CONFIG, tmp_path=tmp_path)
+    check_parts(saved, ['stage4'])
     assert saved['input_size'] == [64, 64] and saved['iters'] == 2
+    assert saved['amp'] is False and saved['amp_dtype'] is None
+    assert saved['teacher'] == dict(
+        dtype=None, channels_last=False,
+        to_tap_sec=saved['parts']['teacher_to_deepest_tap_sec'])
     printed = capsys.readouterr().out
-    assert 'student alone' in printed and 'teacher to deepest tap' in printed
+    for text in ('student alone', 'teacher to deepest tap',
+                 'pair stage4 (conn.+loss f+b)', 'sum of parts',
+                 'distiller / sum of parts'):
+        assert text in printed, text
+    assert 'teacher to tap in float32' not in printed
+
+
+def test_teacher_options_and_their_saving(tmp_path, capsys):
+    saved = run(CONFIG, '--teacher-dtype', 'bfloat16',
+                '--teacher-channels-last', tmp_path=tmp_path)
+    check_parts(saved, ['stage4'])
+    teacher = saved['teacher']
+    assert teacher['dtype'] == 'bfloat16' and teacher['channels_last']
+    assert teacher['saving'] == pytest.approx(
+        teacher['to_tap_float32_sec'] / teacher['to_tap_sec'])
+    printed = capsys.readouterr().out
+    assert 'teacher bfloat16, teacher channels_last' in printed
+    assert 'teacher to tap in float32' in printed
+
+
+def test_every_pair_of_a_detection_config(tmp_path):
+    """FGD: five FPN pairs whose losses read the data samples."""
+    saved = run(FGD_CONFIG, tmp_path=tmp_path)
+    check_parts(saved, [f'fpn_{i}' for i in range(5)])
+
+
+def test_amp_options():
+    tool = load_tool()
+    args = tool.parse_args(['x.py', '--amp-dtype', 'bfloat16'])
+    assert args.amp and args.amp_dtype == 'bfloat16'
+    args = tool.parse_args(['x.py', '--amp'])
+    assert args.amp and args.amp_dtype == 'float16'
+    with pytest.raises(ValueError, match='need a CUDA device'):
+        tool.main([CONFIG, '--amp-dtype', 'bfloat16', '--device', 'cpu',
+                   '--random-teacher'])
 
 
 def test_refuses_a_config_without_a_distiller():

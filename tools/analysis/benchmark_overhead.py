@@ -1,27 +1,46 @@
 """What distillation costs: time per training step and memory of the
-distiller against the student trained alone, measured in one run.
+distiller against the student trained alone, and against the sum of its
+parts, measured in one run.
 
 For a distillation config this builds the distiller and the plain student
 (the ``student_config.py`` model), feeds both the same batches through
 ``train_step`` (data preprocessor, forward, backward, optimizer step: what
-the Runner does per iteration), and reports the median seconds per step,
-their ratio, the teacher's share (its forward up to the deepest tap, and
-what a full teacher forward would cost), and peak memory (CUDA: peak
-allocated per phase; CPU: the process's peak resident memory after each
-phase, which only grows).
+the Runner does per iteration), and reports the median seconds per step and
+their ratio. On the same batches it times the parts of a distillation step:
+
+* the student's own training step (the student alone, above);
+* the teacher's forward as the distiller runs it, up to its deepest tap
+  (with ``teacher.dtype``/``channels_last`` when set, and then also in
+  float32 for the saving), and a full teacher forward for comparison;
+* each pair's connector + loss, forward and backward, on features recorded
+  from both models (the student's detached, so only the pair's own work is
+  timed);
+
+and prints distiller / (sum of parts), which is 1 when distilling costs
+nothing beyond its parts, and distiller / floor (student + teacher to its
+tap). All parts are timed on every batch one after the other (medians over
+the timed batches), so a machine whose load changes during the run biases
+no ratio. Peak memory is measured first, each model trained alone for the
+warm-up steps + 1 (CUDA: peak allocated; CPU: the process's peak resident
+memory, which only grows: the student is measured first).
 
 Example::
 
     python tools/analysis/benchmark_overhead.py \\
         configs/mlp/mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py \\
         --size 512 1024 --batch-size 2 --iters 20 --out overhead.json
+    # the teacher in bfloat16 and channels_last, the student in fp16 AMP
+    python tools/analysis/benchmark_overhead.py CONFIG --amp-dtype float16 \\
+        --teacher-dtype bfloat16 --teacher-channels-last
 
 Without network access use ``--random-teacher`` (the teacher gets random
 weights, which costs the same time). Batches come from
 :mod:`mmdistill.testing.batches` (random images and ground truth of the
-config's task), so no dataset is needed.
+config's task), so no dataset is needed. The distiller's guard only warns
+here (a random teacher may give any loss ratio).
 """
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -37,11 +56,14 @@ from mmengine.config import Config, DictAction
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS, DefaultScope
 
+AMP_DTYPES = ('float16', 'bfloat16')
+TEACHER_DTYPES = ('float32', 'bfloat16', 'float16')
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Time and memory of a distillation config against its '
-        'student trained alone.')
+        'student trained alone and against the sum of its parts.')
     parser.add_argument('config', help='distillation config file')
     parser.add_argument('--size', type=int, nargs=2, default=None,
                         metavar=('H', 'W'),
@@ -56,7 +78,19 @@ def parse_args(argv=None):
     parser.add_argument('--device', default=None,
                         help='cpu or cuda (default: cuda when available)')
     parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision (AmpOptimWrapper)')
+                        help='automatic mixed precision (AmpOptimWrapper, '
+                        'float16 unless --amp-dtype says otherwise)')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES, default=None,
+                        help='AMP in this dtype (implies --amp): '
+                        "mmengine's AmpOptimWrapper(dtype=...)")
+    parser.add_argument('--teacher-dtype', choices=TEACHER_DTYPES,
+                        default=None,
+                        help='run the teacher in this dtype '
+                        '(model.teacher.dtype); its forward is then also '
+                        'timed in float32 for the saving')
+    parser.add_argument('--teacher-channels-last', action='store_true',
+                        help='teacher in torch.channels_last '
+                        '(model.teacher.channels_last)')
     parser.add_argument('--random-teacher', action='store_true',
                         help='give the teacher random weights instead of '
                         'loading its checkpoint')
@@ -64,7 +98,12 @@ def parse_args(argv=None):
                         help='write the results as JSON to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.amp_dtype:
+        args.amp = True
+    elif args.amp:
+        args.amp_dtype = 'float16'
+    return args
 
 
 def kind_of(scope: str) -> str:
@@ -101,63 +140,129 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step, batches, warmup: int, device) -> list:
-    """Run ``step(batch)`` for the warm-up then the timed batches."""
-    for batch in batches[:warmup]:
-        step(batch)
-    times = []
-    for batch in batches[warmup:]:
-        sync(device)
-        start = time.perf_counter()
-        step(batch)
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def make_optim_wrapper(model, amp: bool):
+def make_optim_wrapper(model, args):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=1e-6, momentum=0.9)
-    if amp:
+    if args.amp:
         from mmengine.optim import AmpOptimWrapper
-        return AmpOptimWrapper(optimizer=optimizer)
+        return AmpOptimWrapper(optimizer=optimizer, dtype=args.amp_dtype)
     return OptimWrapper(optimizer)
 
 
-def measure_training(model, batches, args, device) -> dict:
-    """Median seconds per ``train_step`` and the peak memory."""
+def amp_context(args, device):
+    """The autocast AmpOptimWrapper puts the forward under (or none)."""
+    if not args.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, args.amp_dtype))
+
+
+def measure_memory(model, batches, args, device) -> float:
+    """Peak memory over a few ``train_step`` calls of ``model`` alone."""
     model.train()
-    wrapper = make_optim_wrapper(model, args.amp)
+    wrapper = make_optim_wrapper(model, args)
     if device.type == 'cuda':
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    times = time_steps(lambda b: model.train_step(copy.copy(b), wrapper),
-                       batches, args.warmup, device)
-    return dict(sec_per_iter=statistics.median(times),
-                mean_sec_per_iter=statistics.mean(times),
-                peak_memory_mb=peak_memory_mb(device))
+    for batch in batches:
+        model.train_step(copy.copy(batch), wrapper)
+    sync(device)
+    return peak_memory_mb(device)
 
 
-@torch.no_grad()
-def measure_teacher(distiller, batches, args, device) -> dict:
-    """The teacher's forward as the distiller runs it (to its deepest tap)
-    and in full (``mode='tensor'``), on preprocessed batches."""
-    ready = [distiller.data_preprocessor(copy.copy(b), True)
-             for b in batches]
+class Timer:
+    """Seconds of each named part, per batch, synchronised."""
 
-    def tapped(data):
-        distiller.teacher_features(data['inputs'], data['data_samples'])
+    def __init__(self, device) -> None:
+        self.device = device
+        self.times = {}
 
-    def full(data):
-        distiller.teacher(data['inputs'], data['data_samples'],
-                          mode='tensor')
+    def __call__(self, name: str, fn, record: bool = True):
+        sync(self.device)
+        start = time.perf_counter()
+        out = fn()
+        sync(self.device)
+        if record:
+            self.times.setdefault(name, []).append(time.perf_counter() -
+                                                   start)
+        return out
 
-    autocast = torch.autocast(device.type, enabled=args.amp)
-    with autocast:
-        to_tap = time_steps(tapped, ready, args.warmup, device)
-        whole = time_steps(full, ready, args.warmup, device)
-    return dict(teacher_to_deepest_tap_sec=statistics.median(to_tap),
-                teacher_full_forward_sec=statistics.median(whole))
+    def median(self, name: str) -> float:
+        return statistics.median(self.times[name])
+
+    def mean(self, name: str) -> float:
+        return statistics.mean(self.times[name])
+
+
+def record_pair_inputs(distiller, data, args, device) -> dict:
+    """Both models' tapped features of one batch, as the distiller's
+    ``loss`` gets them."""
+    with amp_context(args, device):
+        with torch.no_grad(), distiller.student_recorder.record() as student:
+            distiller.student(data['inputs'], data['data_samples'],
+                              mode='loss')
+        teacher = distiller.teacher_features(data['inputs'],
+                                             data['data_samples'])
+    return {name: (student[name].detach(), teacher[name].detach())
+            for name in distiller.pairs}
+
+
+def pair_step(distiller, name, student, teacher, data_samples, args,
+              device) -> None:
+    """One pair's connector + loss, forward and backward, as in
+    ``SingleTeacherDistiller.loss`` (the student feature is a leaf, so
+    only the pair's own work runs)."""
+    student = student.detach().requires_grad_(True)
+    with amp_context(args, device):
+        if name in distiller.connectors:
+            connector = distiller.connectors[name]
+            student = connector(student, teacher)
+            target = getattr(connector, 'teacher_target', None)
+            if target is not None:
+                teacher = target(teacher)
+        loss = distiller.distill_losses[name]
+        if distiller._loss_takes_samples[name]:
+            value = loss(student, teacher, data_samples=data_samples)
+        else:
+            value = loss(student, teacher)
+    value.backward()
+
+
+def measure_interleaved(student, distiller, plain_teacher, batches, args,
+                        device) -> Timer:
+    """Per batch, one after the other: the student's step, the distiller's
+    step, the teacher to its tap (and in float32, and in full), each pair's
+    connector + loss forward and backward. Interleaved, so that a machine
+    whose load changes during the run biases no ratio."""
+    student.train()
+    distiller.train()
+    student_wrapper = make_optim_wrapper(student, args)
+    distiller_wrapper = make_optim_wrapper(distiller, args)
+    runner = distiller.teacher_runner
+    timer = Timer(device)
+    for i, batch in enumerate(batches):
+        timed = i >= args.warmup
+        timer('student', lambda: student.train_step(
+            copy.copy(batch), student_wrapper), timed)
+        timer('distiller', lambda: distiller.train_step(
+            copy.copy(batch), distiller_wrapper), timed)
+        data = distiller.data_preprocessor(copy.copy(batch), True)
+        inputs, samples = data['inputs'], data['data_samples']
+        with torch.no_grad(), amp_context(args, device):
+            timer('teacher_to_tap',
+                  lambda: runner.features(inputs, samples), timed)
+            timer('teacher_full',
+                  lambda: runner.features(inputs, samples, stop=False),
+                  timed)
+            if plain_teacher is not None:
+                timer('teacher_to_tap_float32',
+                      lambda: plain_teacher.features(inputs, samples), timed)
+        features = record_pair_inputs(distiller, data, args, device)
+        for name, (s, t) in features.items():
+            timer(f'pair/{name}', lambda: pair_step(
+                distiller, name, s, t, samples, args, device), timed)
+        del features, data
+    distiller.zero_grad(set_to_none=True)
+    return timer
 
 
 def check_distiller(cfg: Config, path: str) -> None:
@@ -176,17 +281,38 @@ def build_student(cfg: Config):
 
 
 def build_distiller(cfg: Config, args, workdir: str):
-    """The distiller (with its teacher), on CPU."""
+    """The distiller (with its teacher), on CPU, its teacher in plain
+    float32 (the options are applied by :func:`main` after the baseline)."""
     from mmdistill.testing import use_random_teacher
     if args.random_teacher:
         use_random_teacher(cfg, osp.join(workdir, 'teacher.pth'))
+    model = copy.deepcopy(cfg.model)
+    for key in ('dtype', 'channels_last'):
+        model.teacher.pop(key, None)
+    # speed is measured here, not training health (a random teacher)
+    model.guard = dict(model.get('guard') or {}, action='warn')
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        return MODELS.build(copy.deepcopy(cfg.model))
+        return MODELS.build(model)
+
+
+def teacher_options(cfg: Config, args) -> dict:
+    """``teacher.dtype``/``channels_last`` of the config, or the command
+    line's."""
+    teacher = cfg.model.teacher
+    options = dict(dtype=teacher.get('dtype'),
+                   channels_last=bool(teacher.get('channels_last', False)))
+    if args.teacher_dtype:
+        options['dtype'] = args.teacher_dtype
+    if args.teacher_channels_last:
+        options['channels_last'] = True
+    return options
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
+    from mmdistill.distillers import TeacherRunner
+    from mmdistill.distillers.taps import FeatureRecorder
     from mmdistill.testing import random_batch
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -198,44 +324,98 @@ def main(argv=None) -> dict:
     if args.iters < 1 or args.warmup < 0:
         raise ValueError('--iters must be >= 1 and --warmup >= 0.')
     if args.amp and device.type != 'cuda':
-        raise ValueError('--amp needs a CUDA device (mmengine\'s '
-                         'AmpOptimWrapper); drop it on the CPU.')
+        raise ValueError('--amp/--amp-dtype need a CUDA device (mmengine\'s '
+                         'AmpOptimWrapper); drop them on the CPU '
+                         '(--teacher-dtype bfloat16 works there).')
     check_distiller(cfg, args.config)
+    options = teacher_options(cfg, args)
+    converted = bool(options['dtype'] or options['channels_last'])
     classes = num_classes_of(cfg.model.student)
     batches = [
         random_batch(kind, size, args.batch_size, classes, seed=i)
         for i in range(args.warmup + args.iters)
     ]
-    # The student alone is built and measured before the teacher exists: on
-    # the CPU the process's peak memory only grows. Both students start
+    first = batches[:args.warmup + 1]
+    # Memory, each model alone: the student before the teacher exists (on
+    # the CPU the process's peak memory only grows). Both students start
     # from the same weights (a detector's work per step depends on them).
     torch.manual_seed(0)
     student = build_student(cfg)
     weights = copy.deepcopy(student.state_dict())
     student.to(device)
-    alone = measure_training(student, batches, args, device)
+    student_memory = measure_memory(student, first, args, device)
     del student
     with tempfile.TemporaryDirectory() as workdir:
         distiller = build_distiller(cfg, args, workdir)
     distiller.student.load_state_dict(weights)
+    plain_teacher = None
+    if converted:
+        if options['channels_last']:
+            # a float32 twin in the default layout, for the saving
+            twin = copy.deepcopy(distiller.teacher)
+            plain_teacher = TeacherRunner(
+                twin, FeatureRecorder(twin, distiller.teacher_recorder.taps,
+                                      'teacher'))
+        else:
+            plain_teacher = distiller.teacher_runner
+        distiller.teacher_runner = TeacherRunner(
+            distiller.teacher, distiller.teacher_recorder, options['dtype'],
+            options['channels_last'])
     distiller.to(device)
-    distilled = measure_training(distiller, batches, args, device)
-    distilled.update(measure_teacher(distiller, batches, args, device))
+    if plain_teacher is not None:
+        plain_teacher.model.to(device)
+    distiller_memory = measure_memory(distiller, first, args, device)
+    # Time: every part on every batch, interleaved.
+    student = build_student(cfg)
+    student.load_state_dict(weights)
+    student.to(device)
+    timer = measure_interleaved(student, distiller, plain_teacher, batches,
+                                args, device)
+    alone = dict(sec_per_iter=timer.median('student'),
+                 mean_sec_per_iter=timer.mean('student'),
+                 peak_memory_mb=student_memory)
+    distilled = dict(
+        sec_per_iter=timer.median('distiller'),
+        mean_sec_per_iter=timer.mean('distiller'),
+        peak_memory_mb=distiller_memory,
+        teacher_to_deepest_tap_sec=timer.median('teacher_to_tap'),
+        teacher_full_forward_sec=timer.median('teacher_full'))
+    teacher = dict(options, to_tap_sec=timer.median('teacher_to_tap'))
+    if plain_teacher is not None:
+        teacher['to_tap_float32_sec'] = timer.median(
+            'teacher_to_tap_float32')
+        teacher['saving'] = teacher['to_tap_float32_sec'] / teacher[
+            'to_tap_sec']
+    pairs = {name: timer.median(f'pair/{name}') for name in distiller.pairs}
+    parts = dict(student_step_sec=alone['sec_per_iter'],
+                 teacher_to_deepest_tap_sec=teacher['to_tap_sec'],
+                 pairs_sec=pairs)
+    parts['sum_sec'] = (parts['student_step_sec'] +
+                        parts['teacher_to_deepest_tap_sec'] +
+                        sum(pairs.values()))
+    floor = parts['student_step_sec'] + parts['teacher_to_deepest_tap_sec']
     result = dict(
         config=args.config,
         device=str(device),
         amp=args.amp,
+        amp_dtype=args.amp_dtype,
         input_size=list(size),
         batch_size=args.batch_size,
         iters=args.iters,
         torch_threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
         student=alone,
         distiller=distilled,
+        teacher=teacher,
+        parts=parts,
         time_ratio=distilled['sec_per_iter'] / alone['sec_per_iter'],
+        distiller_over_parts=distilled['sec_per_iter'] / parts['sum_sec'],
+        distiller_over_floor=distilled['sec_per_iter'] / floor,
         memory_ratio=distilled['peak_memory_mb'] / alone['peak_memory_mb'],
-        memory_measure=('peak allocated per phase' if device.type == 'cuda'
-                        else 'process peak resident memory after each '
-                        'phase (CPU)'))
+        memory_measure=('peak allocated, each model trained alone'
+                        if device.type == 'cuda' else
+                        'process peak resident memory after each model '
+                        'trained alone, student first (CPU)'))
     print(format_result(result))
     if args.out:
         if osp.dirname(args.out):
@@ -247,22 +427,43 @@ def main(argv=None) -> dict:
 
 
 def format_result(r: dict) -> str:
-    s, d = r['student'], r['distiller']
+    s, d, p, t = r['student'], r['distiller'], r['parts'], r['teacher']
+    precision = [f'AMP {r["amp_dtype"]}'] if r['amp'] else []
+    if t.get('dtype'):
+        precision.append(f'teacher {t["dtype"]}')
+    if t.get('channels_last'):
+        precision.append('teacher channels_last')
     lines = [
         f'{r["config"]}',
         f'{r["device"]}, batch {r["batch_size"]} x {r["input_size"][0]}x'
-        f'{r["input_size"][1]}, {r["iters"]} timed steps'
-        f'{", AMP" if r["amp"] else ""}, {r["torch_threads"]} threads',
-        f'{"":26}{"s/iter":>10}{"ratio":>8}{"memory MB":>12}{"ratio":>8}',
-        f'{"student alone":26}{s["sec_per_iter"]:>10.4f}{1.0:>8.2f}'
+        f'{r["input_size"][1]}, {r["iters"]} timed steps, '
+        + ', '.join(precision + [f'{r["torch_threads"]} threads']),
+        f'{"":34}{"s/iter":>10}{"ratio":>8}{"memory MB":>12}{"ratio":>8}',
+        f'{"student alone":34}{s["sec_per_iter"]:>10.4f}{1.0:>8.2f}'
         f'{s["peak_memory_mb"]:>12.0f}{1.0:>8.2f}',
-        f'{"distiller":26}{d["sec_per_iter"]:>10.4f}{r["time_ratio"]:>8.2f}'
+        f'{"distiller":34}{d["sec_per_iter"]:>10.4f}{r["time_ratio"]:>8.2f}'
         f'{d["peak_memory_mb"]:>12.0f}{r["memory_ratio"]:>8.2f}',
-        f'{"  teacher to deepest tap":26}'
-        f'{d["teacher_to_deepest_tap_sec"]:>10.4f}',
-        f'{"  teacher full forward":26}{d["teacher_full_forward_sec"]:>10.4f}',
-        f'memory: {r["memory_measure"]}',
+        'parts (same batches):',
+        f'{"  student training step":34}{p["student_step_sec"]:>10.4f}',
+        f'{"  teacher to deepest tap":34}'
+        f'{p["teacher_to_deepest_tap_sec"]:>10.4f}',
     ]
+    for name, sec in p['pairs_sec'].items():
+        lines.append(f'{"  pair " + name + " (conn.+loss f+b)":34}'
+                     f'{sec:>10.4f}')
+    lines += [
+        f'{"  sum of parts":34}{p["sum_sec"]:>10.4f}',
+        f'{"distiller / sum of parts":34}{r["distiller_over_parts"]:>10.2f}',
+        f'{"distiller / (student + teacher)":34}'
+        f'{r["distiller_over_floor"]:>10.2f}',
+        f'{"teacher full forward":34}{d["teacher_full_forward_sec"]:>10.4f}',
+    ]
+    if 'saving' in t:
+        lines.append(
+            f'{"teacher to tap in float32":34}'
+            f'{t["to_tap_float32_sec"]:>10.4f}  (saving '
+            f'{t["saving"]:.2f}x with the options above)')
+    lines.append(f'memory: {r["memory_measure"]}')
     return '\n'.join(lines)
 
 
