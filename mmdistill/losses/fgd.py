@@ -1,8 +1,13 @@
 """FGD: focal and global distillation for detectors.
 
-Reference: Z. Yang, Z. Li, X. Jiang, Y. Gong, Z. Yuan, D. Zhao and C. Yuan,
-"Focal and Global Knowledge Distillation for Detectors", CVPR 2022
-(arXiv:2111.11837); definition in ``shared/SPEC.md`` section 3.
+Paper: "Focal and Global Knowledge Distillation for Detectors", Zhendong
+Yang, Zhe Li, Xiaohu Jiang, Yuan Gong, Zehuan Yuan, Danpei Zhao and Chun
+Yuan, CVPR 2022 (arXiv:2111.11837). Section 3.1, focal distillation: the
+feature loss ``L_fea`` (the ``alpha`` foreground and ``beta`` background
+terms, weighted by the binary, scale and attention masks) and the attention
+loss ``L_at`` (``gamma``); Section 3.2, global distillation: ``L_global``
+(``lambda``) on the GcBlock relation ``R(F)``. The masks are defined in
+:mod:`mmdistill.masks` (box masks: Eq. 2-4 of the paper).
 """
 from typing import Dict, Optional, Sequence
 
@@ -11,9 +16,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule, constant_init, kaiming_init
 
-from mmdistill.masks import box_masks, channel_attention, spatial_attention
+from mmdistill.masks import (BoxMaskCache, channel_attention,
+                             spatial_attention)
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import upcast
+
+# One cache for every FGDLoss: the losses of the FPN levels of a batch share
+# one rasterisation of the batch's boxes.
+_BOX_MASKS = BoxMaskCache()
 
 
 class GcBlock(BaseModule):
@@ -84,7 +94,10 @@ class FGDLoss(BaseModule):
 
     The ground-truth boxes come from ``data_samples[i].gt_instances.bboxes``
     (padded-input pixels) and are scaled to the feature map through
-    ``data_samples[i].metainfo['batch_input_shape']``. The teacher is
+    ``data_samples[i].metainfo['batch_input_shape']``. The FGD losses of the
+    FPN levels of one batch share one rasterisation of the boxes
+    (:class:`mmdistill.masks.BoxMaskCache`), and nothing in the forward reads
+    a value back to the host. The teacher is
     detached: gradients reach the student, the align conv and both
     GcBlocks' parameters, never the teacher. The four unweighted components
     of the last call are kept, detached, in :attr:`last_components`.
@@ -212,8 +225,9 @@ class FGDLoss(BaseModule):
         ca_t = channel_attention(teacher, t)
         sa_s = spatial_attention(student, t)
         ca_s = channel_attention(student, t)
-        fg_mask, bg_mask = box_masks(
-            boxes, shapes, (h, w), dtype=teacher.dtype, device=teacher.device)
+        fg_mask, bg_mask = _BOX_MASKS.get(
+            data_samples, boxes, shapes, (h, w), dtype=teacher.dtype,
+            device=teacher.device)
 
         # (S - T)^2 weighted by the teacher's attention, summed over channels
         weighted = ((student - teacher).pow(2) *

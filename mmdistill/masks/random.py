@@ -1,6 +1,7 @@
 """Random binary masks, as used by MGD ("Masked Generative Distillation",
-Yang et al., ECCV 2022) to hide part of the student feature before the
-generation block.
+Zhendong Yang et al., ECCV 2022, arXiv:2205.01529; the random mask of its
+Section 3, ``M = 0`` where a uniform draw falls below the ratio ``lambda``)
+to hide part of the student feature before the generation block.
 
 Each position (or channel) is masked independently with probability
 ``ratio``: a uniform draw ``u ~ U[0, 1)`` is taken per position and the mask is

@@ -287,3 +287,64 @@ def test_clear_errors():
         loss(torch.randn(2, 6, 4, 4), t, _samples([[], []]))
     with pytest.raises(ValueError):
         loss(s, torch.randn(2, 8, 5, 4), _samples([[], []]))
+
+
+def test_fpn_levels_share_one_rasterisation_with_the_same_values():
+    """The FGD losses of the five levels of a batch take their masks from
+    one rasterisation of the batch's boxes (after a first batch has shown
+    the level sizes of that input shape), with the values of the reference
+    and of a fresh computation per level."""
+    from mmdistill.losses import fgd as fgd_module
+    cache = fgd_module._BOX_MASKS
+    torch.manual_seed(0)
+    losses = [FGDLoss(4).double() for _ in range(5)]
+    for loss in losses:
+        _randomise(loss)
+    sizes = [(24, 40), (12, 20), (6, 10), (3, 5), (2, 3)]
+    shape = (192, 320)
+    boxes = [[[8.0, 16.0, 60.0, 40.0], [50.0, 20.0, 190.0, 100.0]],
+             [[100.0, 100.0, 320.0, 192.0]], []]
+    samples = _samples(boxes, shape)
+    for loss, (h, w) in zip(losses, sizes):
+        s = torch.randn(3, 4, h, w, dtype=torch.float64)
+        t = torch.randn(3, 4, h, w, dtype=torch.float64)
+        value = loss(s, t, samples)
+        ref, _ = _reference(loss, s, t, boxes, shape, **RETINA)
+        assert _rel(value, ref) <= 1e-6
+        cache.clear()  # the same loss from masks computed afresh
+        assert torch.equal(loss(s, t, samples), value)
+
+    def run_levels():
+        samples = _samples(boxes, shape)  # a new batch
+        before = cache.rasterisations
+        for loss, (h, w) in zip(losses, sizes):
+            loss(torch.randn(3, 4, h, w, dtype=torch.float64),
+                 torch.randn(3, 4, h, w, dtype=torch.float64), samples)
+        return cache.rasterisations - before
+
+    cache.clear()
+    # the first batch of an input shape learns its level sizes one by one,
+    # the next ones rasterise all five levels at once
+    assert run_levels() == 5
+    assert run_levels() == 1
+    assert run_levels() == 1
+
+
+def test_boxes_of_a_new_batch_are_never_stale():
+    loss = FGDLoss(4).double()
+    _randomise(loss)
+    s = torch.randn(2, 4, 16, 16, dtype=torch.float64)
+    t = torch.randn(2, 4, 16, 16, dtype=torch.float64)
+    first = [[[8.0, 16.0, 60.0, 40.0]], []]
+    second = [[[70.0, 70.0, 120.0, 110.0]], [[0.0, 0.0, 30.0, 30.0]]]
+    loss(s, t, _samples(first))
+    for boxes in (second, first):
+        ref, _ = _reference(loss, s, t, boxes, (128, 128), **RETINA)
+        assert _rel(loss(s, t, _samples(boxes)), ref) <= 1e-6
+    # the same data samples with their boxes changed in place
+    samples = _samples(first)
+    loss(s, t, samples)
+    samples[0].gt_instances.bboxes.add_(40.0)
+    moved = [[[48.0, 56.0, 100.0, 80.0]], []]
+    ref, _ = _reference(loss, s, t, moved, (128, 128), **RETINA)
+    assert _rel(loss(s, t, samples), ref) <= 1e-6

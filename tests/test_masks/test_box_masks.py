@@ -196,3 +196,113 @@ def test_bad_boxes():
         box_masks([torch.zeros(3, 5)], (64, 64), (8, 8))
     with pytest.raises(ValueError):
         box_masks([torch.zeros(0, 4)] * 3, [(64, 64)] * 2, (8, 8))
+
+
+# ------------------------------------- several levels, one rasterisation ---
+from mmdistill.masks import BoxMaskCache, box_masks_levels, pad_boxes  # noqa
+
+
+def test_all_levels_from_one_rasterisation_match_the_loops():
+    gen = torch.Generator().manual_seed(4)
+    shape = (96, 160)
+    boxes = [_random_boxes(k, *shape, gen) for k in (5, 0, 2)]
+    boxes[2][0] = torch.tensor([0.0, 0.0, 160.0, 96.0])  # the whole image
+    sizes = [(12, 20), (6, 10), (3, 5), (2, 3), (1, 1)]
+    masks = box_masks_levels(pad_boxes(boxes, shape), sizes, torch.float64)
+    assert len(masks) == len(sizes)
+    for (h, w), (fg, bg) in zip(sizes, masks):
+        ref_fg, ref_bg = _ref_masks(boxes, [shape] * 3, h, w)
+        torch.testing.assert_close(fg, ref_fg, rtol=1e-6, atol=0)
+        torch.testing.assert_close(bg, ref_bg, rtol=1e-6, atol=0)
+        # bit-identical to one level at a time
+        one_fg, one_bg = box_masks(boxes, shape, (h, w), torch.float64)
+        assert torch.equal(fg, one_fg) and torch.equal(bg, one_bg)
+        assert torch.all(fg[1] == 0)  # the image without boxes
+        assert torch.allclose(bg[1], torch.full((h, w), 1.0 / (h * w),
+                                                dtype=torch.float64))
+        assert torch.all(bg[2] == 0)  # covered everywhere: no background
+
+
+def test_padding_and_validity():
+    boxes = [torch.zeros(0, 4), torch.tensor([[1.0, 2.0, 3.0, 4.0]] * 3),
+             torch.tensor([[40, 40, 48, 48]])]  # integers become float32
+    padded = pad_boxes(boxes, (64, 64))
+    assert padded.boxes.shape == (3, 3, 4)
+    assert padded.boxes.dtype == torch.float32
+    assert padded.valid.tolist() == [[False] * 3, [True] * 3,
+                                     [True, False, False]]
+    assert padded.input_shape == (64, 64)
+    # padded rows never mark cells: a padding row of zeros would cover
+    # cell (0, 0) if it counted
+    fg, _ = box_masks_levels(padded, [(8, 8)])[0]
+    assert torch.all(fg[0] == 0) and fg[2, 0, 0] == 0
+    # per-image input shapes become an (N, 1, 2) tensor
+    padded = pad_boxes(boxes, [(64, 64), (64, 32), (32, 64)])
+    assert padded.input_shape.shape == (3, 1, 2)
+    assert padded.input_shape[:, 0].tolist() == [[64, 64], [64, 32],
+                                                 [32, 64]]
+    # no image and no box at all
+    fg, bg = box_masks([], (64, 64), (4, 4))
+    assert fg.shape == bg.shape == (0, 4, 4)
+
+
+def test_masks_read_nothing_back_to_the_host(monkeypatch):
+    """No .item(), bool(tensor), nonzero or boolean-mask indexing: the
+    masks can be built on a GPU without waiting for it."""
+    calls = []
+    for name in ('item', 'tolist', 'cpu', '__bool__', 'nonzero',
+                 '__float__', '__int__', '__index__'):
+        original = getattr(torch.Tensor, name)
+
+        def wrapped(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapped)
+    gen = torch.Generator().manual_seed(5)
+    boxes = [_random_boxes(k, 128, 128, gen) for k in (3, 0)]
+    boxes.append(torch.tensor([[0.0, 0.0, 128.0, 128.0]]))
+    box_masks(boxes, (128, 128), (16, 16))
+    box_masks(boxes, [(128, 128)] * 2 + [(96, 128)], (16, 16))
+    box_masks_levels(pad_boxes(boxes, (128, 128)), [(16, 16), (8, 8)])
+    monkeypatch.undo()
+    assert calls == []
+
+
+def test_cache_rasterises_the_levels_of_a_batch_once():
+    gen = torch.Generator().manual_seed(6)
+    sizes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+
+    def batch():
+        boxes = [_random_boxes(k, 128, 128, gen) for k in (3, 1)]
+        return [object(), object()], boxes
+
+    cache = BoxMaskCache()
+    for step in range(3):
+        samples, boxes = batch()
+        for size in sizes:
+            fg, bg = cache.get(samples, boxes, [(128, 128)] * 2, size,
+                               torch.float64)
+            ref_fg, ref_bg = box_masks(boxes, (128, 128), size,
+                                       torch.float64)
+            assert torch.equal(fg, ref_fg) and torch.equal(bg, ref_bg)
+        # the first batch learns the five sizes level by level; later
+        # batches with that input shape rasterise them all at once
+        assert cache.rasterisations == 5 + step
+    # boxes changed in place: not served stale masks
+    fg_before, _ = cache.get(samples, boxes, [(128, 128)] * 2, (16, 16),
+                             torch.float64)
+    boxes[0].mul_(0.5)
+    fg, _ = cache.get(samples, boxes, [(128, 128)] * 2, (16, 16),
+                      torch.float64)
+    assert torch.equal(fg, box_masks(boxes, (128, 128), (16, 16),
+                                     torch.float64)[0])
+    assert not torch.equal(fg, fg_before)
+    # another dtype is another set of masks
+    fg32, _ = cache.get(samples, boxes, [(128, 128)] * 2, (16, 16))
+    assert fg32.dtype == torch.float32
+    # a new input shape: its sizes are learned anew
+    count = cache.rasterisations
+    samples, boxes = batch()
+    cache.get(samples, boxes, [(64, 64)] * 2, (8, 8))
+    assert cache.rasterisations == count + 1
