@@ -1,16 +1,28 @@
-"""Target-aware Transformer connector (TaT) of paper 000.
+"""Target-aware Transformer connector (TaT).
 
-Paper: "Knowledge Distillation via the Target-aware Transformer", Lin et al.,
-CVPR 2022 (supplementary in ``shared/papers/000_f56eff672f0e4e33.txt``; the
-method is defined in ``shared/SPEC.md`` section 3, "TaT").
+Paper: "Knowledge Distillation via the Target-aware Transformer", Sihao Lin,
+Hongwei Xie, Bing Wang, Kaicheng Yu, Xiaojun Chang, Xiaodan Liang and Gang
+Wang, CVPR 2022 (arXiv:2205.10793). Section 3: the one-to-all TaT with its
+parametric embeddings, ``f^s' = softmax(theta(f^s)^T gamma(f^t)) phi(f^s)``
+(no ``1/sqrt(d)`` scaling) matched to ``f^t`` with the mean squared error,
+and the hierarchical distillation of segmentation: patch-group distillation
+(attention inside groups of stacked patches) and anchor-point distillation
+(attention over average-pooled anchors).
+
+The attention runs through ``torch.nn.functional.scaled_dot_product_attention``
+with ``scale=1.0`` (fused flash / memory-efficient kernels on a GPU, which
+never hold the ``L x L`` attention matrix); the matrix itself (the "TaT
+map") is only formed when it is asked for, see ``keep_attention``.
 """
+import contextlib
 import warnings
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
+from mmengine.utils import digit_version
 from torch import nn
 
 from mmdistill.registry import MODELS
@@ -18,6 +30,14 @@ from mmdistill.utils.tensor import upcast
 
 _MODES = ('global', 'patch_group', 'anchor')
 _ANCHOR_OUTPUTS = ('upsample', 'anchor')
+# ``scaled_dot_product_attention(..., scale=...)`` exists from torch 2.1 on;
+# before, the attention is computed explicitly (same values).
+_SDPA_HAS_SCALE = digit_version(torch.__version__) >= digit_version('2.1.0')
+
+
+def _attention_matrix(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T)`` over the last axis, no ``1/sqrt(d)`` scaling."""
+    return torch.matmul(q, k.transpose(-1, -2)).softmax(dim=-1)
 
 
 def _pair(value: Union[int, Sequence[int]], name: str) -> Tuple[int, int]:
@@ -31,7 +51,7 @@ def _pair(value: Union[int, Sequence[int]], name: str) -> Tuple[int, int]:
     return value
 
 
-def _patch_starts(size: int, num: int) -> Tuple[int, torch.Tensor]:
+def _patch_starts(size: int, num: int) -> Tuple[int, List[int]]:
     """Patch length and start offsets that tile ``size`` with ``num`` patches.
 
     The patch length is ``ceil(size / num)``; the starts are spread evenly
@@ -46,13 +66,23 @@ def _patch_starts(size: int, num: int) -> Tuple[int, torch.Tensor]:
         num (int): Number of patches along that axis.
 
     Returns:
-        tuple[int, torch.Tensor]: The patch length and the ``num`` starts.
+        tuple[int, list[int]]: The patch length and the ``num`` starts.
     """
     length = -(-size // num)
     if num == 1:
-        return length, torch.zeros(1, dtype=torch.long)
-    starts = [(i * (size - length)) // (num - 1) for i in range(num)]
-    return length, torch.tensor(starts, dtype=torch.long)
+        return length, [0]
+    return length, [(i * (size - length)) // (num - 1) for i in range(num)]
+
+
+def _patch_positions(size: int, num: int,
+                     device: torch.device) -> Tuple[int, torch.Tensor]:
+    """The rows (columns) of each patch, ``(num, length)``, as
+    :func:`_patch_starts` places them, computed on ``device`` (no copy of
+    host data to the device)."""
+    length = -(-size // num)
+    index = torch.arange(num, device=device)
+    starts = index * (size - length) // max(num - 1, 1)
+    return length, starts[:, None] + torch.arange(length, device=device)
 
 
 def _window_upsample_matrix(size: int, out: int, dtype: torch.dtype,
@@ -65,11 +95,11 @@ def _window_upsample_matrix(size: int, out: int, dtype: torch.dtype,
     covering position ``i``: nearest-neighbour upsampling when ``out``
     divides ``size``, the mean of the (at most two) covering cells otherwise.
     """
-    mat = torch.zeros(size, out, dtype=dtype, device=device)
-    for a in range(out):
-        start = (a * size) // out
-        end = -(-((a + 1) * size) // out)
-        mat[start:end, a] = 1
+    cell = torch.arange(out, device=device)
+    start = cell * size // out
+    end = -(-(cell + 1) * size // out)
+    pos = torch.arange(size, device=device)[:, None]
+    mat = ((pos >= start) & (pos < end)).to(dtype)
     return mat / mat.sum(dim=1, keepdim=True)
 
 
@@ -87,9 +117,8 @@ class TaTConnector(BaseModule):
     ``theta``, ``phi`` and ``gamma`` are 1x1 conv (no bias) + BN mapping to
     the teacher's channels; ``gamma`` may be the identity
     (``key_embed=False``). ``S'`` is the reconfigured student that the loss
-    (mean squared error in the paper) compares with ``T``. Paper:
-    ``shared/papers/000_f56eff672f0e4e33.txt`` (supplementary; definitions in
-    ``shared/SPEC.md`` section 3, "TaT").
+    (mean squared error in the paper) compares with ``T`` (Lin et al., CVPR
+    2022, arXiv:2205.10793, Section 3).
 
     Modes:
 
@@ -128,12 +157,16 @@ class TaTConnector(BaseModule):
     The paper's segmentation loss ``beta * patch_group + gamma * anchor`` is
     two distillation pairs on the same layer, one connector per mode.
 
-    The last attention map (the "TaT map") is kept, detached, in
-    ``self.last_attention``: ``(N, num_heads, H*W, H*W)`` for ``'global'``,
-    ``(N, num_groups, ph*pw, ph*pw)`` for ``'patch_group'`` and
+    The attention map (the "TaT map") of the last forward is
+    ``self.last_attention``, detached: ``(N, num_heads, H*W, H*W)`` for
+    ``'global'``, ``(N, num_groups, ph*pw, ph*pw)`` for ``'patch_group'`` and
     ``(N, num_heads, a_h*a_w, a_h*a_w)`` for ``'anchor'``; each row sums to
-    1. Attention is computed in at least float32 (float64 stays float64)
-    and the output is cast back to the student's dtype.
+    1. The forward itself runs ``scaled_dot_product_attention(q, k, v,
+    scale=1.0)``, which on a GPU uses the fused kernels that never form the
+    map; the map is formed only when asked for (``keep_attention``). Attention
+    is computed in at least float32 (float64 stays float64; under autocast
+    the attention follows autocast) and the output is cast back to the
+    student's dtype.
 
     Args:
         in_channels (int): Channels of the student feature.
@@ -157,8 +190,21 @@ class TaTConnector(BaseModule):
             Defaults to ``'upsample'``.
         norm_cfg (dict): Norm layer of the embeddings. Defaults to
             ``dict(type='BN')``.
-        keep_attention (bool): Keep the last attention map in
-            ``self.last_attention``. Defaults to True.
+        keep_attention (bool, optional): What the forward keeps of the
+            attention map (``forward(..., keep_attention=...)`` overrides it
+            for one call):
+
+            * ``None`` (default), on demand: the forward runs the fused
+              attention and keeps only references to its (detached) queries
+              and keys, the tensors the attention's backward holds anyway;
+              ``last_attention`` forms the map from them the first time it is
+              read, in that forward's precision. Nothing of the size of the
+              map is allocated unless it is read. The references are dropped
+              at the start of the next forward.
+            * ``True``: the forward forms the map explicitly (``softmax(q
+              k^T)`` then ``@ v``, the map in memory) and keeps it; for
+              analysis tools that read it after every forward.
+            * ``False``: nothing is kept, ``last_attention`` is None.
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -173,7 +219,7 @@ class TaTConnector(BaseModule):
                  anchor_size: Union[int, Sequence[int]] = (32, 32),
                  anchor_output: str = 'upsample',
                  norm_cfg: dict = dict(type='BN'),
-                 keep_attention: bool = True,
+                 keep_attention: Optional[bool] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if mode not in _MODES:
@@ -184,6 +230,9 @@ class TaTConnector(BaseModule):
         if num_heads < 1 or out_channels % num_heads:
             raise ValueError(f'num_heads={num_heads} must divide '
                              f'out_channels={out_channels}')
+        if keep_attention not in (None, True, False):
+            raise ValueError('keep_attention must be None (on demand), True '
+                             f'or False, got {keep_attention!r}')
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.mode = mode
@@ -200,7 +249,9 @@ class TaTConnector(BaseModule):
         self.anchor_size = _pair(anchor_size, 'anchor_size')
         self.anchor_output = anchor_output
         self.keep_attention = keep_attention
-        self.last_attention: Optional[torch.Tensor] = None
+        self._attention: Optional[torch.Tensor] = None
+        # (q, k) of the last forward, for an on-demand map
+        self._pending: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._warned = set()
 
         def embed(channels: int) -> ConvModule:
@@ -217,30 +268,59 @@ class TaTConnector(BaseModule):
         self.key = embed(out_channels) if key_embed else nn.Identity()
 
     # ------------------------------------------------------------------ #
+    @property
+    def last_attention(self) -> Optional[torch.Tensor]:
+        """The attention map of the last forward (detached), formed now if
+        that forward kept it on demand; None if it kept nothing."""
+        if self._attention is None and self._pending is not None:
+            q, k = self._pending
+            self._pending = None
+            try:  # the forward's precision, whatever autocast is active now
+                no_autocast = torch.autocast(q.device.type, enabled=False)
+            except RuntimeError:
+                no_autocast = contextlib.nullcontext()
+            with torch.no_grad(), no_autocast:
+                self._attention = _attention_matrix(q, k)
+        return self._attention
+
+    @last_attention.setter
+    def last_attention(self, value: Optional[torch.Tensor]) -> None:
+        self._attention = value
+        self._pending = None
+
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=3)
 
-    @staticmethod
-    def _attend(q: torch.Tensor, k: torch.Tensor,
-                v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Softmax attention over positions without ``1/sqrt(d)`` scaling.
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                keep: Optional[bool]) -> torch.Tensor:
+        """Softmax attention over positions without ``1/sqrt(d)`` scaling,
+        ``softmax(q k^T) v``; keeps the map as ``keep`` says.
 
         Args:
             q (torch.Tensor): Queries ``(B, G, L, D)``.
             k (torch.Tensor): Keys ``(B, G, L, D)``.
             v (torch.Tensor): Values ``(B, G, L, Dv)``.
+            keep (bool, optional): See ``keep_attention``.
 
         Returns:
-            tuple[torch.Tensor, torch.Tensor]: Output ``(B, G, L, Dv)`` and
-            attention ``(B, G, L, L)`` whose rows sum to 1.
+            torch.Tensor: Output ``(B, G, L, Dv)``.
         """
-        attn = torch.matmul(q, k.transpose(-1, -2)).softmax(dim=-1)
-        return torch.matmul(attn, v), attn
+        if keep or not _SDPA_HAS_SCALE:
+            attn = _attention_matrix(q, k)
+            if keep is not False:
+                self._attention = attn.detach()
+            return torch.matmul(attn, v)
+        # the fused kernels want the last axis contiguous; these are then
+        # the very tensors the attention's backward saves
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        if keep is None:
+            self._pending = (q.detach(), k.detach())
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
 
-    def _global(self, q: torch.Tensor, k: torch.Tensor,
-                v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _global(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                keep: Optional[bool]) -> torch.Tensor:
         """Multi-head attention over all positions of ``(N, C, H, W)``."""
         n, c, h, w = v.shape
         heads = self.num_heads
@@ -248,16 +328,16 @@ class TaTConnector(BaseModule):
         def tokens(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(n, heads, c // heads, h * w).transpose(-1, -2)
 
-        out, attn = self._attend(tokens(q), tokens(k), tokens(v))
-        return out.transpose(-1, -2).reshape(n, c, h, w), attn
+        out = self._attend(tokens(q), tokens(k), tokens(v), keep)
+        return out.transpose(-1, -2).reshape(n, c, h, w)
 
-    def _patch_group(self, q: torch.Tensor, k: torch.Tensor,
-                     v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _patch_group(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     keep: Optional[bool]) -> torch.Tensor:
         """Attention inside groups of stacked patches, reassembled."""
         n, c, h, w = v.shape
         grid_h, grid_w = self.patch_grid
-        ph, rows = _patch_starts(h, grid_h)
-        pw, cols = _patch_starts(w, grid_w)
+        ph, rows = _patch_positions(h, grid_h, v.device)
+        pw, cols = _patch_positions(w, grid_w, v.device)
         overlap = grid_h * ph != h or grid_w * pw != w
         if overlap:
             self._warn_once(
@@ -267,35 +347,43 @@ class TaTConnector(BaseModule):
                 f'{ph}x{pw} patches whose starts are spread evenly, so '
                 'neighbouring patches overlap (no row or column is dropped) '
                 'and overlapped positions average their results.')
-        rows = (rows[:, None] + torch.arange(ph)[None]).to(v.device)
-        cols = (cols[:, None] + torch.arange(pw)[None]).to(v.device)
         groups = self.num_groups
         per_group = grid_h * grid_w // groups
 
         def group_tokens(x: torch.Tensor) -> torch.Tensor:
             # (N, C, H, W) -> (N, C, n, ph, m, pw) -> (N, n, m, C, ph, pw)
-            x = x[:, :, rows][..., cols].permute(0, 2, 4, 1, 3, 5)
+            if overlap:
+                x = x[:, :, rows][..., cols]
+            else:  # the patches tile the map: a view
+                x = x.reshape(n, c, grid_h, ph, grid_w, pw)
+            x = x.permute(0, 2, 4, 1, 3, 5)
             # patch-major channels inside a group: (N, G, per_group*C, L)
             x = x.reshape(n, groups, per_group * c, ph * pw)
             return x.transpose(-1, -2)
 
-        out, attn = self._attend(
-            group_tokens(q), group_tokens(k), group_tokens(v))
+        out = self._attend(
+            group_tokens(q), group_tokens(k), group_tokens(v), keep)
         out = out.transpose(-1, -2).reshape(n, grid_h, grid_w, c, ph, pw)
         out = out.permute(0, 3, 1, 4, 2, 5)  # (N, C, n, ph, m, pw)
         if not overlap:
-            return out.reshape(n, c, h, w), attn
+            return out.reshape(n, c, h, w)
         index = (rows[:, :, None, None] * w + cols[None, None]).reshape(-1)
-        count = torch.bincount(index, minlength=h * w).to(out.dtype)
+        # patches covering each position: rows covering y times columns
+        # covering x (computed on the device, no host read-back)
+        per_row = (rows.reshape(-1, 1) == torch.arange(h, device=v.device)
+                   ).sum(dim=0)
+        per_col = (cols.reshape(-1, 1) == torch.arange(w, device=v.device)
+                   ).sum(dim=0)
+        count = (per_row[:, None] * per_col[None, :]).reshape(-1)
         merged = out.new_zeros(n, c, h * w).index_add(
             2, index, out.reshape(n, c, -1))
-        return (merged / count).reshape(n, c, h, w), attn
+        return (merged / count.to(out.dtype)).reshape(n, c, h, w)
 
     def _anchor_grid(self, h: int, w: int) -> Tuple[int, int]:
         return min(self.anchor_size[0], h), min(self.anchor_size[1], w)
 
-    def _anchor(self, q: torch.Tensor, k: torch.Tensor,
-                v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _anchor(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                keep: Optional[bool]) -> torch.Tensor:
         """Global attention on the anchor grid, optionally spread back."""
         h, w = v.shape[-2:]
         grid = self._anchor_grid(h, w)
@@ -307,16 +395,16 @@ class TaTConnector(BaseModule):
                 f'{grid[0]}x{grid[1]} anchor grid of equal cells; adaptive '
                 'average pooling uses cells of unequal size (neighbouring '
                 'cells may share a row or column), nothing is dropped.')
-        out, attn = self._global(*(F.adaptive_avg_pool2d(x, grid)
-                                   for x in (q, k, v)))
+        out = self._global(*(F.adaptive_avg_pool2d(x, grid)
+                             for x in (q, k, v)), keep)
         if self.anchor_output == 'anchor':
-            return out, attn
+            return out
         if divisible:
             out = out.repeat_interleave(h // grid[0], dim=2)
-            return out.repeat_interleave(w // grid[1], dim=3), attn
+            return out.repeat_interleave(w // grid[1], dim=3)
         up_h = _window_upsample_matrix(h, grid[0], out.dtype, out.device)
         up_w = _window_upsample_matrix(w, grid[1], out.dtype, out.device)
-        return torch.einsum('ia,ncab,jb->ncij', up_h, out, up_w), attn
+        return torch.einsum('ia,ncab,jb->ncij', up_h, out, up_w)
 
     # ------------------------------------------------------------------ #
     def attention_map(self, feature_size: Tuple[int, int],
@@ -348,7 +436,7 @@ class TaTConnector(BaseModule):
         if self.last_attention is None:
             raise RuntimeError(
                 'TaTConnector has no attention map: run a forward first '
-                '(with keep_attention=True).')
+                '(with keep_attention=True or None, not False).')
         h, w = feature_size
         y, x = query
         if not (0 <= y < h and 0 <= x < w):
@@ -412,13 +500,17 @@ class TaTConnector(BaseModule):
 
     def forward(self,
                 student: torch.Tensor,
-                teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
+                teacher: Optional[torch.Tensor] = None,
+                keep_attention: Optional[bool] = None) -> torch.Tensor:
         """Reconfigure the student with the teacher-aware attention.
 
         Args:
             student (torch.Tensor): Student feature ``(N, C_s, H, W)``.
             teacher (torch.Tensor): Teacher feature ``(N, C_t, H, W)``; it is
                 detached here (it only supplies the keys).
+            keep_attention (bool, optional): ``True`` forms and keeps the
+                attention map of this forward, ``False`` keeps nothing; None
+                (default) follows the constructor's ``keep_attention``.
 
         Returns:
             torch.Tensor: ``S'`` of shape ``(N, C_t, H, W)``, or
@@ -447,6 +539,10 @@ class TaTConnector(BaseModule):
                 f'{self.out_channels} teacher channels, got '
                 f'{student.shape[1]} and {teacher.shape[1]}; set '
                 'in_channels/out_channels to the tapped layers\' channels.')
+        keep = self.keep_attention if keep_attention is None \
+            else keep_attention
+        # drop the last forward's map (or its q, k) before the new tensors
+        self.last_attention = None
         dtype = student.dtype
         q = upcast(self.query(student))
         v = upcast(self.value(student))
@@ -455,12 +551,11 @@ class TaTConnector(BaseModule):
                                      v.dtype)
         q, k, v = q.to(common), k.to(common), v.to(common)
         if self.mode == 'global':
-            out, attn = self._global(q, k, v)
+            out = self._global(q, k, v, keep)
         elif self.mode == 'patch_group':
-            out, attn = self._patch_group(q, k, v)
+            out = self._patch_group(q, k, v, keep)
         else:
-            out, attn = self._anchor(q, k, v)
-        self.last_attention = attn.detach() if self.keep_attention else None
+            out = self._anchor(q, k, v, keep)
         return out.to(dtype)
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmdistill.connectors import TaTConnector
+from mmdistill.connectors import tat as tat_module
 from mmdistill.registry import MODELS
 
 
@@ -500,3 +501,117 @@ def test_patch_group_map_with_overlapping_patches():
     got = conn.attention_map((5, 7), (0, 0))
     assert torch.equal(got[0:3, 0:3], local)
     assert torch.equal(got[3:], torch.zeros(2, 7))
+
+
+# ------------------------------------------- fused attention, kept map ---
+needs_sdpa_scale = pytest.mark.skipif(
+    not tat_module._SDPA_HAS_SCALE,
+    reason='scaled_dot_product_attention(scale=...) needs torch >= 2.1')
+
+
+def _count_calls(monkeypatch):
+    """Count the fused-attention calls (with their ``scale``) and the
+    explicit attention matrices the connector forms."""
+    calls = dict(sdpa=[], matrix=0)
+    sdpa = tat_module.F.scaled_dot_product_attention
+    matrix = tat_module._attention_matrix
+
+    def fake_sdpa(*args, **kwargs):
+        calls['sdpa'].append(kwargs.get('scale'))
+        return sdpa(*args, **kwargs)
+
+    def fake_matrix(*args):
+        calls['matrix'] += 1
+        return matrix(*args)
+
+    monkeypatch.setattr(tat_module.F, 'scaled_dot_product_attention',
+                        fake_sdpa)
+    monkeypatch.setattr(tat_module, '_attention_matrix', fake_matrix)
+    return calls
+
+
+@needs_sdpa_scale
+@pytest.mark.parametrize('mode,extra,size', [
+    ('global', dict(num_heads=2), (4, 6)),
+    ('patch_group', dict(patch_grid=(2, 2), num_groups=2), (4, 6)),
+    ('patch_group', dict(patch_grid=(2, 2), num_groups=2), (5, 7)),
+    ('anchor', dict(anchor_size=(2, 3)), (4, 6)),
+])
+def test_forward_runs_fused_attention_and_forms_no_map(monkeypatch, mode,
+                                                       extra, size):
+    """A training forward goes through scaled_dot_product_attention with
+    scale=1.0 and forms no attention matrix; reading last_attention forms
+    it once, equal to the one an eager forward keeps."""
+    torch.manual_seed(0)
+    lazy = make(4, 6, mode=mode, **extra)
+    eager = make(4, 6, mode=mode, keep_attention=True, **extra)
+    eager.load_state_dict(lazy.state_dict())
+    student, teacher = inputs(2, 4, 6, size)
+    calls = _count_calls(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        out_lazy = lazy(student.requires_grad_(True), teacher)
+        assert calls == dict(sdpa=[1.0], matrix=0)
+        out_lazy.pow(2).sum().backward()
+        assert calls['matrix'] == 0  # nor does the backward
+        out_eager = eager(student, teacher)
+    assert calls == dict(sdpa=[1.0], matrix=1)
+    assert rel_err(out_lazy.detach(), out_eager.detach()) <= 1e-6
+    attn = lazy.last_attention
+    assert calls['matrix'] == 2
+    assert rel_err(attn, eager.last_attention) <= 1e-6
+    assert not attn.requires_grad
+    assert lazy.last_attention is attn  # formed once
+    assert calls['matrix'] == 2
+
+
+@needs_sdpa_scale
+def test_keep_attention_argument(monkeypatch):
+    torch.manual_seed(0)
+    student, teacher = inputs(2, 4, 6, (3, 4))
+    conn = make(4, 6, keep_attention=False)
+    calls = _count_calls(monkeypatch)
+    conn(student, teacher)
+    assert conn.last_attention is None and calls['matrix'] == 0
+    # the forward argument asks for this call only
+    conn(student, teacher, keep_attention=True)
+    assert calls['matrix'] == 1
+    kept = conn.last_attention
+    assert kept.shape == (2, 1, 12, 12)
+    conn(student, teacher)
+    assert conn.last_attention is None
+    # on demand by default; a later forward drops the earlier q and k
+    conn = make(4, 6)
+    conn(student, teacher)
+    assert conn._pending is not None
+    conn(student, teacher, keep_attention=False)
+    assert conn._pending is None and conn.last_attention is None
+    with pytest.raises(ValueError, match='keep_attention'):
+        TaTConnector(4, 6, keep_attention='yes')
+
+
+def test_on_demand_map_keeps_forward_precision_under_autocast():
+    conn = TaTConnector(4, 6)
+    conn(torch.randn(2, 4, 3, 3), torch.randn(2, 6, 3, 3))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        attn = conn.last_attention
+    assert attn.dtype == torch.float32
+    assert torch.allclose(attn.sum(-1), torch.ones(2, 1, 9), atol=1e-6)
+
+
+def test_patch_group_overlap_counts_without_bincount(monkeypatch):
+    """Overlapping patches are averaged with counts computed on the device
+    (torch.bincount reads its maximum back to the host on a GPU)."""
+    def no_bincount(*args, **kwargs):
+        raise AssertionError('bincount called')
+
+    monkeypatch.setattr(torch, 'bincount', no_bincount)
+    torch.manual_seed(0)
+    conn = make(6, 8, mode='patch_group', patch_grid=(3, 4), num_groups=2)
+    student, teacher = inputs(2, 6, 8, (7, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        out = conn(student, teacher)
+    expected, _ = patch_group_ref(*qkv_ref(conn, student, teacher), (3, 4),
+                                  2)
+    assert rel_err(out, expected) <= 1e-6

@@ -109,7 +109,12 @@ def pair_features(distiller, data: dict, pairs: List[str]) -> Dict:
         raw, target = student[name], teacher[name]
         after = raw
         if name in distiller.connectors:
-            after = distiller.connectors[name](raw, target)
+            connector = distiller.connectors[name]
+            if type(connector).__name__ == 'TaTConnector':
+                # ask for the TaT map (a plain forward forms none)
+                after = connector(raw, target, keep_attention=True)
+            else:
+                after = connector(raw, target)
         out[name] = (raw, after, target)
     return out
 
