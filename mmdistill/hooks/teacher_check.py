@@ -42,21 +42,21 @@ def main_metric(metrics: Dict[str, object],
         str: The full key.
 
     Raises:
-        KeyError: ``wanted`` is not there, or no known metric is.
+        ValueError: ``wanted`` is not there, or no known metric is.
     """
     numeric = [k for k, v in metrics.items() if _is_number(v)]
     if wanted is not None:
         for key in numeric:
             if key == wanted or _last(key) == wanted:
                 return key
-        raise KeyError(
+        raise ValueError(
             f'TeacherCheckHook: metric={wanted!r} is not among the '
             f"evaluator's results {numeric}; set metric to one of them.")
     for name in MAIN_METRICS:
         for key in numeric:
             if _last(key) == name:
                 return key
-    raise KeyError(
+    raise ValueError(
         'TeacherCheckHook cannot tell which of the evaluator\'s results '
         f'{numeric} is the score (it knows {list(MAIN_METRICS)}): set '
         "dict(type='mmdistill.TeacherCheckHook', metric=<one of them>, "
@@ -251,6 +251,10 @@ class TeacherCheckHook(Hook):
                 if coco and results and isinstance(results[0], tuple):
                     metric.img_ids = sorted(
                         {gt['img_id'] for gt, _ in results})
+                    if not any(len(pred['bboxes']) for _, pred in results):
+                        # CocoMetric returns no numbers at all then
+                        notes['no_detections'] = '/'.join(
+                            p for p in (metric.prefix, 'bbox_mAP') if p)
                 if seg:
                     notes['constant_miou'] = _best_constant_miou(results)
                 return compute(results)
@@ -264,17 +268,19 @@ class TeacherCheckHook(Hook):
         returns the evaluator's metrics (also kept in ``self.metrics``)."""
         distiller = distiller_of(runner, 'TeacherCheckHook')
         teacher = distiller.teacher
-        loader = self._dataloader(runner)
-        evaluator = self._evaluator(runner)
-        dataset = loader.dataset
-        if hasattr(dataset, 'metainfo'):
-            evaluator.dataset_meta = dataset.metainfo
-        notes = self._watch_metrics(evaluator)
-        states = get_rng_state()  # the loader's iterator draws a seed
+        # building a loader and its iterator draw seeds: the training
+        # stream must not see them
+        states = get_rng_state()
         was_training = teacher.training
-        teacher.eval()
         count = 0
         try:
+            loader = self._dataloader(runner)
+            evaluator = self._evaluator(runner)
+            dataset = loader.dataset
+            if hasattr(dataset, 'metainfo'):
+                evaluator.dataset_meta = dataset.metainfo
+            notes = self._watch_metrics(evaluator)
+            teacher.eval()
             for index, batch in enumerate(loader):
                 if index >= self.num_batches:
                     break
@@ -293,8 +299,13 @@ class TeacherCheckHook(Hook):
         if size == 0:
             raise ValueError('TeacherCheckHook: the validation dataloader '
                              'gave no batch.')
-        metrics = evaluator.evaluate(size)
-        self.metrics = dict(metrics)
+        metrics = dict(evaluator.evaluate(size))
+        empty = notes.get('no_detections')
+        self._no_detections = bool(empty) and not any(
+            _is_number(v) for v in metrics.values())
+        if self._no_detections:
+            metrics[empty] = 0.0  # not one box above the score threshold
+        self.metrics = metrics
         self._num_samples = size
         self._constant_miou = notes.get('constant_miou')
         classes = getattr(dataset, 'metainfo', {}).get('classes')
@@ -316,8 +327,13 @@ class TeacherCheckHook(Hook):
 
     # -------------------------------------------------------------- hook
     def before_train(self, runner) -> None:
-        metrics = self.evaluate_teacher(runner)
-        self._report(runner, metrics)
+        states = get_rng_state()
+        try:
+            metrics = self.evaluate_teacher(runner)
+            # a visualiser backend may draw random numbers when it starts
+            self._report(runner, metrics)
+        finally:
+            set_rng_state(states)
         key = main_metric(metrics, self.metric)
         score = float(metrics[key])
         problems = []
@@ -328,6 +344,9 @@ class TeacherCheckHook(Hook):
                                   self._constant_miou)
             if chance is not None and score <= chance[0]:
                 problems.append(f'at chance level ({chance[1]})')
+        if self._no_detections:
+            problems.append('the teacher predicted no box above its '
+                            "test_cfg's score threshold")
         if problems:
             raise TeacherCheckError(self._message(runner, key, score,
                                                   problems))
@@ -383,7 +402,7 @@ class TeacherCheckHook(Hook):
                     found.append(f'{attr}: student {a_list}, teacher config '
                                  f'{b_list}')
         if not found:
-            return ' (here both configs agree)'
+            return ' (here both configs use the same channel order, mean and std)'
         return (': here they differ (' + '; '.join(found) + '); make the '
                 "student's data_preprocessor match the teacher's, or train "
                 'the teacher with the student\'s')

@@ -1,0 +1,310 @@
+"""TeacherCheckHook: the teacher scored on validation batches before the
+first iteration, in the mmengine Runner on shrunken real models.
+
+A random teacher checkpoint is caught (mmseg IoUMetric, mmdet CocoMetric,
+mmpretrain Accuracy) before anything is trained or written; a teacher
+trained for a few iterations passes and scores what its own validation
+scores; an oracle teacher (the ground truth as its prediction) scores the
+maximum, which also shows that the COCO evaluation is restricted to the
+images scored."""
+import copy
+import os
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmdistill.hooks.teacher_check import (TeacherCheckError,
+                                           TeacherCheckHook,
+                                           _best_constant_miou, chance_level,
+                                           main_metric)
+from mmdistill.testing import tiny_model, tiny_segmentation
+from mmdistill.utils.config import load_config
+
+
+def _hook(cfg, **kwargs):
+    cfg.custom_hooks = [dict(type='mmdistill.TeacherCheckHook', **kwargs)]
+    # a visualizer of its own (mmseg's runtime names it 'visualizer': a
+    # later Runner in this process would reuse the instance and its files)
+    cfg.visualizer.name = f'teacher_check_{id(cfg)}'
+    return cfg
+
+
+def _checkpoints(work_dir):
+    found = []
+    for _, _, files in os.walk(work_dir):
+        found += [f for f in files if f.endswith('.pth')]
+    return found
+
+
+def _the_hook(runner) -> TeacherCheckHook:
+    return next(h for h in runner.hooks if isinstance(h, TeacherCheckHook))
+
+
+# ------------------------------------------------------------ unit parts
+def test_main_metric_and_chance_levels():
+    assert main_metric({'coco/bbox_mAP': 0.1, 'coco/bbox_mAP_50': 0.2,
+                        'coco/bbox_mAP_copypaste': '0.1 0.2'}) == \
+        'coco/bbox_mAP'
+    assert main_metric({'aAcc': 50.0, 'mIoU': 3.0}) == 'mIoU'
+    assert main_metric({'accuracy/top1': 1.0, 'accuracy/top5': 2.0}) == \
+        'accuracy/top1'
+    assert main_metric({'accuracy/top1': 1.0, 'accuracy/top5': 2.0},
+                       'top5') == 'accuracy/top5'
+    with pytest.raises(ValueError, match="metric='nope'.*accuracy/top1"):
+        main_metric({'accuracy/top1': 1.0}, 'nope')
+    with pytest.raises(ValueError, match='set .*metric=<one of them>'):
+        main_metric({'custom/score': 1.0})
+
+    assert chance_level('coco/bbox_mAP', 80, 10)[0] == 0.01
+    # mIoU: the higher of 100 / K and one class everywhere
+    assert chance_level('mIoU', 19, 10)[0] == pytest.approx(100 / 19)
+    assert chance_level('mIoU', 19, 10, constant_miou=30.0)[0] == 30.0
+    # top-1 of 10 classes on 100 images: 10 % + 3 * sqrt(.1 * .9 / 100)
+    value, text = chance_level('accuracy/top1', 10, 100)
+    assert value == pytest.approx(100 * (0.1 + 3 * 0.03))
+    assert '3 standard deviations on 100 images' in text
+    assert chance_level('accuracy/top5', 1000, 50000)[0] == pytest.approx(
+        100 * (0.005 + 3 * (0.005 * 0.995 / 50000)**0.5))
+    assert chance_level('custom/score', 10, 10) is None
+
+
+def test_best_constant_miou_is_what_mmseg_scores_for_it():
+    """The chance baseline of mmseg equals IoUMetric's own mIoU of a
+    prediction of the most frequent class everywhere."""
+    from mmseg.evaluation import IoUMetric
+    g = torch.Generator().manual_seed(0)
+    labels = [torch.randint(0, 4, (16, 16), generator=g) for _ in range(3)]
+    labels[0][:8] = 2  # class 2 the most frequent
+    labels[1][labels[1] == 3] = 255  # ignored pixels
+    metric = IoUMetric()
+    metric.dataset_meta = dict(classes=[f'c{i}' for i in range(6)])
+    results = []
+    for label in labels:
+        valid = label != 255
+        results.append(metric.intersect_and_union(
+            torch.full_like(label, 2)[valid], label[valid], 6, 255))
+    expected = metric.compute_metrics(results)['mIoU']
+    assert _best_constant_miou(results) == pytest.approx(expected, abs=0.01)
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match='num_batches'):
+        TeacherCheckHook(num_batches=0)
+    with pytest.raises(ValueError, match='min_score'):
+        TeacherCheckHook(min_score='high')
+
+
+# ------------------------------------------------- random teachers stop
+def test_random_segmentation_teacher_stops_before_training(tiny_cfg):
+    cfg, checkpoint = tiny_cfg('pspnet')
+    _hook(cfg, num_batches=2)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TeacherCheckError) as info:
+        runner.train()
+    text = str(info.value)
+    assert 'mIoU' in text and 'at chance level' in text
+    assert 'most frequent class' in text or '100 / 19' in text
+    # the usual causes, naming this run's files
+    assert checkpoint in text and 'pspnet_r101-d8' in text
+    assert 'BGR/RGB' in text and 'mean/std' in text
+    assert 'predicts 19 classes like the dataset' in text
+    assert 'min_score' in text and 'custom_hooks' in text
+    # nothing trained, nothing saved
+    assert runner.iter == 0
+    assert _checkpoints(cfg.work_dir) == []
+    # logged for the user and the backends
+    assert 'teacher/mIoU' in runner.message_hub.log_scalars
+    # the validation loop's own evaluator was not used
+    assert runner.val_loop.evaluator.metrics[0].results == []
+
+
+def test_random_detection_teacher_stops(tiny_cfg):
+    """A random RetinaNet predicts no box above its score threshold:
+    CocoMetric returns nothing, which counts as mAP 0."""
+    cfg, _ = tiny_cfg('retinanet')
+    _hook(cfg, num_batches=2)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TeacherCheckError,
+                       match=r'coco/bbox_mAP = 0 .*at chance level .*and '
+                       'the teacher predicted no box'):
+        runner.train()
+    assert runner.iter == 0
+
+
+def test_preprocessing_differences_are_named(tiny_cfg):
+    """A teacher config that normalises otherwise: the message says how."""
+    cfg, _ = tiny_cfg('pspnet')
+    overrides = copy.deepcopy(cfg.model.teacher.cfg_options)
+    overrides['model']['data_preprocessor'] = dict(
+        overrides['model']['data_preprocessor'], bgr_to_rgb=False,
+        mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])
+    cfg.model.teacher.cfg_options = overrides
+    _hook(cfg, num_batches=1)
+    with pytest.warns(UserWarning):
+        runner = Runner.from_cfg(cfg)
+    with pytest.raises(TeacherCheckError) as info:
+        runner.train()
+    text = str(info.value)
+    assert 'here they differ (BGR->RGB: student True, teacher config ' \
+        'False; mean: student [123.675, 116.28, 103.53], teacher config ' \
+        '[0.0, 0.0, 0.0]; std:' in text
+
+
+def test_random_classification_teacher_stops(tmp_path, imagenet_root):
+    """mmpretrain's Accuracy: a random DeiT teacher is at chance."""
+    pytest.importorskip('mmpretrain.models',
+                        reason='mmpretrain.models cannot be imported')
+    from mmdistill.testing import (random_checkpoint, teacher_overrides,
+                                   tiny_classification)
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(
+        root, 'configs/vit_attention/'
+        'vit-attention_last-block_deit_small-tiny_300e_in1k.py'))
+    cfg.model.student = tiny_model(cfg.model.student, 'cls', width=8)
+    teacher = tiny_model(load_config(cfg.model.teacher.config).model, 'cls',
+                         width=8)
+    cfg.model.teacher.checkpoint = random_checkpoint(
+        teacher, str(tmp_path / 'teacher.pth'), scope='mmpretrain')
+    cfg.model.teacher.cfg_options = teacher_overrides(teacher)
+    tiny_classification(cfg, str(tmp_path / 'work'), imagenet_root)
+    _hook(cfg, num_batches=2)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TeacherCheckError,
+                       match=r'accuracy/top1 = .* at chance level .*of 1000 '
+                       'classes at random'):
+        runner.train()
+    assert runner.iter == 0
+
+
+# ------------------------------------------------------ oracle teachers
+class Oracle(nn.Module):
+    """Predicts the ground truth of each data sample (a perfect teacher),
+    with the data preprocessor of the teacher it replaces."""
+
+    def __init__(self, kind: str, data_preprocessor) -> None:
+        super().__init__()
+        self.kind = kind
+        self.data_preprocessor = data_preprocessor
+        self.calls = 0
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        assert mode == 'predict'
+        self.calls += 1
+        from mmengine.structures import InstanceData, PixelData
+        for sample in data_samples:
+            if self.kind == 'det':
+                gt = sample.gt_instances
+                boxes = getattr(gt.bboxes, 'tensor', gt.bboxes)
+                # mmdet's test pipeline loads the boxes after the resize:
+                # they are in the original image's coordinates already
+                sample.pred_instances = InstanceData(
+                    bboxes=boxes.clone(), labels=gt.labels.clone(),
+                    scores=torch.ones(len(boxes)))
+            else:
+                sample.pred_sem_seg = PixelData(
+                    data=sample.gt_sem_seg.data.clone())
+        return data_samples
+
+
+def _oracle_runner(tiny_cfg, name, kind, **hook):
+    cfg, _ = tiny_cfg(name)
+    _hook(cfg, **hook)
+    runner = Runner.from_cfg(cfg)
+    distiller = runner.model
+    distiller.__dict__['teacher'] = Oracle(
+        kind, distiller.teacher.data_preprocessor)
+    return runner
+
+
+def test_oracle_detector_passes_on_the_images_it_scored(tiny_cfg):
+    """1 of the 2 validation images: mAP 1.0 (COCO evaluation restricted to
+    the scored image; over the whole annotation file the unscored image's
+    boxes would all be misses)."""
+    runner = _oracle_runner(tiny_cfg, 'retinanet', 'det', num_batches=1)
+    hook = _the_hook(runner)
+    metrics = hook.evaluate_teacher(runner)
+    assert runner.model.teacher.calls == 1
+    assert metrics['coco/bbox_mAP'] == pytest.approx(1.0)
+    # the real validation loop's evaluator is untouched
+    coco = runner.val_loop.evaluator.metrics[0]
+    assert coco.img_ids is None and coco.results == []
+    hook.before_train(runner)  # passes
+
+
+def test_oracle_segmentor_passes_and_restores_the_generators(tiny_cfg):
+    runner = _oracle_runner(tiny_cfg, 'pspnet', 'seg', num_batches=5)
+    hook = _the_hook(runner)
+    state = torch.get_rng_state()
+    hook.before_train(runner)  # passes
+    assert torch.equal(torch.get_rng_state(), state)
+    assert hook.metrics['mIoU'] == pytest.approx(100.0)
+    # 5 batches asked, the 2 images of the validation set scored
+    assert runner.model.teacher.calls == 2 and hook._num_samples == 2
+    # the evaluator's own numbers are logged under teacher/
+    scalars = runner.message_hub.log_scalars
+    assert scalars['teacher/mIoU'].current() == pytest.approx(100.0)
+    assert 'teacher/aAcc' in scalars
+
+
+def test_min_score_stops_a_working_teacher(tiny_cfg):
+    runner = _oracle_runner(tiny_cfg, 'pspnet', 'seg', num_batches=1,
+                            min_score=100.5)
+    with pytest.raises(TeacherCheckError,
+                       match=r'mIoU = 100 .*below min_score=100.5'):
+        runner.train()
+
+
+# --------------------------------------------- a trained teacher passes
+@pytest.fixture(scope='module')
+def trained_teacher(tmp_path_factory, cityscapes_root):
+    """A shrunken PSPNet R18 trained alone for 60 iterations on the 4
+    training images of the generated Cityscapes layout (and validated on
+    them): its checkpoint, model config and validation mIoU."""
+    root = tmp_path_factory.mktemp('trained_teacher')
+    cfg = load_config(
+        'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py')
+    cfg.model = tiny_model(cfg.model, 'seg', width=8)
+    tiny_segmentation(cfg, str(root / 'work'), cityscapes_root, iters=60)
+    cfg.train_dataloader.batch_size = 4
+    _val_on_train(cfg)
+    cfg.optim_wrapper = dict(
+        type='OptimWrapper',
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=1e-4))
+    cfg.param_scheduler = []
+    cfg.randomness = dict(seed=0)
+    cfg.default_hooks.logger.interval = 20
+    cfg.visualizer.name = 'teacher_check_trained_teacher'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    miou = runner.message_hub.get_scalar('val/mIoU').current()
+    return dict(checkpoint=osp.join(cfg.work_dir, 'iter_60.pth'),
+                model=cfg.model, miou=miou)
+
+
+def _val_on_train(cfg):
+    """Validate on the training images (what the teacher learned)."""
+    cfg.val_dataloader.dataset.data_prefix = copy.deepcopy(
+        cfg.train_dataloader.dataset.data_prefix)
+
+
+@pytest.mark.slow
+def test_trained_teacher_passes_with_its_own_validation_score(
+        tiny_cfg, trained_teacher):
+    assert trained_teacher['miou'] > 30  # it learned something
+    cfg, _ = tiny_cfg('pspnet', same_shape=True)
+    teacher = trained_teacher['model']
+    cfg.model.teacher.checkpoint = trained_teacher['checkpoint']
+    cfg.model.teacher.cfg_options = dict(model=dict(teacher, _delete_=True))
+    _val_on_train(cfg)
+    _hook(cfg, num_batches=4)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2  # trained after the check
+    hook = _the_hook(runner)
+    # the hook's teacher score is the teacher's own validation score
+    assert hook.metrics['mIoU'] == pytest.approx(trained_teacher['miou'],
+                                                 abs=0.01)
