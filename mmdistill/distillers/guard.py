@@ -33,10 +33,11 @@ class DistillGuardError(FloatingPointError):
 
 
 class _Record:
-    __slots__ = ('step', 'keys', 'values', 'event', 'amp')
+    __slots__ = ('step', 'num_task', 'keys', 'values', 'event', 'amp')
 
-    def __init__(self, step, keys, values, event, amp):
+    def __init__(self, step, num_task, keys, values, event, amp):
         self.step = step
+        self.num_task = num_task  # the first values are the task losses
         self.keys = keys
         self.values = values
         self.event = event
@@ -134,16 +135,19 @@ class DistillGuard:
         if not self.enabled:
             return
         keys = [k for k in distill_keys if k in log_vars]
-        task = [
-            v for k, v in log_vars.items()
+        task_keys = [
+            k for k, v in log_vars.items()
             if 'loss' in k and k != 'loss' and k not in keys
             and isinstance(v, torch.Tensor)
         ]
-        parts = [v.detach().float().reshape(()) for v in
-                 ([sum(task)] if task else []) + [log_vars[k] for k in keys]]
-        if not parts:
+        if not keys and not task_keys:
             return
-        values = torch.stack(parts)
+        # one stack (views and no-op casts of the 0-d logged values), one
+        # copy; the task losses are summed on the host
+        values = torch.stack([
+            log_vars[k].detach().float().reshape(())
+            for k in task_keys + keys
+        ])
         event = None
         if values.is_cuda:
             host = torch.empty(values.shape, dtype=values.dtype,
@@ -158,8 +162,7 @@ class DistillGuard:
             self._grad_hub = _message_hub(None)
             self._grad_history = _grad_history(self._grad_hub)
         self._pending.append(
-            _Record(self.steps, (['task'] if task else []) + keys, values,
-                    event, amp))
+            _Record(self.steps, len(task_keys), keys, values, event, amp))
         self.steps += 1
 
     # -------------------------------------------------------------- check
@@ -221,8 +224,10 @@ class DistillGuard:
         self._act(lines, when)
 
     def _problems(self, record: _Record, message_hub, describe) -> list:
-        values = dict(zip(record.keys, record.values.tolist()))
-        task = values.pop('task', None)
+        floats = record.values.tolist()
+        task = (sum(floats[:record.num_task])
+                if record.num_task else None)
+        values = dict(zip(record.keys, floats[record.num_task:]))
         self._task_finite = task is None or math.isfinite(task)
         step = record.step + 1
         fix = describe or (lambda pair: 'lower its loss weight')

@@ -518,7 +518,8 @@ class SingleTeacherDistiller(BaseModel):
             if stats:
                 self._pending_stats[name] = feature_stats_tensors(
                     raw, student, teacher, value)
-            losses[key] = value * self.loss_scales.get(name, 1.0)
+            scale = self.loss_scales.get(name, 1.0)
+            losses[key] = value if scale == 1.0 else value * scale
         return losses
 
     @property

@@ -246,10 +246,10 @@ class FeatureRecorder:
             return lambda module, args, output: store(output)
 
         # Looked up at every call: the runner may have replaced modules since
-        # the build (SyncBN reverted or converted, DDP wrapping).
-        modules = dict(self.model.named_modules())
+        # the build (SyncBN reverted or converted, DDP wrapping); along the
+        # path only, not over the whole model.
         for key in self._by_module:
-            module = modules[key[0]]
+            module = self.model.get_submodule(key[0])
             hook = make_hook(key)
             if key[1] == 'input':
                 handles.append(module.register_forward_pre_hook(hook))
