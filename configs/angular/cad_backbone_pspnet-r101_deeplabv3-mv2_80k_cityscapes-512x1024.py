@@ -3,14 +3,8 @@
 # MobileNetV2-d8 student, PSPNet R101-d8 teacher, lambda_ad = 10 plus logits
 # KD 10.
 _base_ = [
-    './lad_backbone_pspnet-r101_deeplabv3-mv2_80k_cityscapes-512x1024.py'
+    './lad_backbone_pspnet-r101_deeplabv3-mv2_80k_cityscapes-512x1024.py',
 ]
 
-model = dict(distill=dict(backbone=dict(loss=dict(mode='channel'))))
-
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
-custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+distill = dict(backbone=dict(loss=dict(mode='channel')))
+model = dict(distill=distill)

@@ -3,11 +3,5 @@
 # student, PSPNet R101-d8 teacher, lambda_ad = 10 plus logits KD 10.
 _base_ = ['./lad_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py']
 
-model = dict(distill=dict(backbone=dict(loss=dict(mode='channel'))))
-
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
-custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+distill = dict(backbone=dict(loss=dict(mode='channel')))
+model = dict(distill=distill)

@@ -4,11 +4,13 @@
 # (NCKD) 0.5, temperature 1, the student's cross-entropy weight 1. The
 # official warm-up there is 1 epoch of min(epoch / 1, 1) with epochs from 1,
 # a factor of 1 from the start: no warm-up (warmup_iters=0).
-_base_ = ['../_base_/logits_resnet34-resnet18_8xb32_in1k.py']
+_base_ = ['../_base_/distillers/resnet34_resnet18_100e_in1k.py']
 
 model = dict(
     distill=dict(
         logits=dict(
+            student='head.fc',
+            teacher='head.fc',
             loss=dict(
                 type='DKDLoss',
                 tau=1.0,

@@ -6,16 +6,9 @@
 # cross-entropy weight 1. The student keeps mmpretrain's MobileNet-V2 recipe
 # (8 GPUs x 32 images, SGD lr 0.045, 300 epochs); the teacher is
 # mmpretrain's ResNet-50 (76.55 top-1).
-_base_ = ['mmpretrain::mobilenet_v2/mobilenet-v2_8xb32_in1k.py']
+_base_ = ['../_base_/distillers/resnet50_mobilenet-v2_300e_in1k.py']
 
 model = dict(
-    _delete_=True,
-    type='mmdistill.SingleTeacherDistiller',
-    student={{_base_.model}},
-    teacher=dict(
-        config='mmpretrain::resnet/resnet50_8xb32_in1k.py',
-        checkpoint='https://download.openmmlab.com/mmclassification/v0/'
-        'resnet/resnet50_8xb32_in1k_20210831-ea4938fc.pth'),
     distill=dict(
         logits=dict(
             student='head.fc',
@@ -26,10 +19,3 @@ model = dict(
                 alpha=1.0,
                 beta=2.0,
                 warmup_iters=0))))
-
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
-custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

@@ -3,17 +3,17 @@
 # teacher's neck and head ("inheriting strategy"). Settings of yzd-v/FGD
 # configs/distillers/fgd/
 # fgd_retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_2x_coco.py']
+_base_ = ['../_base_/distillers/retinanet-x101_retinanet-r50_2x_coco.py']
 
+# FGD's teacher is the 1x checkpoint (41.0 box AP), with the config it was
+# released with
+teacher = dict(
+    config='mmdet::retinanet/retinanet_x101-64x4d_fpn_1x_coco.py',
+    checkpoint='https://download.openmmlab.com/mmdetection/v2.0/'
+    'retinanet/retinanet_x101_64x4d_fpn_1x_coco/'
+    'retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth')
 model = dict(
-    _delete_=True,
-    type='mmdistill.SingleTeacherDistiller',
-    student={{_base_.model}},
-    teacher=dict(
-        config='mmdet::retinanet/retinanet_x101-64x4d_fpn_1x_coco.py',
-        checkpoint='https://download.openmmlab.com/mmdetection/v2.0/'
-        'retinanet/retinanet_x101_64x4d_fpn_1x_coco/'
-        'retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth'),
+    teacher=teacher,
     init_student_from_teacher=['neck', 'bbox_head'],
     distill=dict(
         fpn=dict(
@@ -29,10 +29,3 @@ model = dict(
                 lambda_=5e-6))))
 
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
-
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
-custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

@@ -7,16 +7,9 @@
 # projector of wangkai930418/attndistill mugs_teacher.sh; the student keeps
 # its own DeiT recipe (300 epochs, 4 GPUs x 256 images, label smoothing,
 # Mixup/CutMix) and classification loss.
-_base_ = ['mmpretrain::deit/deit-tiny_4xb256_in1k.py']
+_base_ = ['../_base_/distillers/deit-small_deit-tiny_300e_in1k.py']
 
 model = dict(
-    _delete_=True,
-    type='mmdistill.SingleTeacherDistiller',
-    student={{_base_.model}},
-    teacher=dict(
-        config='mmpretrain::deit/deit-small_4xb256_in1k.py',
-        checkpoint='https://download.openmmlab.com/mmclassification/v0/deit/'
-        'deit-small_pt-4xb256_in1k_20220218-9425b9bb.pth'),
     distill=dict(
         class_attention=dict(
             student='backbone.layers.11.attn.qkv',
@@ -36,10 +29,3 @@ model = dict(
                 out_channels=384,
                 token_index=0),
             loss=dict(type='MSELoss', loss_weight=1.0))))
-
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
-custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
