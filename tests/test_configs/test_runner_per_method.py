@@ -21,18 +21,22 @@ pytestmark = pytest.mark.slow
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FAMILIES = {
-    'fgd_retinanet': 'configs/fgd/fgd_fpn_retinanet_x101-r50_2x_coco.py',
-    'mgd_retinanet': 'configs/mgd/mgd_fpn_retinanet_x101-r50_2x_coco.py',
+    'fgd_retinanet':
+    'configs/fgd/fgd_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
+    'mgd_retinanet':
+    'configs/mgd/mgd_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
     'tat_pspnet':
-    'configs/tat/tat_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+    'configs/tat/tat_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
     'lad_pspnet':
-    'configs/angular/lad_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+    'configs/angular/lad_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
     'cwd_deeplabv3_logits':
     'configs/cwd/cwd_logits_pspnet-r101_deeplabv3-r18_80k_cityscapes-'
     '512x1024.py',
     'vit_attention_deit':
-    'configs/vit_attention/vit-attention_last-block_deit_small-tiny_300e_'
-    'in1k.py',
+    'configs/vit_attention/vit-attention_last-block_deit-small_deit-tiny_'
+    '300e_in1k.py',
 }
 # shrunken widths: FPN outputs of both detectors, last ResNet stage of the
 # segmentation student (width 8) and teacher (width 16)
