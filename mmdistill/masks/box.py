@@ -28,7 +28,7 @@ the feature map) rather than the official code's unpadded ``img_shape``.
 
 Implementation: the boxes of a batch are padded once to the largest box count
 (:func:`pad_boxes`, with a validity mask), and the masks of any number of
-feature levels come from one rasterisation over the cells of all levels
+feature levels come from one rasterisation of all images and boxes
 (:func:`box_masks_levels`): no Python loop over images, boxes or cells, and no
 value is read back to the host (the per-image background counts are
 ``torch.where``/``clamp_min`` arithmetic, not ``if`` tests), so the masks can
@@ -152,25 +152,18 @@ def pad_boxes(bboxes: Sequence,
 
 
 class _Geometry(NamedTuple):
-    """Index tensors of the cells of several feature levels, concatenated
-    level after level (rows, columns and row-major cells)."""
-    scale_h: torch.Tensor  # (L,) h of each level, boxes dtype
+    """Per-level constants of a set of feature sizes, on one device."""
+    scale_h: torch.Tensor  # (L,) h of each level, in the boxes' dtype
     scale_w: torch.Tensor  # (L,) w of each level
-    row: torch.Tensor  # (R,) row index inside its level
-    row_level: torch.Tensor  # (R,) level of each row
-    col: torch.Tensor  # (Cw,) column index inside its level
-    col_level: torch.Tensor  # (Cw,)
-    cell_row: torch.Tensor  # (T,) position of each cell's row in ``row``
-    cell_col: torch.Tensor  # (T,) position of each cell's column in ``col``
-    cell_level: torch.Tensor  # (T,) level of each cell
-    level_end: torch.Tensor  # (L,) index of each level's last cell
+    rows: List[torch.Tensor]  # arange(h) of each level
+    cols: List[torch.Tensor]  # arange(w) of each level
 
 
 _GEOMETRY_CACHE: 'OrderedDict[tuple, _Geometry]' = OrderedDict()
 _GEOMETRY_CACHE_SIZE = 64
 
 
-def _fill(values: Sequence, dtype: torch.dtype,
+def _fill(values: Sequence[float], dtype: torch.dtype,
           device: torch.device) -> torch.Tensor:
     """A 1-D tensor of ``values`` written by fill kernels on ``device``
     (``torch.tensor(values, device=cuda)`` would copy from pageable host
@@ -187,36 +180,11 @@ def _geometry(sizes: Sequence[Size], dtype: torch.dtype,
     if geom is not None:
         _GEOMETRY_CACHE.move_to_end(key)
         return geom
-    long = dict(dtype=torch.long, device=device)
-    rows, row_levels, cols, col_levels = [], [], [], []
-    cell_rows, cell_cols, cell_levels = [], [], []
-    row_offset = col_offset = cell_offset = 0
-    ends = []
-    for level, (h, w) in enumerate(sizes):
-        rows.append(torch.arange(h, **long))
-        row_levels.append(torch.full((h, ), level, **long))
-        cols.append(torch.arange(w, **long))
-        col_levels.append(torch.full((w, ), level, **long))
-        r = torch.arange(h, **long)[:, None].expand(h, w).reshape(-1)
-        c = torch.arange(w, **long)[None, :].expand(h, w).reshape(-1)
-        cell_rows.append(r + row_offset)
-        cell_cols.append(c + col_offset)
-        cell_levels.append(torch.full((h * w, ), level, **long))
-        row_offset += h
-        col_offset += w
-        cell_offset += h * w
-        ends.append(cell_offset - 1)
     geom = _Geometry(
         scale_h=_fill([float(h) for h, _ in sizes], dtype, device),
         scale_w=_fill([float(w) for _, w in sizes], dtype, device),
-        row=torch.cat(rows),
-        row_level=torch.cat(row_levels),
-        col=torch.cat(cols),
-        col_level=torch.cat(col_levels),
-        cell_row=torch.cat(cell_rows),
-        cell_col=torch.cat(cell_cols),
-        cell_level=torch.cat(cell_levels),
-        level_end=_fill(ends, torch.long, device))
+        rows=[torch.arange(h, device=device) for h, _ in sizes],
+        cols=[torch.arange(w, device=device) for _, w in sizes])
     _GEOMETRY_CACHE[key] = geom
     while len(_GEOMETRY_CACHE) > _GEOMETRY_CACHE_SIZE:
         _GEOMETRY_CACHE.popitem(last=False)
@@ -228,7 +196,7 @@ def box_masks_levels(padded: PaddedBoxes,
                      dtype: torch.dtype = torch.float32
                      ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """FGD's foreground and background masks of several feature levels,
-    from one rasterisation of the padded boxes over all their cells.
+    from one rasterisation of the padded boxes of all images.
 
     For each level ``(h, w)``, with the cell ranges and areas of the module
     docstring's rule,
@@ -238,6 +206,11 @@ def box_masks_levels(padded: PaddedBoxes,
     * ``bg[n] = 1[fg[n] == 0] / max(1, sum(1[fg[n] == 0]))``: it sums to 1,
       is all ``1 / (h * w)`` for an image without boxes and all zero when
       the boxes cover the whole map.
+
+    The cell ranges of every box on every level are computed at once,
+    ``(N, K, L)``; each level's mask is then the maximum over the boxes of
+    the separable product ``[y in rows_j] * [x in cols_j] / area_j``, all
+    images and boxes in one broadcast.
 
     Args:
         padded (PaddedBoxes): The batch's boxes from :func:`pad_boxes`.
@@ -249,16 +222,13 @@ def box_masks_levels(padded: PaddedBoxes,
         ``(N, h, w)`` on the boxes' device.
     """
     sizes = [(int(s[0]), int(s[1])) for s in feat_sizes]
+    if not sizes:
+        return []
     boxes, valid, input_shape = padded
     n, k = boxes.shape[0], boxes.shape[1]
     device = boxes.device
-    total = sum(h * w for h, w in sizes)
-    if not sizes:
-        return []
     geom = _geometry(sizes, boxes.dtype, device)
-    if k == 0:  # no box in the whole batch (a shape, known on the host)
-        fg = torch.zeros((n, total), dtype=dtype, device=device)
-    else:
+    if k:
         # the official operation order, x / W_in * w: the division by the
         # batch's common input shape is the same (Python-scalar) division
         # as the per-image code it replaces
@@ -268,37 +238,36 @@ def box_masks_levels(padded: PaddedBoxes,
         else:
             norm_y = boxes[..., 1::2] / input_shape[0]
             norm_x = boxes[..., 0::2] / input_shape[1]
-        # (N, K, L) cell ranges of every box on every level
+        # (N, K, L) cell ranges and areas of every box on every level
         y1 = torch.floor(norm_y[..., 0:1] * geom.scale_h).long()
         y2 = torch.ceil(norm_y[..., 1:2] * geom.scale_h).long()
         x1 = torch.floor(norm_x[..., 0:1] * geom.scale_w).long()
         x2 = torch.ceil(norm_x[..., 1:2] * geom.scale_w).long()
-        value = 1.0 / ((y2 + 1 - y1) * (x2 + 1 - x1)).to(dtype)
-        # rows / columns of all levels covered by each box: (N, K, R|Cw)
-        in_y = (geom.row >= y1[..., geom.row_level]) & \
-            (geom.row <= y2[..., geom.row_level])
-        in_x = (geom.col >= x1[..., geom.col_level]) & \
-            (geom.col <= x2[..., geom.col_level])
-        in_y = in_y & valid[..., None]
-        # (N, K, T) over the cells of all levels, then the largest value
-        inside = in_y[..., geom.cell_row] & in_x[..., geom.cell_col]
-        fg = torch.where(inside, value[..., geom.cell_level],
-                         value.new_zeros(())).amax(dim=1)
-    # background: free cells over their count per image and level; where
-    # nothing is free the numerators are all 0, so clamping the count to 1
-    # gives the zero mask without asking whether the count is positive
-    free = fg == 0
-    counts = free.cumsum(dim=1)[:, geom.level_end]  # (N, L), int64
-    counts = torch.cat([counts[:, :1], counts[:, 1:] - counts[:, :-1]],
-                       dim=1)
-    per_cell = counts.clamp_min(1).to(dtype)[:, geom.cell_level]
-    bg = free.to(dtype) / per_cell
+        area = (y2 + 1 - y1) * (x2 + 1 - x1)
+        # padding rows and empty ranges (area <= 0 or inverted) give 0,
+        # never inf * 0
+        value = torch.where(valid[..., None] & (area > 0),
+                            1.0 / area.to(dtype),
+                            area.new_zeros((), dtype=dtype))
     out = []
-    offset = 0
-    for h, w in sizes:
-        out.append((fg[:, offset:offset + h * w].reshape(n, h, w),
-                    bg[:, offset:offset + h * w].reshape(n, h, w)))
-        offset += h * w
+    for level, (h, w) in enumerate(sizes):
+        if k == 0:  # no box in the whole batch (a shape, known on the host)
+            fg = torch.zeros((n, h, w), dtype=dtype, device=device)
+        else:
+            rows, cols = geom.rows[level], geom.cols[level]
+            in_y = ((rows >= y1[..., level, None]) &
+                    (rows <= y2[..., level, None])).to(dtype)  # (N, K, h)
+            in_x = ((cols >= x1[..., level, None]) &
+                    (cols <= x2[..., level, None])).to(dtype)  # (N, K, w)
+            # exact: each product is 0 or the box's value
+            fg = (in_y[..., :, None] *
+                  (in_x * value[..., level, None])[..., None, :]).amax(dim=1)
+        # background: the free cells over their count; where nothing is
+        # free every numerator is 0, so a count clamped to 1 gives the zero
+        # mask without asking on the host whether the count is positive
+        free = fg == 0
+        count = free.sum(dim=(1, 2)).clamp_min(1).to(dtype)
+        out.append((fg, free.to(dtype) / count[:, None, None]))
     return out
 
 

@@ -306,3 +306,20 @@ def test_cache_rasterises_the_levels_of_a_batch_once():
     samples, boxes = batch()
     cache.get(samples, boxes, [(64, 64)] * 2, (8, 8))
     assert cache.rasterisations == count + 1
+
+
+def test_degenerate_boxes_mark_nothing_and_give_no_nan():
+    """Inverted, zero-area and outside boxes (a zero-area range would give
+    1 / 0) add no foreground; the masks stay finite."""
+    boxes = [torch.tensor([[50.0, 50.0, 10.0, 10.0],     # inverted
+                           [30.0, 30.0, 12.0, 30.0],     # inverted in x
+                           [-50.0, -50.0, -20.0, -20.0],  # before the map
+                           [140.0, 140.0, 180.0, 180.0]]),  # past the map
+             torch.tensor([[8.0, 8.0, 24.0, 24.0], [60.0, 60.0, 8.0, 8.0]])]
+    fg, bg = box_masks(boxes, (128, 128), (16, 16))
+    assert torch.isfinite(fg).all() and torch.isfinite(bg).all()
+    assert torch.all(fg[0] == 0)
+    assert torch.allclose(bg[0], torch.full((16, 16), 1.0 / 256))
+    expected = torch.zeros(16, 16)
+    expected[1:4, 1:4] = 1.0 / 9
+    assert torch.equal(fg[1], expected)
