@@ -2,10 +2,10 @@
 1x1 conv + BN + ReLU channel alignment.
 
 Papers: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation" (``shared/papers/001_cc5401afd166de35.txt``,
-Table 7) and "Rethinking Knowledge Distillation with Raw Features for
-Semantic Segmentation" (``shared/papers/002_7c33e558cf78500a.txt``,
-Section 4.1, network architectures).
+Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212),
+Table 7; and "Rethinking Knowledge Distillation with Raw Features for
+Semantic Segmentation", Tao Liu et al. (Hikvision Research Institute),
+Section 4.1, network architectures.
 """
 from typing import Optional
 
@@ -25,10 +25,10 @@ class ConvConnector(BaseModule):
     ``act(norm(conv_kxk(x)))`` and the last is a plain ``conv_kxk`` (or also
     ``act(norm(.))`` when ``last_norm_act=True``); padding ``k // 2`` keeps
     the spatial size. The defaults give paper 001's "Conv3x3" ablation
-    (``conv3x3 -> ReLU -> conv3x3``, ``shared/papers/001_cc5401afd166de35.txt``
+    (``conv3x3 -> ReLU -> conv3x3``, arXiv:2303.13212
     Table 7); ``kernel_size=1, num_convs=1, norm_cfg=dict(type='BN'),
     last_norm_act=True`` gives the ``conv1x1 -> BN -> ReLU`` alignment paper
-    002 (``shared/papers/002_7c33e558cf78500a.txt``, Section 4.1) applies to
+    002 (Tao Liu et al., Section 4.1) applies to
     the student when its channels differ from the teacher's.
 
     Args:

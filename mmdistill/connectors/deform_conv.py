@@ -2,7 +2,7 @@
 001's Table 7.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation" (``shared/papers/001_cc5401afd166de35.txt``,
+Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212,
 Section 4.4.2 and Table 7).
 """
 from typing import Optional
@@ -43,7 +43,7 @@ class DeformConvConnector(BaseModule):
     dp_k)``. ``modulated=True`` uses DCNv2 instead
     (``ModulatedDeformConv2dPack``: a sigmoid mask ``m_k(p)`` multiplies each
     sample, plus a bias). "Deformable 3x3" of paper 001
-    (``shared/papers/001_cc5401afd166de35.txt``, Section 4.4.2, Table 7).
+    (arXiv:2303.13212, Section 4.4.2, Table 7).
     mmcv's DCNv1 has no bias. Runs on CPU and GPU (mmcv >= 2.0 compiled with
     its ops).
 

@@ -1,7 +1,7 @@
 """Identity connector: the "Identity" row of paper 001's Tables 1 and 6.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation" (``shared/papers/001_cc5401afd166de35.txt``).
+Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212).
 """
 from typing import Optional
 
@@ -17,7 +17,7 @@ class IdentityConnector(BaseModule):
 
     The student mimics the teacher feature directly (FitNets-style naive
     feature distillation; "Identity" in paper 001,
-    ``shared/papers/001_cc5401afd166de35.txt``, Tables 1 and 6). It has no
+    arXiv:2303.13212, Tables 1 and 6). It has no
     parameters, so student and teacher must have the same shape.
 
     Args:

@@ -1,7 +1,7 @@
 """Linear connector: the "Linear" row of paper 001's Tables 1, 6 and 7.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation" (``shared/papers/001_cc5401afd166de35.txt``).
+Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212).
 """
 from typing import Optional
 
@@ -17,7 +17,7 @@ class LinearConnector(BaseModule):
     """One 1x1 convolution on the student: ``S' = W * S + b``.
 
     A linear channel-wise transformation with no activation ("Linear" in
-    paper 001, ``shared/papers/001_cc5401afd166de35.txt``, Tables 1, 6 and
+    paper 001, arXiv:2303.13212, Tables 1, 6 and
     7); the teacher is left untouched.
 
     Args:

@@ -1,8 +1,10 @@
 """Masked Generative Distillation connector (MGD).
 
-Paper: "Masked Generative Distillation", Yang et al., ECCV 2022; the method
-is defined in ``shared/SPEC.md`` section 3 ("MGD") and listed among the
-connectors of ``shared/papers/README.md``.
+Paper: "Masked Generative Distillation", Zhendong Yang et al., ECCV 2022
+(arXiv:2205.01529), Section 3: the student feature, masked by a random mask
+``M``, goes through the generation block ``G`` (3x3 conv, ReLU, 3x3 conv) and
+``G(S * M)`` is matched to the teacher feature with the summed squared
+error.
 """
 from typing import Optional
 
@@ -29,7 +31,7 @@ class MGDConnector(BaseModule):
     ``mask_ratio`` (MGD's lambda: 0.65 one-stage detectors, the default;
     0.45 two-stage; 0.75 segmentation), ``mask_type='channel'`` zeroes whole
     channels instead (MGD's classification variant). The MGD loss is then
-    ``alpha * sum((S' - T)^2) / N`` (``shared/SPEC.md`` section 3, "MGD").
+    ``alpha * sum((S' - T)^2) / N`` (``MGDLoss``).
 
     The mask is drawn from torch's global random generator and applied only
     in training mode; in eval mode ``S' = G(align(S))``. The last mask is

@@ -1,7 +1,7 @@
 """Channel-wise MLP connector of paper 001.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation" (``shared/papers/001_cc5401afd166de35.txt``),
+Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212),
 Eq. 3 and Algorithm 1.
 """
 from typing import Optional

@@ -1,7 +1,7 @@
 """Non-local connector: the "Non-Local" row of paper 001's Table 7.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation" (``shared/papers/001_cc5401afd166de35.txt``,
+Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212,
 Table 7; the block is Wang et al., "Non-local Neural Networks", its
 reference [26]).
 """
@@ -28,7 +28,7 @@ class NonLocalConnector(BaseModule):
     ``theta``, ``phi`` and ``g`` are 1x1 convs to ``C_s / reduction``
     channels and ``W_z`` a 1x1 conv back to ``C_s`` (zero-initialised by
     default, so the block starts as the identity). "Non-Local" of paper 001
-    (``shared/papers/001_cc5401afd166de35.txt``, Table 7).
+    (arXiv:2303.13212, Table 7).
 
     Args:
         in_channels (int): Channels of the student feature.

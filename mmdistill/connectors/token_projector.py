@@ -2,7 +2,7 @@
 
 Paper 004: Wang, Yang, van de Weijer, "Attention Distillation:
 self-supervised vision transformer students need more guidance", BMVC 2022
-(``shared/papers/004_42f7b1db76281a93.txt``): the student's last-layer
+(arXiv:2210.00944): the student's last-layer
 class token goes through a learnable projector to the teacher's width and is
 matched to the teacher's class token with the mean squared error.
 """
