@@ -1,5 +1,5 @@
-# CAD (channel-wise angular distillation, paper 002): the LAD config with
-# each channel's H*W map compared as a unit vector (Eq. 7), PSPNet
+# CAD, channel-wise angular distillation (Liu et al., WACV 2024, Eq. 7): the
+# LAD config with each channel's H*W map compared as a unit vector, PSPNet
 # MobileNetV2-d8 student, PSPNet R101-d8 teacher, lambda_ad = 10 plus logits
 # KD 10.
 _base_ = ['./lad_backbone_pspnet-r101_pspnet-mv2_80k_cityscapes-512x1024.py']

@@ -1,7 +1,7 @@
-# FGD (focal and global distillation): Faster R-CNN R50 learns from Cascade
-# Mask R-CNN X101-32x4d with deformable convs (c3-c5) on the 4 FPN levels, one
-# FGD loss per level; no inheriting (the heads differ). Settings of yzd-v/FGD
-# configs/distillers/fgd/
+# FGD, focal and global distillation (Yang et al., CVPR 2022): Faster R-CNN R50
+# learns from Cascade Mask R-CNN X101-32x4d with deformable convs (c3-c5) on
+# the 4 FPN levels, one FGD loss per level; no inheriting (the heads differ).
+# Settings of yzd-v/FGD configs/distillers/fgd/
 # fgd_cascade_mask_rcnn_rx101_32x4d_distill_faster_rcnn_r50_fpn_2x_coco.py
 _base_ = [
     '../_base_/distillers/'

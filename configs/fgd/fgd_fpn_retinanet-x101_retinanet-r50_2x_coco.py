@@ -1,7 +1,7 @@
-# FGD (focal and global distillation): RetinaNet R50 learns from RetinaNet
-# X101-64x4d on the 5 FPN levels, one FGD loss per level, and starts from the
-# teacher's neck and head ("inheriting strategy"). Settings of yzd-v/FGD
-# configs/distillers/fgd/
+# FGD, focal and global distillation (Yang et al., CVPR 2022): RetinaNet R50
+# learns from RetinaNet X101-64x4d on the 5 FPN levels, one FGD loss per level,
+# and starts from the teacher's neck and head ("inheriting strategy").
+# Settings of yzd-v/FGD configs/distillers/fgd/
 # fgd_retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py
 _base_ = ['../_base_/distillers/retinanet-x101_retinanet-r50_2x_coco.py']
 

@@ -1,8 +1,9 @@
-# MGD (masked generative distillation): RetinaNet R50 masks 65 % of the
-# positions of each FPN level (5 levels) and generates the RetinaNet
-# X101-64x4d features from the rest, alpha = 2e-5; the student starts from
-# the teacher's neck and head. Settings of yzd-v/MGD det/configs/distillers/
-# mgd/retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py
+# MGD, masked generative distillation (Yang et al., ECCV 2022): RetinaNet R50
+# masks 65 % of the positions of each FPN level (5 levels) and generates the
+# RetinaNet X101-64x4d features from the rest, alpha = 2e-5; the student
+# starts from the teacher's neck and head. Settings of yzd-v/MGD
+# det/configs/distillers/mgd/
+# retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py
 _base_ = ['../_base_/distillers/retinanet-x101_retinanet-r50_2x_coco.py']
 
 # MGD's teacher is the multi-scale 3x checkpoint (41.6 box AP), with the

@@ -1,7 +1,8 @@
-# Paper 001's own Cityscapes recipe (Sec. 4.3, Table 4) for the heterogeneous
-# MLP config: DeepLabV3 R18-d8 learns from PSPNet R101-d8 (its 40k
-# checkpoint, 78.34 mIoU) on 512 x 512 crops for 40k iterations (8 GPUs x 2
-# images), alpha = 1e-5. The teacher keeps its own 512x1024 test settings.
+# The Cityscapes recipe of the channel-wise MLP paper (Liu et al., ICCV-W
+# 2023, Sec. 4.3, Table 4) for the heterogeneous MLP config: DeepLabV3 R18-d8
+# learns from PSPNet R101-d8 (its 40k checkpoint, 78.34 mIoU) on 512 x 512
+# crops for 40k iterations (8 GPUs x 2 images), alpha = 1e-5. The teacher
+# keeps its own 512x1024 test settings.
 _base_ = [
     './mlp_backbone_pspnet-r101_deeplabv3-r18_80k_cityscapes-512x1024.py'
 ]

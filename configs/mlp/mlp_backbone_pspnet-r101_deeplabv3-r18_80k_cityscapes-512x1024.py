@@ -1,5 +1,8 @@
-# Paper 001 (channel-wise MLP), heterogeneous segmentation: DeepLabV3 R18-d8
-# learns from PSPNet R101-d8 on the backbone's last stage, alpha = 1e-5.
+# Channel-wise MLP (Liu et al., "A Simple and Generic Framework for Feature
+# Distillation via Channel-wise Transformation", ICCV-W 2023,
+# arXiv:2303.13212), heterogeneous segmentation: DeepLabV3 R18-d8 learns from
+# PSPNet R101-d8 on the backbone's last stage (512 -> 2048 channels),
+# alpha = 1e-5.
 _base_ = [
     '../_base_/distillers/'
     'pspnet-r101_deeplabv3-r18_80k_cityscapes-512x1024.py',

@@ -1,5 +1,7 @@
-# Paper 001 (channel-wise MLP), Faster R-CNN: R50 student learns from Cascade
-# Mask R-CNN X101-64x4d on the 4 FPN levels, alpha = 5e-7 (two-stage).
+# Channel-wise MLP (Liu et al., "A Simple and Generic Framework for Feature
+# Distillation via Channel-wise Transformation", ICCV-W 2023,
+# arXiv:2303.13212), Faster R-CNN: the R50 student learns from Cascade Mask
+# R-CNN X101-64x4d on the 4 FPN levels, alpha = 5e-7 (two-stage).
 _base_ = [
     '../_base_/distillers/cascade-mask-rcnn-x101_faster-rcnn-r50_2x_coco.py',
 ]

@@ -1,5 +1,7 @@
-# Paper 001 (channel-wise MLP), RetinaNet: R50 student learns from X101-64x4d
-# on every FPN level (5), one MLP per level, alpha = 2e-5 (one-stage).
+# Channel-wise MLP (Liu et al., "A Simple and Generic Framework for Feature
+# Distillation via Channel-wise Transformation", ICCV-W 2023,
+# arXiv:2303.13212), RetinaNet: the R50 student learns from X101-64x4d on every
+# FPN level (5), one MLP per level, alpha = 2e-5 (one-stage).
 _base_ = ['../_base_/distillers/retinanet-x101_retinanet-r50_2x_coco.py']
 
 model = dict(

@@ -1,9 +1,11 @@
-# TaT (target-aware transformer, paper 000): PSPNet R18-d8 is reconfigured by
-# attention keyed on PSPNet R101-d8's last backbone stage and matches it with
-# the mean squared error, twice: inside 64 groups of a 16 x 16 patch grid
-# (patch-group, weight 0.1) and on a 32 x 32 anchor grid (anchor-point,
-# weight 0.04). Weights alpha*beta and alpha*gamma of sihaoevery/TaT-seg
-# train_voc_resnet18.sh (alpha 0.1, beta 1.0, gamma 0.4, n = m = 16, 64 heads).
+# TaT, target-aware transformer (Lin et al., "Knowledge Distillation via the
+# Target-aware Transformer", CVPR 2022, arXiv:2205.10793): PSPNet R18-d8 is
+# reconfigured by attention keyed on PSPNet R101-d8's last backbone stage and
+# matches it with the mean squared error, twice: inside 64 groups of a 16 x 16
+# patch grid (patch-group, weight 0.1) and on a 32 x 32 anchor grid
+# (anchor-point, weight 0.04). Weights alpha*beta and alpha*gamma of
+# sihaoevery/TaT-seg train_voc_resnet18.sh (alpha 0.1, beta 1.0, gamma 0.4,
+# n = m = 16, 64 heads).
 _base_ = [
     '../_base_/distillers/pspnet-r101_pspnet-r18_80k_cityscapes-512x1024.py',
 ]
