@@ -80,13 +80,16 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
     from mmdistill.utils.setup_env import (finish_distributed,
-                                           init_distributed)
+                                           init_distributed,
+                                           sync_buffers_before_save)
     init_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)
+    # checkpoints hold the buffers the processes average (CPU SyncBN)
+    sync_buffers_before_save(runner)
     runner.train()
     finish_distributed()
 

@@ -78,6 +78,42 @@ def set_rng_state(state: Dict[str, Any]) -> List[str]:
     return []
 
 
+def checkpoint_due(runner, stage: str) -> bool:
+    """Whether one of the runner's ``CheckpointHook`` s saves a checkpoint in
+    this ``stage`` (``'after_train_iter'`` or ``'after_train_epoch'``), by
+    the hook's own rule (``interval``, ``save_begin``, ``save_last``).
+
+    mmengine's ``Runner.save_checkpoint`` runs on rank 0 only
+    (``master_only``), so ``before_save_checkpoint`` cannot run collectives;
+    a hook that must act on every process before a checkpoint (gather, or
+    average) does it in the same stage, before ``CheckpointHook`` (priority
+    VERY_LOW), when this says a save follows. Every process computes the
+    same answer.
+    """
+    from mmengine.hooks import CheckpointHook
+    for hook in runner.hooks:
+        if not isinstance(hook, CheckpointHook):
+            continue
+        if stage == 'after_train_iter' and not hook.by_epoch:
+            every = hook.every_n_train_iters(runner, hook.interval,
+                                             hook.save_begin)
+            last = hook.save_last and hook.is_last_train_iter(runner)
+        elif stage == 'after_train_epoch' and hook.by_epoch:
+            every = hook.every_n_epochs(runner, hook.interval,
+                                        hook.save_begin)
+            last = hook.save_last and hook.is_last_train_epoch(runner)
+        else:
+            continue
+        if every or last:
+            return True
+    return False
+
+
+def _gather(state: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every process's ``state``, in rank order (collective)."""
+    return all_gather_object(state)
+
+
 class _RestoreAfterSkip:
     """Stands in for ``IterBasedTrainLoop.dataloader_iterator`` on resume.
 
@@ -123,8 +159,11 @@ class RNGStateHook(Hook):
     ``rng_state`` to the checkpoint: python ``random``, numpy's global
     generator and torch's CPU generator and every CUDA device's (``uint8``
     tensors and plain lists, which the weights-only reader loads), for every
-    process of a distributed run (gathered on all ranks; each rank gets its
-    own back).
+    process of a distributed run (each rank gets its own back). mmengine
+    writes checkpoints from rank 0 only, so the states are gathered from all
+    processes in the stage in which ``CheckpointHook`` saves, before it
+    (see :func:`checkpoint_due`), and before every validation (for
+    ``save_best``): no collective in any other iteration.
 
     On resume the states are restored right before the first training batch
     is fetched: after mmengine's loop has advanced the dataloader past the
@@ -171,31 +210,56 @@ class RNGStateHook(Hook):
             dict(type='mmdistill.RNGStateHook'),
         ]
     """
-    # Last in every stage: the states are taken after, and restored after,
-    # every other hook of the stage.
-    priority = 'LOWEST'
+    # After ParamSchedulerHook (LOW, registered first) and before
+    # CheckpointHook (VERY_LOW): the states of every process are gathered in
+    # the stage in which a checkpoint is saved, before the save.
+    priority = 'LOW'
 
     def __init__(self) -> None:
         self._before_val: Optional[Dict[str, Any]] = None
+        self._val_ranks: Optional[List[Dict[str, Any]]] = None
+        self._ranks: Optional[List[Dict[str, Any]]] = None
         self._loaded: Optional[dict] = None
 
     # ------------------------------------------------------------- saving
+    @staticmethod
+    def _distributed() -> bool:
+        return is_distributed() and get_dist_info()[1] > 1
+
+    def _gather_if_due(self, runner, stage: str) -> None:
+        # mmengine saves on rank 0 only (before_save_checkpoint included):
+        # the other processes' states are gathered here, on all of them.
+        self._ranks = None
+        if self._distributed() and checkpoint_due(runner, stage):
+            self._ranks = _gather(get_rng_state())
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        self._gather_if_due(runner, 'after_train_iter')
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather_if_due(runner, 'after_train_epoch')
+
     def before_val(self, runner) -> None:
         self._before_val = get_rng_state()
+        # a save_best checkpoint is written during validation
+        self._val_ranks = _gather(
+            self._before_val) if self._distributed() else None
 
     def after_val(self, runner) -> None:
         if self._before_val is not None:
             set_rng_state(self._before_val)
-            self._before_val = None
+        self._before_val = self._val_ranks = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Every rank saves (mmengine's CheckpointHook calls save_checkpoint
-        # on all of them), so the gather below is collective.
-        state = self._before_val or get_rng_state()
         _, world_size = get_dist_info()
-        ranks = (all_gather_object(state)
-                 if is_distributed() and world_size > 1 else [state])
-        checkpoint[RNG_KEY] = dict(world_size=len(ranks), ranks=ranks)
+        if self._before_val is not None:
+            ranks = self._val_ranks or [self._before_val]
+        else:
+            ranks = self._ranks or [get_rng_state()]
+        # with len(ranks) < world_size (a save outside CheckpointHook's
+        # rule) a resume restores nothing, and says so
+        checkpoint[RNG_KEY] = dict(world_size=world_size, ranks=ranks)
 
     # ---------------------------------------------------------- restoring
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -223,12 +287,14 @@ class RNGStateHook(Hook):
                 level=logging.WARNING)
             return
         rank, world_size = get_dist_info()
-        if state['world_size'] != world_size:
+        if state['world_size'] != world_size or len(
+                state['ranks']) != world_size:
             print_log(
                 f'RNGStateHook: the checkpoint holds the generator states of '
-                f'{state["world_size"]} process(es), this run has '
-                f'{world_size}; they are not restored and the resumed run '
-                'is not identical to an uninterrupted one.',
+                f'{len(state["ranks"])} of {state["world_size"]} '
+                f'process(es), this run has {world_size}; they are not '
+                'restored and the resumed run is not identical to an '
+                'uninterrupted one.',
                 logger='current',
                 level=logging.WARNING)
             return

@@ -74,7 +74,9 @@ def _cpu_distributed(cfg: Config) -> None:
     # torch's SyncBatchNorm trains on CUDA tensors only. Plain BN computes
     # each process's batch statistics; SyncBuffersHook averages the running
     # statistics over the processes before validation and at the end of
-    # training, so that every process holds the same buffers.
+    # training, and the tools' SyncBuffersBeforeSaveHook before every
+    # checkpoint, so that every process and every checkpoint hold the same
+    # buffers.
     replaced = _replace_sync_norms(cfg.get('model', None))
     if cfg.get('sync_bn', None):
         _log_once(f'sync_bn={cfg.sync_bn!r} ignored: synchronised BN needs '
@@ -103,7 +105,9 @@ def prepare_config(cfg: Config) -> Config:
       requires for a CPU module; ``find_unused_parameters`` and
       ``broadcast_buffers`` keep the values mmengine would use), SyncBN layer
       configs of the model become BN, and a ``SyncBuffersHook`` keeps the BN
-      statistics equal on all processes.
+      statistics equal on all processes (the tools add
+      :class:`SyncBuffersBeforeSaveHook`, see :func:`sync_buffers_before_save`,
+      so that checkpoints hold them too).
 
     With CUDA the config is returned unchanged. Calling it twice is harmless.
 
@@ -165,6 +169,55 @@ def init_distributed(cfg: Config) -> bool:
         init_dist(launcher, **dist_cfg)
     return True
 
+
+class SyncBuffersBeforeSaveHook(Hook):
+    """Average the model's buffers over the processes before every
+    iteration checkpoint, so that the checkpoint holds what every process
+    holds.
+
+    mmengine's ``SyncBuffersHook`` averages the buffers (the BN running
+    statistics of the CPU fallback for SyncBN, see :func:`prepare_config`)
+    at the end of a training epoch, before ``CheckpointHook`` saves an
+    epoch checkpoint, and before validation. An iteration-based
+    ``CheckpointHook`` saves in ``after_train_iter``, before that: the runner
+    checkpoint, and the student export made from it, held rank 0's own
+    statistics while the processes went on with the average. mmengine
+    writes checkpoints from rank 0 only (``before_save_checkpoint`` runs
+    there alone), so this hook runs the same all-reduce on every process in
+    ``after_train_iter``, before ``CheckpointHook`` (priority VERY_LOW), in
+    the iterations where that hook saves
+    (:func:`mmdistill.hooks.rng_state.checkpoint_due`); no collective in the
+    other iterations.
+    """
+    priority = 'LOW'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        from mmengine.dist import all_reduce_params, is_distributed
+
+        from mmdistill.hooks.rng_state import checkpoint_due
+        if is_distributed() and checkpoint_due(runner, 'after_train_iter'):
+            all_reduce_params(runner.model.buffers(), op='mean')
+
+
+def sync_buffers_before_save(runner) -> bool:
+    """In a distributed run whose hooks include mmengine's
+    ``SyncBuffersHook`` (the CPU fallback for SyncBN adds one), register
+    :class:`SyncBuffersBeforeSaveHook` so that checkpoints hold the averaged
+    buffers.
+
+    Returns:
+        bool: Whether the hook was registered.
+    """
+    from mmengine.dist import is_distributed
+    from mmengine.hooks import SyncBuffersHook
+    if not is_distributed() or not any(
+            isinstance(h, SyncBuffersHook) for h in runner.hooks) or any(
+                isinstance(h, SyncBuffersBeforeSaveHook)
+                for h in runner.hooks):
+        return False
+    runner.register_hook(SyncBuffersBeforeSaveHook())
+    return True
 
 
 class RankZeroTestJsonHook(Hook):

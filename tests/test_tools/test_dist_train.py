@@ -1,7 +1,11 @@
 """tools/dist_train.sh CONFIG 2 on this CPU machine: two processes over gloo
 train a shrunken shipped config; both finish, losses are logged once, the
 student export is written once, and both processes end with the same student
-weights (each writes its hash through tools_support.StudentWeightProbe)."""
+weights (each writes its hash through tools_support.StudentWeightProbe).
+PSPNet's SyncBN runs as BN in each process: every runner checkpoint and
+export holds the running statistics both processes hold when it is saved.
+An FGD RetinaNet run where one process sees no ground-truth box at all
+finishes (no hang)."""
 import glob
 import json
 import os
@@ -12,13 +16,14 @@ import time
 import pytest
 import torch
 from conftest import run_tool
-from tools_support import (PROBE, free_port, state_sha256, tool_env,
-                           write_tiny_config)
+from mmengine.config import Config
+from tools_support import (BN_BUFFERS, BOXES, PROBE, free_port,
+                           run_process_group, state_sha256, strip_boxes,
+                           tool_env, write_tiny_config)
 
 pytestmark = pytest.mark.slow
 
 EPOCHS, ITERS_PER_EPOCH = 2, 2  # detection: 8 images, 2 processes x 2
-BN_BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
 
 
 def load(path):
@@ -91,12 +96,67 @@ def test_two_cpu_processes(name, tmp_path):
     params = {k: v for k, v in last['state_dict'].items()
               if not k.endswith(BN_BUFFERS)}
     assert state_sha256(params) == records[0]['params']
-    if kind_det:  # frozen BN (norm_eval): the whole state is the same
-        assert state_sha256(last['state_dict']) == records[0]['state']
-    # PSPNet's SyncBN runs as BN in CPU processes: the checkpoint of the last
-    # iteration holds rank 0's running statistics, SyncBuffersHook averages
-    # them on every rank before the validation that follows (above: the
-    # processes' states are equal).
+    # the whole state, BN statistics included: for PSPNet (SyncBN as BN in
+    # each CPU process) the buffers are averaged before every checkpoint
+    assert state_sha256(last['state_dict']) == records[0]['state']
+    for step in steps:
+        name = f'{unit}_{step}.pth'
+        saved = load(osp.join(work_dir, name))
+        runner_ckpt = saved['state_dict']
+        # RNGStateHook: both processes' generator states, gathered before
+        # the save (mmengine saves on rank 0 only)
+        rng = saved['rng_state']
+        assert rng['world_size'] == 2 and len(rng['ranks']) == 2
+        export = load(osp.join(work_dir, f'{unit}_{step}_student.pth'))
+        for state in (export['state_dict'], {
+                k[len('student.'):]: v
+                for k, v in runner_ckpt.items() if k.startswith('student.')
+        }):
+            buffers = {k: v for k, v in state.items()
+                       if k.endswith(BN_BUFFERS)}
+            assert buffers
+            # what each process held in memory right after the save
+            assert state_sha256(buffers) == records[0]['buffers'][name]
+            assert state_sha256(buffers) == records[1]['buffers'][name]
     # the weights did train between the two checkpoints
     first = load(osp.join(work_dir, f'{unit}_{steps[0]}_student.pth'))
     assert state_sha256(first['state_dict']) != records[0]['state']
+
+
+def test_one_process_without_boxes_fgd(tmp_path):
+    """FGD RetinaNet on 2 processes; every image process 0 trains on has no
+    ground-truth box (the sampler does not shuffle: process r takes images
+    r, r + 2, ...). Both finish, in step, with the same student."""
+    config = write_tiny_config(
+        'fgd_retinanet', str(tmp_path), length=1,
+        hooks=[dict(type='GtBoxProbe')])
+    removed = strip_boxes(
+        str(tmp_path / 'fgd_retinanet_data'), 'train', lambda i: i % 2)
+    assert removed > 0
+    cfg = Config.fromfile(config)
+    cfg.train_dataloader.sampler.shuffle = False
+    cfg.dump(config)
+    work_dir = str(tmp_path / 'work')
+    start = time.time()
+    code, log = run_process_group(
+        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir],
+        env=tool_env(port=free_port()), timeout=420)
+    print(f'FGD, 2 processes, one without boxes: {time.time() - start:.1f} s')
+    assert code is not None, f'the run hung (killed):\n{log[-4000:]}'
+    assert code == 0, log[-6000:]
+    seen = []
+    for rank in (0, 1):
+        with open(osp.join(work_dir, BOXES.format(rank=rank))) as f:
+            seen.append(json.load(f))
+    assert seen[0] == dict(images=4, boxes=0), seen
+    assert seen[1]['images'] == 4 and seen[1]['boxes'] > 0, seen
+    records = []
+    for rank in (0, 1):
+        with open(osp.join(work_dir, PROBE.format(rank=rank))) as f:
+            records.append(json.load(f))
+    assert [r['iter'] for r in records] == [2, 2]
+    assert records[0]['state'] == records[1]['state']
+    assert records[0]['connectors'] == records[1]['connectors']
+    assert all('loss_distill_fpn_' in line for line in log.splitlines()
+               if 'Epoch(train)' in line)
+    assert osp.exists(osp.join(work_dir, 'epoch_1_student.pth'))

@@ -26,16 +26,19 @@ from mmengine.registry import HOOKS
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(osp.dirname(HERE))
 CONFIGS = {
-    'retinanet': 'configs/mlp/mlp_fpn_retinanet_x101-r50_2x_coco.py',
-    'pspnet':
-    'configs/mlp/mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
-    'fgd_retinanet': 'configs/fgd/fgd_fpn_retinanet_x101-r50_2x_coco.py',
+    'retinanet':
+    'configs/mlp/mlp_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
+    'pspnet': 'configs/mlp/mlp_backbone_pspnet-r101_pspnet-r18_80k_'
+    'cityscapes-512x1024.py',
+    'fgd_retinanet':
+    'configs/fgd/fgd_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
 }
 KIND = dict(retinanet='det', pspnet='seg', fgd_retinanet='det')
 # FGD compares the FPN maps without a connector, and inherits the teacher's
 # neck and head: the teacher gets the student's shape
 SAME_SHAPE = dict(fgd_retinanet=True)
 PROBE = 'student_rank{rank}.json'
+BN_BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
 BOXES = 'boxes_rank{rank}.json'
 #: tools/train.py runs with this variable set kill themselves (SIGKILL) right
 #: after the runner checkpoint of this iteration is saved
@@ -60,24 +63,31 @@ class StudentWeightProbe(Hook):
     student state (parameters and buffers), the iteration and world size,
     and ``buffers``: the sha256 of its student's buffers after every
     iteration at which a runner checkpoint was saved (after the checkpoint
-    and export hooks of that iteration)."""
+    and export hooks of that iteration; BN statistics only)."""
 
     priority = 'LOWEST'
 
     def __init__(self) -> None:
         self.buffers = {}
 
+    def _record_new_checkpoint(self, runner) -> None:
+        from mmengine.hooks import CheckpointHook
+        for hook in runner.hooks:
+            path = getattr(hook, 'last_ckpt', None) if isinstance(
+                hook, CheckpointHook) else None
+            if path and osp.basename(path) not in self.buffers:
+                model = runner.model.module if is_model_wrapper(
+                    runner.model) else runner.model
+                self.buffers[osp.basename(path)] = state_sha256({
+                    k: v for k, v in model.student.named_buffers()
+                    if k.endswith(BN_BUFFERS)})
+
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        from mmengine.hooks import CheckpointHook
-        saved = {getattr(h, 'last_ckpt', None) for h in runner.hooks
-                 if isinstance(h, CheckpointHook)}
-        name = f'iter_{runner.iter + 1}.pth'
-        if any(p and osp.basename(p) == name for p in saved):
-            model = runner.model.module if is_model_wrapper(
-                runner.model) else runner.model
-            self.buffers[name] = state_sha256(
-                dict(model.student.named_buffers()))
+        self._record_new_checkpoint(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        self._record_new_checkpoint(runner)
 
     def after_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
