@@ -36,6 +36,7 @@ be built on a GPU without synchronising it. :class:`BoxMaskCache` shares one
 rasterisation between the losses of the feature levels of one batch.
 """
 import numbers
+import weakref
 from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -62,8 +63,9 @@ def _as_box_tensor(boxes) -> torch.Tensor:
 def _per_image_shapes(batch_input_shape, n: int) -> List[Size]:
     shape = list(batch_input_shape)
     if len(shape) == 2 and all(
-            isinstance(s, numbers.Real) or
-        (isinstance(s, torch.Tensor) and s.dim() == 0) for s in shape):
+            isinstance(s, numbers.Real) or (
+                isinstance(s, torch.Tensor) and s.dim() == 0)
+            for s in shape):
         return [(int(shape[0]), int(shape[1]))] * n
     if len(shape) != n:
         raise ValueError(
@@ -324,9 +326,11 @@ class BoxMaskCache:
     rasterised on its own and remembered.
 
     A batch is recognised by the identity of its data samples and box
-    tensors and by the boxes' in-place version counters, so a new batch or
-    boxes changed in place are never served stale masks. Only the last
-    batch is kept.
+    tensors (held by weak references, so a batch is not kept alive, and a
+    freed batch whose ids are reused is not mistaken for a new one) and by
+    the boxes' in-place version counters, so a new batch or boxes changed in
+    place are never served stale masks. Only the last batch's masks are
+    kept.
 
     Args:
         max_shapes (int): How many input shapes' level sizes to remember.
@@ -337,10 +341,21 @@ class BoxMaskCache:
         self.max_shapes = max_shapes
         self._sizes: 'OrderedDict[tuple, List[Size]]' = OrderedDict()
         self._key: Optional[tuple] = None
-        self._holders: tuple = ()
+        self._refs: tuple = ()
         self._padded: Dict[tuple, PaddedBoxes] = {}
         self._masks: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
         self.rasterisations = 0  # calls of box_masks_levels, for tests
+
+    @staticmethod
+    def _ref(obj):
+        try:
+            return weakref.ref(obj)
+        except TypeError:  # no weak references: hold it
+            return lambda: obj
+
+    def _same_batch(self, key: tuple, objects: Sequence) -> bool:
+        return key == self._key and len(objects) == len(self._refs) and all(
+            ref() is obj for ref, obj in zip(self._refs, objects))
 
     @staticmethod
     def _batch_key(samples: Sequence, boxes: Sequence,
@@ -377,9 +392,10 @@ class BoxMaskCache:
         size = (int(feat_size[0]), int(feat_size[1]))
         shapes = _per_image_shapes(batch_input_shape, len(bboxes))
         key = self._batch_key(samples, bboxes, shapes)
-        if key != self._key:
-            # a new batch: hold its objects so that their ids stay unique
-            self._key, self._holders = key, (tuple(samples), tuple(bboxes))
+        objects = tuple(samples) + tuple(bboxes)
+        if not self._same_batch(key, objects):
+            self._key = key
+            self._refs = tuple(self._ref(obj) for obj in objects)
             self._padded, self._masks = {}, {}
         dev = torch.device(device) if device is not None else None
         group = (dtype, str(dev))

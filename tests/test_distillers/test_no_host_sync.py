@@ -115,19 +115,28 @@ def test_the_counter_sees_each_kind_of_read_back():
 # ------------------------------------------------------------ configs ---
 CONFIGS = {
     'mlp_l2_pspnet':
-    'configs/mlp/mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
-    'mlp_l2_retinanet': 'configs/mlp/mlp_fpn_retinanet_x101-r50_2x_coco.py',
+    'configs/mlp/mlp_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
+    'mlp_l2_retinanet':
+    'configs/mlp/mlp_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
     'cwd_logits_pspnet':
-    'configs/cwd/cwd_logits_pspnet_r101-r18_80k_cityscapes-512x1024.py',
-    'cwd_fpn_retinanet': 'configs/cwd/cwd_fpn_retinanet_x101-r50_2x_coco.py',
-    'fgd_retinanet': 'configs/fgd/fgd_fpn_retinanet_x101-r50_2x_coco.py',
-    'mgd_retinanet': 'configs/mgd/mgd_fpn_retinanet_x101-r50_2x_coco.py',
+    'configs/cwd/cwd_logits_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
+    'cwd_fpn_retinanet':
+    'configs/cwd/cwd_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
+    'fgd_retinanet':
+    'configs/fgd/fgd_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
+    'mgd_retinanet':
+    'configs/mgd/mgd_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
     'tat_pspnet':
-    'configs/tat/tat_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+    'configs/tat/tat_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
     'lad_pixel_kd_pspnet':
-    'configs/angular/lad_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+    'configs/angular/lad_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
     'cad_pixel_kd_pspnet':
-    'configs/angular/cad_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+    'configs/angular/cad_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
 }
 # shrunken widths: the FPN outputs of both detectors, the last ResNet stage
 # of the segmentation student (width 8) and teacher (width 16)

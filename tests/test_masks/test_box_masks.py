@@ -323,3 +323,25 @@ def test_degenerate_boxes_mark_nothing_and_give_no_nan():
     expected = torch.zeros(16, 16)
     expected[1:4, 1:4] = 1.0 / 9
     assert torch.equal(fg[1], expected)
+
+
+def test_cache_does_not_keep_a_batch_alive():
+    import gc
+    import weakref
+
+    class Sample:
+        pass
+
+    cache = BoxMaskCache()
+    samples = [Sample(), Sample()]
+    boxes = [torch.tensor([[8.0, 8.0, 24.0, 24.0]]), torch.zeros(0, 4)]
+    cache.get(samples, boxes, [(128, 128)] * 2, (16, 16))
+    alive = weakref.ref(samples[0]), weakref.ref(boxes[0])
+    del samples, boxes
+    gc.collect()
+    assert alive[0]() is None and alive[1]() is None
+    # a new batch (possibly at the freed ids) gets its own masks
+    boxes = [torch.tensor([[64.0, 64.0, 80.0, 80.0]]), torch.zeros(0, 4)]
+    fg, _ = cache.get([Sample(), Sample()], boxes, [(128, 128)] * 2,
+                      (16, 16))
+    assert torch.equal(fg, box_masks(boxes, (128, 128), (16, 16))[0])
