@@ -27,6 +27,7 @@ Two backends apply that one allowlist:
 
 Anything else in a file is refused with :class:`UnsafeCheckpointError`.
 """
+import collections
 import io
 import pickle
 import re
@@ -105,9 +106,15 @@ def _numpy_globals() -> Dict[str, Any]:
 
 
 def _torch_globals() -> Dict[str, Any]:
-    """What torch's own weights-only unpickler allows (torch 2.0-2.5 list)."""
+    """What torch's own weights-only unpickler allows (its 2.13 list, as far
+    as the running torch has the objects)."""
     out = {
         'collections.OrderedDict': OrderedDict,
+        # mmdet runner checkpoints hold a Counter (dataset statistics)
+        'collections.Counter': collections.Counter,
+        'builtins.set': set,
+        'builtins.bytearray': bytearray,
+        'builtins.complex': complex,
         'torch.nn.parameter.Parameter': torch.nn.Parameter,
         'torch.Size': torch.Size,
         'torch.Tensor': torch.Tensor,
@@ -118,7 +125,7 @@ def _torch_globals() -> Dict[str, Any]:
     if layout is not None:
         out['torch.serialization._get_layout'] = layout
     for value in vars(torch).values():
-        if isinstance(value, torch.dtype):
+        if isinstance(value, (torch.dtype, torch.qscheme)):
             out[str(value)] = value
     for cls in list(torch._tensor_classes) + list(torch._storage_classes):
         out[f'{cls.__module__}.{cls.__name__}'] = cls
@@ -127,6 +134,7 @@ def _torch_globals() -> Dict[str, Any]:
                  '_rebuild_tensor_v3', '_rebuild_sparse_tensor',
                  '_rebuild_meta_tensor_no_storage', '_rebuild_nested_tensor',
                  '_rebuild_device_tensor_from_numpy',
+                 '_rebuild_device_tensor_from_cpu_tensor', '_rebuild_qtensor',
                  '_rebuild_wrapper_subclass'):
         fn = getattr(torch._utils, name, None)
         if fn is not None:

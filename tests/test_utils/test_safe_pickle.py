@@ -5,6 +5,7 @@
 2.0-2.5 use. Each case runs on each backend the installed torch has, so the
 suite on torch 2.1 (make test-compat) and on torch 2.13 covers both.
 """
+import collections
 import io
 import os
 import pickle
@@ -44,6 +45,7 @@ def runner_like_checkpoint(path, legacy=False):
             state_dict=dict(w=torch.ones(2), b=torch.arange(3)),
             message_hub=hub.state_dict(),
             optimizer=dict(state={}, param_groups=[dict(lr=0.1)]),
+            counts=collections.Counter(cat=2, dog=1),
             arrays=dict(a=np.arange(4, dtype=np.float32),
                         d=np.dtype('int16'))),
         path,
@@ -74,6 +76,7 @@ def test_runner_checkpoint_loads(tmp_path, backend, legacy):
     assert torch.equal(loaded['state_dict']['b'], torch.arange(3))
     assert loaded['arrays']['a'].tolist() == [0, 1, 2, 3]
     assert loaded['arrays']['d'] == np.dtype('int16')
+    assert loaded['counts'] == collections.Counter(cat=2, dog=1)
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -144,3 +147,15 @@ def test_inst_and_obj_opcodes_need_the_allowlist():
                     b'\x94\x8c\x06system\x94\x93\x94.')
     with pytest.raises(UnsafeCheckpointError, match='os.system'):
         RestrictedUnpickler(io.BytesIO(stack_global)).load()
+
+
+def test_restricted_allowlist_covers_torchs_own():
+    """Everything torch's own weights-only unpickler allows (as far as this
+    torch has it) is allowed by the restricted one, so a file that loads on
+    torch >= 2.6 loads on torch 2.1 too."""
+    from mmdistill.utils.safe_pickle import _torch_globals
+    wou = getattr(torch, '_weights_only_unpickler', None)
+    if wou is None or not hasattr(wou, '_get_allowed_globals'):
+        pytest.skip('this torch has no weights-only allowlist to compare')
+    theirs = set(wou._get_allowed_globals())
+    assert theirs - set(_torch_globals()) <= {'_codecs.encode'}
