@@ -402,7 +402,8 @@ class TeacherCheckHook(Hook):
                     found.append(f'{attr}: student {a_list}, teacher config '
                                  f'{b_list}')
         if not found:
-            return ' (here both configs use the same channel order, mean and std)'
+            return (' (here both configs use the same channel order, mean '
+                    'and std)')
         return (': here they differ (' + '; '.join(found) + '); make the '
                 "student's data_preprocessor match the teacher's, or train "
                 'the teacher with the student\'s')

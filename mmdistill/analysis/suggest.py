@@ -1,0 +1,975 @@
+"""Propose distillation pairs for a student and a teacher config, with the
+settings of mmdistill's shipped configs, and write a distillation config.
+
+Used by ``tools/analysis/suggest_pairs.py``. Pairs are matched by stride on
+the candidates :func:`~mmdistill.analysis.probe.probe_model` finds:
+
+* detectors (``mlp``, ``fgd``, ``mgd``, ``cwd``, ``lad``, ``cad``): the FPN
+  levels of equal stride; every level for one-stage detectors and for CWD,
+  the levels computed by their own convolution (4 of Faster R-CNN's 5, as
+  the FGD / MGD / paper-001 two-stage settings) for two-stage ones;
+* segmentors (``mlp``, ``lad``, ``cad``, ``tat``, ``mgd``): the teacher's last
+  backbone stage and the student's last stage at the same stride; ``cwd``
+  (and the logits term of ``lad``/``cad``) the decode heads' logits.
+
+Loss and connector settings and weights are read from the shipped config of
+the method and task (one-stage or two-stage detector; homogeneous or
+heterogeneous segmentor), with the channels of the probed models filled in.
+"""
+import ast
+import copy
+import functools
+import keyword
+import os
+import os.path as osp
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .probe import HEAD, LEVEL, STAGE, Candidate, Probe
+
+METHODS = ('mlp', 'fgd', 'mgd', 'cwd', 'lad', 'cad', 'tat')
+
+#: the folder of configs/ that holds each method's configs
+FOLDERS = dict(mlp='mlp', fgd='fgd', mgd='mgd', cwd='cwd', lad='angular',
+               cad='angular', tat='tat')
+#: variants: a detector without / with an RoI head; a segmentor with the
+#: teacher's decode head type / another one
+VARIANTS = ('det-one', 'det-two', 'seg-homo', 'seg-hetero')
+
+#: settings no shipped config holds yet, each from its method's official
+#: configs; applied on top of the nearest shipped config (``base``)
+UNSHIPPED = {
+    ('mgd', 'det-two'): dict(
+        base=('mgd', 'det-one'),
+        connector=dict(mask_ratio=0.45), loss=dict(alpha=5e-7),
+        inherit=False,
+        source='yzd-v/MGD det/configs/distillers/mgd/cascade_mask_rcnn_'
+        'rx101_32x4d_distill_faster_rcnn_r50_fpn_2x_coco.py (alpha 5e-7, '
+        'mask ratio 0.45, 4 FPN levels, no inheriting)'),
+    ('mgd', 'seg'): dict(
+        base=('mgd', 'det-one'),
+        connector=dict(mask_ratio=0.75), loss=dict(alpha=2e-5),
+        inherit=False, optim=False,
+        source='yzd-v/MGD seg/configs/distillers/mgd/psp_r101_distill_*_'
+        '40k_512x512_city.py (alpha 2e-5, mask ratio 0.75, last backbone '
+        'stage)'),
+    ('lad', 'det'): dict(
+        base=('lad', 'seg-homo'), roles=('stage', ),
+        source='paper 002 is evaluated on segmentation: its backbone '
+        'setting (ConvConnector, AngularLoss weight 10) is applied to each '
+        'FPN level as a starting point, not a tuned detection setting'),
+    ('cad', 'det'): dict(
+        base=('cad', 'seg-homo'), roles=('stage', ),
+        source='paper 002 is evaluated on segmentation: its backbone '
+        'setting (ConvConnector, AngularLoss weight 10) is applied to each '
+        'FPN level as a starting point, not a tuned detection setting'),
+}
+
+#: losses that compare student and teacher features of equal shape
+_SAME_SHAPE_LOSSES = ('L2Loss', 'MSELoss', 'ChannelWiseDivergence',
+                      'AngularLoss', 'MagnitudeLoss', 'MGDLoss', 'ATLoss',
+                      'ComposableLoss', 'PixelKLDivergence')
+#: the 1x1 alignment of mmrazor/paper 002 when channels differ
+ALIGN = dict(type='ConvConnector', kernel_size=1, num_convs=1)
+#: the user fills this in; a run stops on it (teacher checkpoint not found)
+FILL_ME = 'FILL ME'
+
+
+class SuggestError(ValueError):
+    """No pairs can be proposed (the message says why and what to do)."""
+
+
+def configs_root() -> str:
+    """The shipped configs: ``configs/`` of a source checkout, else the
+    copy installed in ``mmdistill/.mim/configs``."""
+    import mmdistill
+    package = osp.dirname(osp.abspath(mmdistill.__file__))
+    for path in (osp.join(osp.dirname(package), 'configs'),
+                 osp.join(package, '.mim', 'configs')):
+        if osp.isdir(osp.join(path, 'mlp')):
+            return path
+    raise FileNotFoundError(
+        'The shipped configs of mmdistill are not found (configs/ next to '
+        f'the package, or {package}/.mim/configs): reinstall mmdistill with '
+        '"pip install -e ." from its source checkout.')
+
+
+# ------------------------------------------------------------ the settings
+def _role_of(tap) -> str:
+    path = tap['path'] if isinstance(tap, dict) else str(tap)
+    if path.startswith('backbone'):
+        return STAGE
+    if path.startswith('neck'):
+        return LEVEL
+    return 'logits'
+
+
+_SAFE_CALLS = {'dict': dict, 'list': list, 'tuple': tuple}
+
+
+def _literal(node: ast.AST) -> Any:
+    """Evaluate a config value made of literals and ``dict(...)`` calls."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+            and node.func.id in _SAFE_CALLS and not node.args:
+        return {k.arg: _literal(k.value) for k in node.keywords}
+    return ast.literal_eval(node)
+
+
+@dataclass
+class Settings:
+    """What a method takes from its shipped config."""
+    source: str
+    pairs: Dict[str, dict]  # name -> role, connector, loss (templates)
+    inherit: List[str] = field(default_factory=list)
+    optim_wrapper: Optional[dict] = None
+    hooks: List[dict] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+def method_of(model: dict) -> Optional[str]:
+    """Which of :data:`METHODS` a distiller config uses, from its losses
+    and connectors (``None`` for others, e.g. logit KD)."""
+    found = set()
+    for spec in model.get('distill', {}).values():
+        loss = spec.get('loss') or {}
+        loss = loss[0] if isinstance(loss, list) else loss
+        connector = spec.get('connector') or {}
+        connector = connector[0] if isinstance(connector, list) else \
+            connector
+        kind, conn = loss.get('type'), connector.get('type')
+        if conn == 'TaTConnector':
+            found.add('tat')
+        elif kind == 'L2Loss' and conn == 'MLPConnector':
+            found.add('mlp')
+        elif kind == 'FGDLoss':
+            found.add('fgd')
+        elif kind == 'MGDLoss':
+            found.add('mgd')
+        elif kind == 'ChannelWiseDivergence':
+            found.add('cwd')
+        elif kind == 'AngularLoss':
+            found.add({'layer': 'lad', 'channel': 'cad'}.get(
+                loss.get('mode', 'layer'), 'pad'))
+    found &= set(METHODS)
+    return found.pop() if len(found) == 1 else None
+
+
+@functools.lru_cache(maxsize=None)
+def _load_config(path: str):
+    from mmdistill.utils.config import load_config
+    return load_config(path)
+
+
+@functools.lru_cache(maxsize=None)
+def classify(path: str, mtime: float = 0.0) -> Optional[Tuple[str, str]]:
+    """(method, variant) of a shipped distillation config, read from its
+    content (not its file name); None for other configs."""
+    from mmdistill.testing.batches import KIND_OF_SCOPE
+    cfg = _load_config(path)
+    model = cfg.get('model') or {}
+    if model.get('type') != 'mmdistill.SingleTeacherDistiller':
+        return None
+    method = method_of(model)
+    kind = KIND_OF_SCOPE.get(cfg.get('default_scope'))
+    if method is None or kind not in ('det', 'seg'):
+        return None
+    student = model.student
+    if kind == 'det':
+        return method, 'det-two' if student.get('roi_head') else 'det-one'
+    teacher = _load_config(model.teacher.config).model
+    same = student.get('decode_head', {}).get('type') == \
+        teacher.get('decode_head', {}).get('type')
+    return method, 'seg-homo' if same else 'seg-hetero'
+
+
+def _bases(path: str) -> List[str]:
+    """The ``_base_`` entries a config file assigns (read, not run)."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_'
+                for t in node.targets):
+            try:
+                value = _literal(node.value)
+            except ValueError:
+                return []
+            return [value] if isinstance(value, str) else list(value)
+    return []
+
+
+def _scope_of_file(path: str, seen: Tuple[str, ...] = ()) -> Optional[str]:
+    """The OpenMMLab package (``mmdet``/``mmseg``/``mmpretrain``) a config
+    inherits from, following its local ``_base_`` files: a cheap filter
+    before loading it."""
+    for base in _bases(path):
+        if '::' in base:
+            return base.split('::', 1)[0]
+        local = osp.normpath(osp.join(osp.dirname(path), base))
+        if osp.isfile(local) and local not in seen:
+            found = _scope_of_file(local, seen + (path, ))
+            if found:
+                return found
+    return None
+
+
+def find_source(method: str, variant: str,
+                backbone: Optional[str] = None) -> Optional[str]:
+    """The shipped config of ``method`` for ``variant``, found by content in
+    the method's folder: the first by name whose student has the backbone
+    type ``backbone``, else the first by name; None if none matches."""
+    scope = {'det': 'mmdet', 'seg': 'mmseg'}[variant.split('-')[0]]
+    folder = osp.join(configs_root(), FOLDERS[method])
+    found = []
+    for name in sorted(n for n in os.listdir(folder) if n.endswith('.py')):
+        path = osp.join(folder, name)
+        if _scope_of_file(path) != scope:
+            continue
+        if classify(path, osp.getmtime(path)) == (method, variant):
+            if backbone is None:
+                return path
+            found.append(path)
+    for path in found:
+        student = _load_config(path).model.student
+        if student.get('backbone', {}).get('type') == backbone:
+            return path
+    return found[0] if found else None
+
+
+def top_level_value(path: str, name: str) -> Any:
+    """The value a config file assigns to ``name`` itself or through its
+    local ``_base_`` files (not the OpenMMLab bases), or None."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name
+                for t in node.targets):
+            return _literal(node.value)
+    for base in _bases(path):
+        if '::' not in base:
+            local = osp.normpath(osp.join(osp.dirname(path), base))
+            if osp.isfile(local):
+                found = top_level_value(local, name)
+                if found is not None:
+                    return found
+    return None
+
+
+def load_settings(method: str, variant: str,
+                  backbone: Optional[str] = None) -> Settings:
+    """Read the pair templates (connector and loss configs, by role) and
+    the extras (``init_student_from_teacher``, ``optim_wrapper``,
+    ``custom_hooks``) of ``method``'s shipped config for ``variant``
+    (``'det-one'``, ``'det-two'``, ``'seg-homo'``, ``'seg-hetero'``).
+
+    The shipped config is found by content (:func:`find_source`). Without
+    one, a documented setting of :data:`UNSHIPPED` is applied to the
+    nearest shipped config, or a segmentor takes the other segmentation
+    variant's config; each such case is named in ``notes``.
+
+    Args:
+        method (str): One of :data:`METHODS`.
+        variant (str): One of :data:`VARIANTS`.
+        backbone (str, optional): The student's backbone type: a shipped
+            config with that student backbone is preferred (the settings
+            agree; the named source is then the closest one).
+
+    Raises:
+        SuggestError: No shipped or documented setting exists.
+    """
+    kind = variant.split('-')[0]
+    if method not in METHODS:
+        raise SuggestError(f'--method must be one of {METHODS}, got '
+                           f'{method!r}.')
+    extra, notes = None, []
+    path = find_source(method, variant, backbone) \
+        if kind in ('det', 'seg') else None
+    if path is None:
+        extra = UNSHIPPED.get((method, variant)) or \
+            UNSHIPPED.get((method, kind))
+        if extra is not None:
+            path = find_source(*extra['base'])
+            notes.append('no shipped config for this case; settings from '
+                         + extra['source'])
+        elif kind == 'seg':
+            other = 'seg-hetero' if variant == 'seg-homo' else 'seg-homo'
+            path = find_source(method, other, backbone)
+            if path is not None:
+                notes.append(
+                    f'no shipped {method} config for a '
+                    + ('homogeneous' if variant == 'seg-homo' else
+                       'heterogeneous') + ' pair (same / other decode head);'
+                    ' the settings of the other one are used')
+    if path is None:
+        raise SuggestError(_unsupported(method, kind))
+    cfg = _load_config(path)
+    model = cfg.model
+    pairs = {}
+    for name, spec in model.distill.items():
+        role = _role_of(spec['student'])
+        pairs[name] = dict(role=role,
+                           connector=copy.deepcopy(spec.get('connector')),
+                           loss=copy.deepcopy(spec['loss']))
+    inherit = list(model.get('init_student_from_teacher') or [])
+    optim = top_level_value(path, 'optim_wrapper')
+    hooks = [dict(h) for h in (cfg.get('custom_hooks') or [])]
+    if extra is not None:
+        for spec in pairs.values():
+            if extra.get('connector') and spec['connector'] is not None:
+                spec['connector'].update(extra['connector'])
+            if extra.get('loss'):
+                spec['loss'].update(extra['loss'])
+        if 'roles' in extra:
+            pairs = {n: s for n, s in pairs.items()
+                     if s['role'] in extra['roles']}
+        if extra.get('inherit') is False:
+            inherit = []
+        if extra.get('optim') is False:
+            optim = None
+    source = osp.relpath(path, osp.dirname(configs_root()))
+    return Settings(source, pairs, inherit, optim, hooks, notes)
+
+
+def _unsupported(method: str, kind: str) -> str:
+    if kind == 'cls':
+        return (
+            'suggest_pairs proposes pairs for mmdet detectors and mmseg '
+            'segmentors. For mmpretrain classifiers start from the logit '
+            'configs configs/kd, configs/dkd or configs/dist (both models\' '
+            "'head.fc'), or configs/vit_attention for ViTs.")
+    if method == 'fgd':
+        return ('FGD needs ground-truth boxes (its focal masks): it '
+                'distils detectors. For a segmentor use --method mlp, lad, '
+                'cad, tat or cwd.')
+    if method == 'tat':
+        return ('TaT is shipped for segmentors (configs/tat); for a '
+                'detector use --method fgd, mgd, cwd or mlp.')
+    return f'No setting of --method {method} for {kind} models.'
+
+
+# ---------------------------------------------------------------- matching
+def _same_place(a: Candidate, b: Candidate) -> bool:
+    return a.stride is not None and a.stride == b.stride and \
+        a.spatial == b.spatial
+
+
+def level_pairs(student: Probe, teacher: Probe, own_conv_only: bool,
+                by_index: bool) -> Tuple[List[Tuple[Candidate, Candidate]],
+                                         List[str]]:
+    """FPN levels of equal stride, in the teacher's order.
+
+    Args:
+        own_conv_only (bool): Keep only levels computed by a module of
+            their own in both models (two-stage setting: FPN's max-pooled
+            5th level has none and adds nothing P5 does not give).
+        by_index (bool): Tap the neck's outputs by index (``neck[i]``, the
+            shipped CWD configs).
+
+    Returns:
+        tuple: the pairs and notes.
+    """
+    notes = []
+    s_levels, t_levels = student.by_role(LEVEL), teacher.by_role(LEVEL)
+    if not s_levels or not t_levels:
+        who = 'student' if not s_levels else 'teacher'
+        raise SuggestError(
+            f'The {who} has no neck outputs (FPN levels) to distil; the '
+            'detection settings tap FPN levels. Check the config, or write '
+            'the pairs by hand from the candidates listed above.')
+    pairs, unmatched = [], []
+    used = set()
+    for t in t_levels:
+        match = next((s for s in s_levels if id(s) not in used and
+                      _same_place(s, t)), None)
+        if match is None:
+            unmatched.append(t)
+            continue
+        used.add(id(match))
+        pairs.append((match, t))
+    if unmatched:
+        notes.append('teacher levels without a student level of the same '
+                     'stride are left out: ' + ', '.join(
+                         f'{c.describe_tap()} (stride {c.stride})'
+                         for c in unmatched))
+    if own_conv_only and not by_index:
+        kept = [(s, t) for s, t in pairs
+                if not s.by_index and not t.by_index]
+        if len(kept) < len(pairs):
+            notes.append(
+                'two-stage detector: the levels computed by their own FPN '
+                'convolution are distilled (' + str(len(kept)) + ' of ' +
+                str(len(pairs)) + '), as in the FGD/MGD/paper-001 '
+                'two-stage settings')
+        pairs = kept
+    if not pairs:
+        raise SuggestError(
+            'No FPN level of the student has the stride and size of a '
+            'teacher level (student strides '
+            f'{[c.stride for c in s_levels]}, teacher strides '
+            f'{[c.stride for c in t_levels]}). Use a student and a teacher '
+            'whose necks give the same levels.')
+    return pairs, notes
+
+
+def last_stage_pair(student: Probe, teacher: Probe
+                    ) -> Tuple[Candidate, Candidate]:
+    """The teacher's last backbone stage and the student's last stage at
+    the same stride."""
+    t_stages = [c for c in teacher.by_role(STAGE) if c.spatial]
+    s_stages = [c for c in student.by_role(STAGE) if c.spatial]
+    if not t_stages or not s_stages:
+        raise SuggestError('No backbone stage with a feature map was found '
+                           'in the ' + ('teacher' if not t_stages else
+                                        'student') + '.')
+    returned = [c for c in t_stages if c.index is not None]
+    t_last = max(returned or t_stages, key=lambda c: (c.index or 0, c.order))
+    same = [c for c in s_stages if _same_place(c, t_last)]
+    if not same:
+        raise SuggestError(
+            f"The teacher's last backbone stage {t_last.describe_tap()} has "
+            f'stride {t_last.stride} ({_size(t_last)}), but no student stage '
+            'has: student stages ' + ', '.join(
+                f'{c.describe_tap()} stride {c.stride}' for c in s_stages)
+            + '. Pick a student with the same output stride (a dilated '
+            '"-d8" backbone for a d8 teacher), since a connector keeps the '
+            "student's map size.")
+    return max(same, key=lambda c: c.order), t_last
+
+
+def logits_pair(student: Probe, teacher: Probe
+                ) -> Tuple[Candidate, Candidate]:
+    """The decode heads' logits (the last conv whose output the head
+    returns) of equal stride and class count."""
+
+    def logits(probe: Probe) -> Candidate:
+        heads = [c for c in probe.by_role(HEAD) if c.spatial
+                 and c.path.startswith('decode_head')]
+        if not heads:
+            raise SuggestError(
+                f'No decode-head logits found in {probe.config}.')
+        return heads[-1]
+
+    s, t = logits(student), logits(teacher)
+    if s.channels != t.channels:
+        raise SuggestError(
+            f'The logits have {s.channels} (student) and {t.channels} '
+            '(teacher) classes: logit distillation needs the same classes. '
+            'Use a teacher trained on the same dataset.')
+    if not _same_place(s, t):
+        raise SuggestError(
+            f'The logits have strides {s.stride} (student) and {t.stride} '
+            '(teacher): pick decode heads of the same output stride.')
+    return s, t
+
+
+def _size(c: Candidate) -> str:
+    return 'x'.join(str(v) for v in c.shape)
+
+
+# --------------------------------------------------------------- building
+_NUMBER = re.compile(r'(\d+)')
+
+
+def brace(taps: Sequence[str]) -> Optional[str]:
+    """``['neck.fpn_convs.0.conv', 'neck.fpn_convs.1.conv']`` ->
+    ``'neck.fpn_convs.{0-1}.conv'``; one tap is returned as is; None when
+    the taps differ elsewhere than in one number."""
+    if len(taps) == 1:
+        return taps[0]
+    parts = [_NUMBER.split(t) for t in taps]
+    if any(len(p) != len(parts[0]) for p in parts):
+        return None
+    diff = [i for i in range(len(parts[0]))
+            if len({p[i] for p in parts}) > 1]
+    if len(diff) != 1 or diff[0] % 2 == 0:  # odd positions are numbers
+        return None
+    i = diff[0]
+    values = [int(p[i]) for p in parts]
+    if len(set(values)) != len(values):
+        return None
+    if values == list(range(values[0], values[0] + len(values))):
+        group = f'{{{values[0]}-{values[-1]}}}'
+    else:
+        group = '{' + ','.join(str(v) for v in values) + '}'
+    head = ''.join(parts[0][:i])
+    tail = ''.join(parts[0][i + 1:])
+    if '{' in head + tail:
+        return None
+    return head + group + tail
+
+
+def _fill(template: Optional[dict], loss: dict, s: Candidate,
+          t: Candidate) -> Tuple[Optional[dict], dict, List[str]]:
+    """Connector and loss configs of one pair with the probed channels."""
+    notes = []
+    connector = copy.deepcopy(template)
+    loss = copy.deepcopy(loss)
+    s_ch, t_ch = s.channels, t.channels
+    if connector is not None:
+        if 'in_channels' in connector or 'out_channels' in connector:
+            connector['in_channels'] = s_ch
+            connector['out_channels'] = t_ch
+    if loss.get('type') == 'FGDLoss':
+        loss['in_channels'] = t_ch
+        if s_ch != t_ch:
+            loss['student_channels'] = s_ch
+        else:
+            loss.pop('student_channels', None)
+    elif connector is None and s_ch != t_ch and \
+            loss.get('type') in _SAME_SHAPE_LOSSES:
+        connector = dict(ALIGN, in_channels=s_ch, out_channels=t_ch)
+        notes.append(f'{s_ch} student vs {t_ch} teacher channels: a 1x1 '
+                     'ConvConnector aligns them (the shipped config has '
+                     'equal channels and no connector)')
+    return connector, loss, notes
+
+
+def _collapse(values: List[Any]) -> Any:
+    """One value when every level has the same, else the list."""
+    first = values[0]
+    return first if all(v == first for v in values) else values
+
+
+def tap_of(c: Candidate, by_index: bool = False):
+    """The tap a config writes for ``c``; with ``by_index`` the output of
+    its component by index (``neck[2]``, as the shipped CWD configs)."""
+    if by_index and c.index is not None:
+        return f'{c.path.split(".")[0]}[{c.index}]'
+    return c.tap()
+
+
+def _tap_text(tap) -> str:
+    if isinstance(tap, dict):
+        extra = ', '.join(f'{k}={v}' for k, v in tap.items() if k != 'path')
+        return f'{tap["path"]} ({extra})'
+    return tap
+
+
+def _group(name: str, pairs: List[Tuple[Candidate, Candidate]],
+           template: dict,
+           by_index: bool) -> Tuple[Dict[str, dict], List[str]]:
+    """One ``distill`` entry for a list of pairs (brace syntax), or one
+    entry per pair when the taps do not share a pattern."""
+    notes = []
+    filled = [_fill(template['connector'], template['loss'], s, t)
+              for s, t in pairs]
+    for _, _, extra in filled:
+        for note in extra:
+            if note not in notes:
+                notes.append(note)
+
+    s_taps = [tap_of(s, by_index) for s, _ in pairs]
+    t_taps = [tap_of(t, by_index) for _, t in pairs]
+    strings = all(isinstance(x, str) for x in s_taps + t_taps)
+    s_brace = brace(s_taps) if strings else None
+    t_brace = brace(t_taps) if strings else None
+    if len(pairs) == 1 or (s_brace and t_brace):
+        spec = dict(student=s_brace or s_taps[0],
+                    teacher=t_brace or t_taps[0])
+        connectors = [f[0] for f in filled]
+        if any(c is not None for c in connectors):
+            spec['connector'] = _collapse(connectors)
+        spec['loss'] = _collapse([f[1] for f in filled])
+        return {name: spec}, notes
+    out = {}
+    for level, (s_tap, t_tap, f) in enumerate(zip(s_taps, t_taps, filled)):
+        spec = dict(student=s_tap, teacher=t_tap)
+        if f[0] is not None:
+            spec['connector'] = f[0]
+        spec['loss'] = f[1]
+        out[f'{name}_{level}'] = spec
+    return out, notes
+
+
+@dataclass
+class Suggestion:
+    """The proposal: pairs (for the report), the ``distill`` dict and the
+    rest of the config."""
+    method: str
+    variant: str
+    settings: Settings
+    pairs: List[dict]  # name, student/teacher candidates, connector, loss
+    distill: Dict[str, dict]
+    inherit: List[str]
+    notes: List[str]
+
+    def to_dict(self) -> dict:
+        return dict(
+            method=self.method, variant=self.variant,
+            source=self.settings.source,
+            pairs=[dict(name=p['name'], student_tap=p['student_tap'],
+                        teacher_tap=p['teacher_tap'],
+                        student=p['student'].to_dict(),
+                        teacher=p['teacher'].to_dict(),
+                        connector=p['connector'], loss=p['loss'])
+                   for p in self.pairs],
+            distill=self.distill, init_student_from_teacher=self.inherit,
+            notes=self.notes)
+
+
+def variant_of(student: Probe, teacher: Probe) -> str:
+    if student.kind != teacher.kind:
+        raise SuggestError(
+            f'The student is a {student.kind} model and the teacher a '
+            f'{teacher.kind} model ({student.config} vs {teacher.config}): '
+            'distillation needs two models of the same task.')
+    if student.kind == 'det':
+        return 'det-two' if student.two_stage else 'det-one'
+    if student.kind == 'seg':
+        same = student.components.get('decode_head') == \
+            teacher.components.get('decode_head')
+        return 'seg-homo' if same else 'seg-hetero'
+    return 'cls'
+
+
+def _inherit_fits(paths: Sequence[str], student: Probe,
+                  teacher: Probe) -> Tuple[bool, str]:
+    """Whether the teacher's weights under ``paths`` fit the student's
+    exactly (FGD/MGD's inheriting strategy copies them)."""
+    s_state = student.model.state_dict()
+    t_state = teacher.model.state_dict()
+    for path in paths:
+        s_keys = {k: v.shape for k, v in s_state.items()
+                  if k.startswith(path + '.')}
+        t_keys = {k: v.shape for k, v in t_state.items()
+                  if k.startswith(path + '.')}
+        if not s_keys or s_keys != t_keys:
+            bad = sorted(k for k in set(s_keys) | set(t_keys)
+                         if s_keys.get(k) != t_keys.get(k))
+            return False, (f'{path}: {len(bad)} tensors differ, e.g. '
+                           f'{bad[0] if bad else "(absent)"}')
+    return True, ''
+
+
+def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
+    """Propose the pairs of ``method`` for two probed models.
+
+    Raises:
+        SuggestError: The method does not apply, or nothing matches.
+    """
+    if method not in METHODS:
+        raise SuggestError(f'--method must be one of {METHODS}, got '
+                           f'{method!r}.')
+    variant = variant_of(student, teacher)
+    if variant == 'cls':
+        raise SuggestError(_unsupported(method, 'cls'))
+    settings = load_settings(method, variant,
+                             student.components.get('backbone'))
+    notes = list(settings.notes)
+    distill: Dict[str, dict] = {}
+    report = []
+    det = variant.startswith('det')
+    roles = [spec['role'] for spec in settings.pairs.values()]
+    single_role = len(set(roles)) == len(roles)
+    for name, template in settings.pairs.items():
+        role = template['role']
+        by_index = False
+        if det:
+            by_index = template['loss'].get('type') == \
+                'ChannelWiseDivergence'
+            pairs, extra = level_pairs(student, teacher, student.two_stage,
+                                       by_index)
+            if not by_index and not student.two_stage and any(
+                    s.by_index or t.by_index for s, t in pairs):
+                by_index = True  # module and index taps do not share a brace
+            new_name = 'fpn'
+        elif role == 'logits':
+            try:
+                pairs, extra = [logits_pair(student, teacher)], []
+            except SuggestError as err:
+                if method in ('lad', 'cad'):
+                    notes.append(f'the logits term of {method} is left out: '
+                                 f'{err}')
+                    continue
+                raise
+            new_name = 'logits'
+        else:
+            pairs, extra = [last_stage_pair(student, teacher)], []
+            new_name = 'backbone'
+        for note in extra:
+            if note not in notes:
+                notes.append(note)
+        name = new_name if single_role else name
+        entries, fill_notes = _group(name, pairs, template, by_index)
+        for note in fill_notes:
+            if note not in notes:
+                notes.append(note)
+        distill.update(entries)
+        for level, (s, t) in enumerate(pairs):
+            entry_name = name if len(pairs) == 1 else f'{name}_{level}'
+            spec = entries.get(entry_name) or entries[name]
+            connector = spec.get('connector')
+            loss = spec['loss']
+            if isinstance(connector, list):
+                connector = connector[level]
+            if isinstance(loss, list):
+                loss = loss[level]
+            report.append(dict(name=entry_name, student=s, teacher=t,
+                               student_tap=_tap_text(tap_of(s, by_index)),
+                               teacher_tap=_tap_text(tap_of(t, by_index)),
+                               connector=connector, loss=loss))
+    inherit = []
+    if settings.inherit:
+        fits, why = _inherit_fits(settings.inherit, student, teacher)
+        if fits:
+            inherit = list(settings.inherit)
+        else:
+            notes.append(
+                f'the inheriting strategy of the shipped config '
+                f'(init_student_from_teacher={settings.inherit}) is left '
+                f"out: the teacher's weights do not fit the student ({why})")
+    if method == 'tat':
+        notes += _tat_notes(student, distill)
+    return Suggestion(method, variant, settings, report, distill, inherit,
+                      notes)
+
+
+def _tat_notes(student: Probe, distill: dict) -> List[str]:
+    """TaT's patch grid must divide the student's map at training size."""
+    notes = []
+    for name, spec in distill.items():
+        connector = spec.get('connector') or {}
+        grid = connector.get('patch_grid')
+        if connector.get('mode') == 'patch_group' and grid:
+            notes.append(
+                f'{name}: TaT splits the student map into a {grid[0]} x '
+                f'{grid[1]} patch grid, which must divide the map at the '
+                'training crop size (64 x 128 for 512 x 1024 crops at '
+                'stride 8); change patch_grid/num_groups for other crops')
+    return notes
+
+
+# --------------------------------------------------------------- writing
+class Raw(str):
+    """Written into the config as is (``{{_base_.model}}``)."""
+
+
+def _one_line(value: Any) -> str:
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, dict):
+        if _identifiers(value):
+            return 'dict(' + ', '.join(f'{k}={_one_line(v)}'
+                                       for k, v in value.items()) + ')'
+        return '{' + ', '.join(f'{k!r}: {_one_line(v)}'
+                               for k, v in value.items()) + '}'
+    if isinstance(value, list):
+        return '[' + ', '.join(_one_line(v) for v in value) + ']'
+    if isinstance(value, tuple):
+        inner = ', '.join(_one_line(v) for v in value)
+        return f'({inner},)' if len(value) == 1 else f'({inner})'
+    return repr(value)
+
+
+def _identifiers(value: dict) -> bool:
+    return all(isinstance(k, str) and k.isidentifier()
+               and not keyword.iskeyword(k) for k in value)
+
+
+def format_value(value: Any, indent: int = 0, lead: int = 0,
+                 width: int = 79) -> str:
+    """Python source of a config value in the style of the shipped configs
+    (``dict(...)``, one key per line when it does not fit ``width``).
+
+    Args:
+        indent (int): Column of the line the value's line starts at.
+        lead (int): Characters before the value on its first line.
+    """
+    one = _one_line(value)
+    if indent + lead + len(one) <= width or not isinstance(
+            value, (dict, list)) or isinstance(value, Raw) or not value:
+        return one
+    pad = ' ' * (indent + 4)
+    lines = []
+    if isinstance(value, dict):
+        ident = _identifiers(value)
+        for key, item in value.items():
+            head = f'{key}=' if ident else f'{key!r}: '
+            lines.append(pad + head + format_value(item, indent + 4,
+                                                   len(head), width))
+        opening, closing = ('dict(', ')') if ident else ('{', '}')
+    else:
+        for item in value:
+            lines.append(pad + format_value(item, indent + 4, 0, width))
+        opening, closing = '[', ']'
+    return opening + '\n' + ',\n'.join(lines) + closing
+
+
+def config_path_for(path: str, out: Optional[str], var: bool) -> str:
+    """How the written config names another config: scoped paths as they
+    are; a local file relative to the written config (``var``: with
+    ``{{fileDirname}}``, for the teacher, which is read relative to the
+    current directory otherwise) or absolute without ``out``."""
+    if '::' in path:
+        return path
+    path = osp.abspath(path)
+    if not out:
+        return path
+    relative = osp.relpath(path, osp.dirname(osp.abspath(out)))
+    return ('{{fileDirname}}/' + relative) if var else relative
+
+
+def _describe_component(cfg: Optional[dict]) -> str:
+    if not cfg:
+        return '-'
+    kind = cfg.get('type', '?')
+    args = {k: v for k, v in cfg.items() if k != 'type'}
+    text = ', '.join(f'{k}={v}' for k, v in args.items())
+    return f'{kind}({text})'
+
+
+def render_config(suggestion: Suggestion, student_config: str,
+                  teacher_config: str, student_cfg, out: Optional[str],
+                  input_shape: Sequence[int],
+                  teacher_check: bool = True) -> str:
+    """The distillation config's source text."""
+    base = config_path_for(student_config, out, var=False)
+    teacher_path = config_path_for(teacher_config, out, var=True)
+    lines = [
+        '# Distillation config written by tools/analysis/suggest_pairs.py',
+        f'# --method {suggestion.method}: settings of '
+        f'{suggestion.settings.source}',
+        f'#   student: {student_config}',
+        f'#   teacher: {teacher_config}',
+        '# Pairs matched by stride on a '
+        + 'x'.join(str(v) for v in input_shape) + ' dummy batch:',
+    ]
+    for pair in suggestion.pairs:
+        s, t = pair['student'], pair['teacher']
+        lines.append(
+            f'#   {pair["name"]}: {pair["student_tap"]} ({s.channels} ch, '
+            f'stride {_stride_text(s)}) -> {pair["teacher_tap"]} '
+            f'({t.channels} ch, stride {_stride_text(t)})')
+    for note in suggestion.notes:
+        lines.append('# Note: ' + note)
+    lines += [
+        f'# {FILL_ME}: set model.teacher.checkpoint to the weights trained '
+        'with the teacher config',
+        '# (a local path or URL) before training.',
+        f'_base_ = [{base!r}]',
+        "custom_imports = dict(imports=['mmdistill'], "
+        'allow_failed_imports=False)',
+        '',
+    ]
+    model = dict(
+        _delete_=True,
+        type='mmdistill.SingleTeacherDistiller',
+        student=Raw('{{_base_.model}}'),
+        teacher=dict(
+            config=teacher_path,
+            checkpoint=f'{FILL_ME}: path or URL of the weights trained with '
+            f'{teacher_config}'))
+    if suggestion.inherit:
+        model['init_student_from_teacher'] = suggestion.inherit
+    model['distill'] = suggestion.distill
+    lines.append('model = ' + format_value(model, 0, len('model = ')))
+    optim = suggestion.settings.optim_wrapper
+    if optim:
+        lines += ['', 'optim_wrapper = ' + format_value(
+            optim, 0, len('optim_wrapper = '))]
+    hooks = [dict(h) for h in (student_cfg.get('custom_hooks') or [])]
+    names = {h.get('type') for h in hooks}
+    hooks += [h for h in suggestion.settings.hooks
+              if h.get('type') not in names]
+    if teacher_check:
+        hooks.append(dict(type='mmdistill.TeacherCheckHook', num_batches=10))
+    lines += [
+        '',
+        '# StudentCheckpointHook: student-only checkpoints; RNGStateHook: '
+        'exact resume;',
+        '# TeacherCheckHook: scores the teacher on 10 validation batches '
+        'before the',
+        '# first iteration and stops when it is at chance level (a wrong '
+        'checkpoint).' if teacher_check else
+        '# (TeacherCheckHook left out: --no-teacher-check)',
+        'custom_hooks = ' + format_value(hooks, 0, len('custom_hooks = ')),
+        '',
+    ]
+    return '\n'.join(lines)
+
+
+def preprocessing_notes(student: Probe, teacher: Probe) -> List[str]:
+    """Where the two data preprocessors disagree (the student's feeds the
+    teacher)."""
+    from mmdistill.distillers.teacher import swaps_channels
+    a = student.model.data_preprocessor
+    b = teacher.model.data_preprocessor
+    notes = []
+    order = [swaps_channels(p) for p in (a, b)]
+    if None not in order and order[0] != order[1]:
+        notes.append(f'BGR->RGB: student {order[0]}, teacher {order[1]}')
+    for attr in ('mean', 'std'):
+        x, y = getattr(a, attr, None), getattr(b, attr, None)
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and (
+                x.shape != y.shape or not torch.allclose(x, y)):
+            notes.append(f'{attr}: student {x.flatten().tolist()}, teacher '
+                         f'{y.flatten().tolist()}')
+    return notes
+
+
+# ---------------------------------------------------------------- report
+_ROLE_NAMES = {STAGE: 'backbone stage', LEVEL: 'neck level (FPN)',
+               HEAD: 'head output'}
+
+
+def _stride_text(c: Candidate) -> str:
+    if c.stride is None:
+        return '-'
+    if isinstance(c.stride, tuple):
+        return f'{c.stride[0]:g}x{c.stride[1]:g}'
+    return str(c.stride)
+
+
+def format_candidates(probe: Probe, title: str) -> str:
+    """The candidate taps of one model as a table."""
+    rows = []
+    for c in probe.candidates:
+        tap = c.describe_tap()
+        if c.index is not None and not c.by_index and c.role != HEAD:
+            tap += f'  = {c.path.split(".")[0]}[{c.index}]'
+        if c.inplace:
+            tap += '  (changed in place later: clone=True)'
+        rows.append((tap, 'x'.join(str(v) for v in c.shape),
+                     _stride_text(c), str(c.channels),
+                     _ROLE_NAMES[c.role]))
+    width = max([len(r[0]) for r in rows] + [3])
+    lines = [f'{title}: {probe.config}',
+             f'  {probe.model_type} ({", ".join(probe.components.values())})'
+             f', dummy input '
+             + 'x'.join(str(v) for v in probe.input_shape)
+             + ', random weights',
+             f'  {"tap":{width}}  {"output shape":>16}  {"stride":>6}  '
+             f'{"channels":>8}  what']
+    for tap, shape, stride, channels, role in rows:
+        lines.append(f'  {tap:{width}}  {shape:>16}  {stride:>6}  '
+                     f'{channels:>8}  {role}')
+    return '\n'.join(lines)
+
+
+def format_suggestion(suggestion: Suggestion) -> str:
+    lines = [f'Proposed pairs for --method {suggestion.method} (settings of '
+             f'{suggestion.settings.source}):']
+    for pair in suggestion.pairs:
+        s, t = pair['student'], pair['teacher']
+        parts = []
+        if pair['connector']:
+            parts.append(_describe_component(pair['connector']))
+        parts.append(_describe_component(pair['loss']))
+        lines.append(
+            f'  {pair["name"]}: {pair["student_tap"]} ({s.channels} ch, '
+            f'stride {_stride_text(s)}) -> {pair["teacher_tap"]} '
+            f'({t.channels} ch, stride {_stride_text(t)})')
+        lines.append('      ' + ' + '.join(parts))
+    if suggestion.inherit:
+        lines.append('  init_student_from_teacher='
+                     f'{suggestion.inherit} (the student starts from the '
+                     "teacher's weights there)")
+    if suggestion.settings.optim_wrapper:
+        lines.append(f'  optim_wrapper={suggestion.settings.optim_wrapper}')
+    for note in suggestion.notes:
+        lines.append(f'  note: {note}')
+    return '\n'.join(lines)
