@@ -308,3 +308,42 @@ def test_trained_teacher_passes_with_its_own_validation_score(
     # the hook's teacher score is the teacher's own validation score
     assert hook.metrics['mIoU'] == pytest.approx(trained_teacher['miou'],
                                                  abs=0.01)
+
+
+# ------------------------------------------------------- two processes
+@pytest.mark.slow
+@pytest.mark.parametrize('stop', [True, False])
+def test_both_processes_take_the_same_decision(stop, tmp_path):
+    """tools/dist_train.sh with 2 CPU processes (gloo): each scores its own
+    validation image, the evaluator gathers both, and both processes stop
+    with the same score (random teacher) or both train (chance check off).
+    """
+    import re
+    import sys
+    tools = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                     'test_tools')
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    from tools_support import (free_port, run_process_group, tool_env,
+                               write_tiny_config)
+    hook = dict(type='mmdistill.TeacherCheckHook', num_batches=1)
+    if not stop:
+        hook['check_chance'] = False
+    config = write_tiny_config('pspnet', str(tmp_path), val_images=2,
+                               probe=False, hooks=[hook])
+    code, output = run_process_group(
+        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir',
+         str(tmp_path / 'work')],
+        env=tool_env(port=free_port()), timeout=300)
+    assert code is not None, 'the processes hung:\n' + output[-3000:]
+    scored = re.findall(r'the teacher on (\d+) validation images', output)
+    assert scored == ['2'], output[-3000:]  # logged once, both images
+    if stop:
+        assert code != 0
+        scores = re.findall(r'TeacherCheckError: The teacher scores mIoU = '
+                            r'(\S+) on 2 validation images', output)
+        assert len(scores) == 2 and scores[0] == scores[1], output[-3000:]
+    else:
+        assert code == 0, output[-3000:]
+        assert 'TeacherCheckError' not in output
+        assert 'the teacher passes' in output
