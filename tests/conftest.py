@@ -11,11 +11,13 @@ from mmdistill.testing import (random_checkpoint, shrink_distiller,
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
-    'retinanet': 'configs/mlp/mlp_fpn_retinanet_x101-r50_2x_coco.py',
+    'retinanet':
+    'configs/mlp/mlp_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
     'faster_rcnn':
     'configs/mlp/mlp_fpn_cascade-mask-rcnn-x101_faster-rcnn-r50_2x_coco.py',
     'pspnet':
-    'configs/mlp/mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py',
+    'configs/mlp/mlp_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
+    '512x1024.py',
     'deeplabv3':
     'configs/mlp/mlp_backbone_pspnet-r101_deeplabv3-r18_80k_cityscapes-'
     '512x1024.py',
