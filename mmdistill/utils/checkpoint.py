@@ -448,7 +448,19 @@ def save_student_checkpoint(state_dict: Mapping[str, torch.Tensor],
         state_dict=OrderedDict(
             (k, v.detach().cpu()) for k, v in state_dict.items()))
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    # ``<path>.tmp-<pid>`` (StudentCheckpointHook removes those of dead
+    # writers), created exclusively so that no existing file is ever
+    # replaced, then moved into place: a crash never leaves half a file
+    # under ``path``
     tmp = f'{path}.tmp-{os.getpid()}'
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(handle, 'wb') as f:
+            torch.save(checkpoint, f)
+        if not overwrite and osp.exists(path):
+            raise FileExistsError(f'{path} appeared while it was written.')
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
     return path
