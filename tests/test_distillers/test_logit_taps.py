@@ -29,11 +29,11 @@ pytest.importorskip(
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
-    'kd': 'configs/kd/kd_logits_resnet34-resnet18_8xb32_in1k.py',
-    'dkd': 'configs/dkd/dkd_logits_resnet34-resnet18_8xb32_in1k.py',
-    'dist': 'configs/dist/dist_logits_resnet34-resnet18_8xb32_in1k.py',
+    'kd': 'configs/kd/kd_logits_resnet34_resnet18_100e_in1k.py',
+    'dkd': 'configs/dkd/dkd_logits_resnet34_resnet18_100e_in1k.py',
+    'dist': 'configs/dist/dist_logits_resnet34_resnet18_100e_in1k.py',
     'dkd_mobilenet':
-    'configs/dkd/dkd_logits_resnet50-mobilenet-v2_8xb32_in1k.py',
+    'configs/dkd/dkd_logits_resnet50_mobilenet-v2_300e_in1k.py',
 }
 SIZE = 32  # crops of the generated ImageNet layout
 

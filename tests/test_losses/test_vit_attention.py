@@ -19,7 +19,7 @@ from mmdistill.registry import MODELS
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(
     ROOT, 'configs/vit_attention/'
-    'vit-attention_last-block_deit_small-tiny_300e_in1k.py')
+    'vit-attention_last-block_deit-small_deit-tiny_300e_in1k.py')
 
 
 # --------------------------------------------------------------- references
