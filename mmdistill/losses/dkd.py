@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import check_values, upcast
 from .kd import check_logits
 
 
@@ -87,11 +87,10 @@ def dkd_targets(data_samples: Optional[Sequence], num_samples: int,
         return torch.zeros(0, dtype=torch.long, device=device)
     targets = torch.stack([t.to(device=device, dtype=torch.long)
                            for t in targets])
-    bad = (targets < 0) | (targets >= num_classes)
-    if bad.any():
-        raise ValueError(
-            f'DKDLoss: target classes {targets[bad].tolist()} are outside the '
-            f'{num_classes} classes of the logits.')
+    check_values(
+        ((targets >= 0) & (targets < num_classes)).all(),
+        f'DKDLoss: a target class is outside the {num_classes} classes of '
+        'the logits: tap the classifier of the dataset\'s classes.')
     return targets
 
 

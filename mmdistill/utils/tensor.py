@@ -25,3 +25,26 @@ def check_same_shape(
         raise ValueError(
             f'{owner} needs equal shapes, got student {tuple(student.shape)}'
             f' and teacher {tuple(teacher.shape)}: {fix}')
+
+
+def check_values(ok: torch.Tensor, message: str,
+                 error: type = ValueError) -> None:
+    """Check a condition on tensor values without stalling an accelerator.
+
+    On the CPU (where reading a value costs nothing) a false ``ok`` raises
+    ``error(message)``. On a GPU the check is queued with
+    ``torch._assert_async``: the run still stops with ``message`` (as a
+    device-side assertion, reported at the next synchronisation), but the
+    host never waits for the value.
+
+    Args:
+        ok (Tensor): A boolean scalar (or a tensor that must be all true).
+        message (str): What is wrong and how to fix it.
+        error (type): The exception raised on the CPU.
+    """
+    ok = ok.all() if ok.numel() != 1 else ok.reshape(())
+    if ok.device.type == 'cpu':
+        if not bool(ok):
+            raise error(message)
+    else:
+        torch._assert_async(ok, message)

@@ -204,7 +204,7 @@ def test_bad_targets_and_shapes_raise(fresh_hub):
     multi.gt_label = torch.tensor([0, 2])
     with pytest.raises(ValueError, match='one target class.*2 labels'):
         dkd(s, t, [sample(1), multi])
-    with pytest.raises(ValueError, match=r'\[7\] are outside the 4 classes'):
+    with pytest.raises(ValueError, match='outside the 4 classes'):
         dkd(s, t, [sample(1), sample(7)])
     with pytest.raises(ValueError, match='3 data samples for 2'):
         dkd(s, t, [sample(1)] * 3)

@@ -6,6 +6,7 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
+from mmdistill.utils.tensor import check_values
 from .transforms import _flat_softmax, _norm
 
 
@@ -29,13 +30,12 @@ def _kl(s, t, axes, inputs: str = 'logits', eps: float = 1e-12):
         log_t = _flat_softmax(t, axes, log=True)
     elif inputs == 'probs':
         log_s, log_t = s.clamp_min(eps).log(), t.clamp_min(eps).log()
-        if not (torch.allclose(s.sum(dim=axes), torch.ones(()).to(s),
-                               atol=1e-3)):
-            raise ValueError(
-                'ComposableLoss: kl with inputs="probs" needs distributions '
-                'over dims (softmax them first); with tau != 1 the '
-                'probabilities are divided by tau and no longer sum to 1: '
-                'use inputs="logits" for a tempered KL.')
+        check_values(
+            ((s.sum(dim=axes) - 1).abs() <= 1e-3).all(),
+            'ComposableLoss: kl with inputs="probs" needs distributions '
+            'over dims (softmax them first); with tau != 1 the '
+            'probabilities are divided by tau and no longer sum to 1: '
+            'use inputs="logits" for a tempered KL.')
     else:
         raise ValueError('kl inputs must be "logits" (softmax taken over '
                          f'dims) or "probs", got {inputs!r}.')

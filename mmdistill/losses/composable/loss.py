@@ -227,6 +227,7 @@ class ComposableLoss(nn.Module):
                 f'of shape {tuple(d.shape)} left after the transforms and '
                 'the distance dims: keep the positions (no pooling, no '
                 'dims "h"/"w") or use weighting="none".')
-        count = d.numel() if valid is None else max(
-            int(valid.expand(d.shape).sum()), 1)
+        # a tensor, not a Python int: no read-back of the labelled count
+        count = d.numel() if valid is None else valid.expand(
+            d.shape).sum().clamp_min(1).to(d.dtype)
         return d * w.to(d.dtype), count

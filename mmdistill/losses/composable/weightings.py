@@ -7,6 +7,8 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
+from mmdistill.utils.tensor import check_values
+
 
 def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
     """Ground-truth class per sample (mmpretrain ``gt_label``) or per pixel
@@ -38,12 +40,12 @@ def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
                 'another weighting for detectors.')
         out.append(label)
     labels = torch.stack(out)[:, None]
-    if labels.max() >= shape[1]:
-        raise ValueError(
-            f'ComposableLoss: the focal weighting reads the tensors as '
-            f'logits of {shape[1]} classes, but a ground-truth label is '
-            f'{int(labels.max())}: use it on class logits (e.g. '
-            'decode_head.conv_seg, head.fc) of the dataset\'s classes.')
+    check_values(
+        labels.max() < shape[1],
+        f'ComposableLoss: the focal weighting reads the tensors as logits of '
+        f'{shape[1]} classes, but a ground-truth label is larger: use it on '
+        'class logits (e.g. decode_head.conv_seg, head.fc) of the dataset\'s '
+        'classes.')
     return labels
 
 
