@@ -130,7 +130,7 @@ def test_vit_pairs_draw_patch_maps_and_class_attention(tmp_path, image):
     drawn over the 14 x 14 patch grid, and the attention pair's class-token
     attention of both models."""
     config = osp.join(ROOT, 'configs', 'vit_attention',
-                      'vit-attention_last-block_deit_small-tiny_300e_'
+                      'vit-attention_last-block_deit-small_deit-tiny_300e_'
                       'in1k.py')
     written = load_tool().main([config, image, '--random-teacher',
                                 '--out-dir', str(tmp_path / 'vis')])

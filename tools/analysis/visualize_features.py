@@ -11,7 +11,7 @@ suffix is added).
 Example::
 
     python tools/analysis/visualize_features.py \\
-        configs/tat/tat_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py \\
+        configs/tat/tat_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-512x1024.py \\
         demo.png --checkpoint work_dirs/tat/iter_80000.pth \\
         --out-dir vis --query 32 64
 
