@@ -5,7 +5,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.dist import all_reduce
+from mmengine.dist import all_reduce, broadcast_object_list
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
@@ -300,6 +300,11 @@ class TeacherCheckHook(Hook):
             raise ValueError('TeacherCheckHook: the validation dataloader '
                              'gave no batch.')
         metrics = dict(evaluator.evaluate(size))
+        # the metrics are computed, and the notes taken, on the main process
+        # only; the evaluator broadcasts its metrics, the notes follow
+        shared = [notes]
+        broadcast_object_list(shared)
+        notes = shared[0]
         empty = notes.get('no_detections')
         self._no_detections = bool(empty) and not any(
             _is_number(v) for v in metrics.values())
