@@ -182,6 +182,30 @@ def test_candidates_of_a_two_stage_detector(pair_files):
     assert suggestion.inherit == []
 
 
+@pytest.mark.parametrize('teacher_width', [8, 16])
+def test_inheriting_only_when_the_teacher_fits(pair_files, teacher_width):
+    """MGD RetinaNet (one-stage): the shipped config starts the student
+    from the teacher's neck and head; kept when they fit the student (same
+    widths), left out with a note otherwise."""
+    student, teacher = pair_files(RETINANET_R18, RETINANET_R50, 'det',
+                                  teacher_width=teacher_width)
+    suggestion = suggest(probe_model(Config.fromfile(student), student),
+                         probe_model(Config.fromfile(teacher), teacher),
+                         'mgd')
+    fpn = suggestion.distill['fpn']
+    assert fpn['connector'] == dict(
+        type='MGDConnector', in_channels=16, out_channels=2 * teacher_width,
+        mask_ratio=0.65)
+    assert fpn['loss'] == dict(type='MGDLoss', alpha=2e-5)
+    assert suggestion.settings.optim_wrapper['clip_grad']['max_norm'] == 35
+    if teacher_width == 8:
+        assert suggestion.inherit == ['neck', 'bbox_head']
+    else:
+        assert suggestion.inherit == []
+        assert any('inheriting strategy' in n and 'do not fit' in n
+                   for n in suggestion.notes)
+
+
 def test_unsupported_methods_say_what_to_use(pair_files):
     student, teacher = pair_files(PSPNET_R18, PSPNET_R101, 'seg')
     s = probe_model(Config.fromfile(student), student)
