@@ -626,23 +626,35 @@ def variant_of(student: Probe, teacher: Probe) -> str:
     return 'cls'
 
 
-def _inherit_fits(paths: Sequence[str], student: Probe,
-                  teacher: Probe) -> Tuple[bool, str]:
-    """Whether the teacher's weights under ``paths`` fit the student's
-    exactly (FGD/MGD's inheriting strategy copies them)."""
+#: share of the student's values under the inherited paths that must fit
+#: for the inheriting strategy to be proposed
+MIN_INHERIT_SHARE = 0.5
+
+
+def inherit_fit(paths: Sequence[str], student: Probe,
+                teacher: Probe) -> Tuple[float, List[str]]:
+    """How much of the teacher under ``paths`` fits the student. The
+    distiller's ``init_student_from_teacher`` (FGD/MGD's inheriting
+    strategy) copies the tensors whose names and shapes match, as the FGD
+    and MGD code loads the teacher's neck and head non-strictly.
+
+    Returns:
+        tuple: (share of the student's values there that fit, names of the
+        tensors that do not).
+    """
     s_state = student.model.state_dict()
     t_state = teacher.model.state_dict()
-    for path in paths:
-        s_keys = {k: v.shape for k, v in s_state.items()
-                  if k.startswith(path + '.')}
-        t_keys = {k: v.shape for k, v in t_state.items()
-                  if k.startswith(path + '.')}
-        if not s_keys or s_keys != t_keys:
-            bad = sorted(k for k in set(s_keys) | set(t_keys)
-                         if s_keys.get(k) != t_keys.get(k))
-            return False, (f'{path}: {len(bad)} tensors differ, e.g. '
-                           f'{bad[0] if bad else "(absent)"}')
-    return True, ''
+    fit, total, misfit = 0, 0, []
+    for key, value in s_state.items():
+        if not any(key.startswith(p + '.') for p in paths):
+            continue
+        total += value.numel()
+        other = t_state.get(key)
+        if other is not None and other.shape == value.shape:
+            fit += value.numel()
+        else:
+            misfit.append(key)
+    return (fit / total if total else 0.0), misfit
 
 
 def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
@@ -714,14 +726,22 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
                                connector=connector, loss=loss))
     inherit = []
     if settings.inherit:
-        fits, why = _inherit_fits(settings.inherit, student, teacher)
-        if fits:
+        share, misfit = inherit_fit(settings.inherit, student, teacher)
+        what = f'init_student_from_teacher={settings.inherit}'
+        if share >= MIN_INHERIT_SHARE:
             inherit = list(settings.inherit)
+            if misfit:
+                notes.append(
+                    f"{what}: {100 * share:.0f} % of the student's values "
+                    "there take the teacher's; the "
+                    f'{len(misfit)} tensors of other shapes keep their own '
+                    f'initialisation (e.g. {misfit[0]})')
         else:
             notes.append(
-                f'the inheriting strategy of the shipped config '
-                f'(init_student_from_teacher={settings.inherit}) is left '
-                f"out: the teacher's weights do not fit the student ({why})")
+                f'the inheriting strategy of the shipped config ({what}) '
+                f"is left out: only {100 * share:.0f} % of the student's "
+                "values there have the teacher's shapes (e.g. not "
+                f'{misfit[0] if misfit else "-"})')
     if method == 'tat':
         notes += _tat_notes(student, distill)
     return Suggestion(method, variant, settings, report, distill, inherit,
