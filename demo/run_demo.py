@@ -7,9 +7,10 @@ and a detector (RetinaNet, same pair of backbones) this script
    real photo content from scikit-image when it is installed);
 2. trains the teacher (once, with the first seed);
 3. per seed, trains the student alone and distils it with the MLP connector +
-   L2 loss (paper 001) and with one other method (CWD on the logits for the
-   segmentor, FGD on the FPN for the detector), all in mmengine's Runner with
-   the configs of ``demo/configs/``;
+   L2 loss (the MLP-connector paper, Liu et al., ICCV-W 2023) and with one
+   other method (CWD on the logits for the segmentor, FGD on the FPN for the
+   detector), all in mmengine's Runner with the configs of
+   ``demo/configs/``;
 4. evaluates every model with the standard evaluators (mmseg ``IoUMetric``
    mIoU, mmdet ``CocoMetric`` bbox mAP) on the validation split, reloads the
    student-only checkpoints of the first seed with plain mmseg/mmdet and
@@ -63,7 +64,7 @@ TASKS = {
         labels=dict(
             teacher='teacher PSPNet R50 (w16)',
             student='student PSPNet R18 (w8) alone',
-            mlp='student + MLP/L2 (paper 001)',
+            mlp='student + MLP/L2',
             cwd='student + CWD on logits')),
     'det': dict(
         title='RetinaNet R50 -> R18 (detection)',
@@ -78,7 +79,7 @@ TASKS = {
         labels=dict(
             teacher='teacher RetinaNet R50 (w16)',
             student='student RetinaNet R18 (w8) alone',
-            mlp='student + MLP/L2 (paper 001)',
+            mlp='student + MLP/L2',
             fgd='student + FGD (inherits FPN/head)')),
 }
 

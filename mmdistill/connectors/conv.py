@@ -1,11 +1,14 @@
-"""Convolutional connectors: paper 001's "Conv3x3" ablation and paper 002's
-1x1 conv + BN + ReLU channel alignment.
+"""Convolutional connectors: the MLP-connector paper's "Conv3x3" ablation
+and the angular-distillation paper's 1x1 conv + BN + ReLU channel alignment.
 
 Papers: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212),
-Table 7; and "Rethinking Knowledge Distillation with Raw Features for
-Semantic Segmentation", Tao Liu et al. (Hikvision Research Institute),
-Section 4.1, network architectures.
+Channel-wise Transformation", Ziwei Liu, Yongtao Wang, Xiaojie Chu et al.,
+ICCV Workshops 2023 (arXiv:2303.13212), Section 4.4.2 and Table 7 (the
+local spatial transformation, Conv3x3 -> ReLU -> Conv3x3); and
+"Rethinking Knowledge Distillation with Raw Features for Semantic
+Segmentation", Tao Liu, Chenshu Chen, Xi Yang, Wenming Tan, WACV 2024
+(https://openreview.net/forum?id=HwbEioBGLo3), Section 4.2, network
+architectures.
 """
 from typing import Optional
 
@@ -24,12 +27,12 @@ class ConvConnector(BaseModule):
     ``S' = f_L(... f_2(f_1(S)))`` where every ``f_i`` but the last is
     ``act(norm(conv_kxk(x)))`` and the last is a plain ``conv_kxk`` (or also
     ``act(norm(.))`` when ``last_norm_act=True``); padding ``k // 2`` keeps
-    the spatial size. The defaults give paper 001's "Conv3x3" ablation
-    (``conv3x3 -> ReLU -> conv3x3``, arXiv:2303.13212
-    Table 7); ``kernel_size=1, num_convs=1, norm_cfg=dict(type='BN'),
-    last_norm_act=True`` gives the ``conv1x1 -> BN -> ReLU`` alignment paper
-    002 (Tao Liu et al., Section 4.1) applies to
-    the student when its channels differ from the teacher's.
+    the spatial size. The defaults give the MLP-connector paper's "Conv3x3"
+    ablation (``conv3x3 -> ReLU -> conv3x3``, arXiv:2303.13212 Table 7);
+    ``kernel_size=1, num_convs=1, norm_cfg=dict(type='BN'),
+    last_norm_act=True`` gives the ``conv1x1 -> BN -> ReLU`` alignment the
+    angular-distillation paper (Liu et al., WACV 2024, Section 4.2) applies
+    to the student when its channels differ from the teacher's.
 
     Args:
         in_channels (int): Channels of the student feature.

@@ -1,9 +1,10 @@
-"""Deformable-convolution connector: the "Deformable 3x3" row of paper
-001's Table 7.
+"""Deformable-convolution connector: the "Deformable 3x3" row of the
+MLP-connector paper's Table 7.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212,
-Section 4.4.2 and Table 7).
+Channel-wise Transformation", Ziwei Liu, Yongtao Wang, Xiaojie Chu et al.,
+ICCV Workshops 2023 (arXiv:2303.13212), Section 4.4.2 and Table 7
+(Deformable Conv3x3 -> ReLU -> Deformable Conv3x3).
 """
 from typing import Optional
 
@@ -42,8 +43,8 @@ class DeformConvConnector(BaseModule):
     starts as a plain conv3x3 stack), and ``out(p) = sum_k w_k x(p + p_k +
     dp_k)``. ``modulated=True`` uses DCNv2 instead
     (``ModulatedDeformConv2dPack``: a sigmoid mask ``m_k(p)`` multiplies each
-    sample, plus a bias). "Deformable 3x3" of paper 001
-    (arXiv:2303.13212, Section 4.4.2, Table 7).
+    sample, plus a bias). "Deformable 3x3" of the
+    MLP-connector paper (arXiv:2303.13212, Section 4.4.2, Table 7).
     mmcv's DCNv1 has no bias. Runs on CPU and GPU (mmcv >= 2.0 compiled with
     its ops).
 

@@ -1,7 +1,11 @@
-"""Identity connector: the "Identity" row of paper 001's Tables 1 and 6.
+"""Identity connector: the "Identity" row of the MLP-connector paper's
+Tables 1 and 6.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212).
+Channel-wise Transformation", Ziwei Liu, Yongtao Wang, Xiaojie Chu et al.,
+ICCV Workshops 2023 (arXiv:2303.13212). Implemented: the
+"Identity" transformation of Section 4.4.1 (direct mimicking of the teacher
+feature, the baseline of Tables 1 and 6).
 """
 from typing import Optional
 
@@ -16,7 +20,7 @@ class IdentityConnector(BaseModule):
     """Pass the student feature through unchanged: ``S' = S``.
 
     The student mimics the teacher feature directly (FitNets-style naive
-    feature distillation; "Identity" in paper 001,
+    feature distillation; "Identity" in the MLP-connector paper,
     arXiv:2303.13212, Tables 1 and 6). It has no
     parameters, so student and teacher must have the same shape.
 

@@ -1,7 +1,11 @@
-"""Linear connector: the "Linear" row of paper 001's Tables 1, 6 and 7.
+"""Linear connector: the "Linear" row of the MLP-connector paper's Tables
+1, 6 and 7.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212).
+Channel-wise Transformation", Ziwei Liu, Yongtao Wang, Xiaojie Chu et al.,
+ICCV Workshops 2023 (arXiv:2303.13212). Implemented: the
+"Linear" transformation (one 1x1 convolution, no activation) of the
+ablations of Sections 4.4.1 and 4.4.2.
 """
 from typing import Optional
 
@@ -17,8 +21,8 @@ class LinearConnector(BaseModule):
     """One 1x1 convolution on the student: ``S' = W * S + b``.
 
     A linear channel-wise transformation with no activation ("Linear" in
-    paper 001, arXiv:2303.13212, Tables 1, 6 and
-    7); the teacher is left untouched.
+    the MLP-connector paper, arXiv:2303.13212, Tables 1, 6 and 7); the
+    teacher is left untouched.
 
     Args:
         in_channels (int): Channels of the student feature.

@@ -1,8 +1,11 @@
-"""Channel-wise MLP connector of paper 001.
+"""Channel-wise MLP connector of the MLP-connector paper.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212),
-Eq. 3 and Algorithm 1.
+Channel-wise Transformation", Ziwei Liu, Yongtao Wang, Xiaojie Chu et al.,
+ICCV Workshops 2023 (arXiv:2303.13212). Implemented: Section 3.2, the
+learnable channel-wise transformation ``MLP(F) = W_2(sigma(W_1(F)))`` of
+Eq. 2 applied to the student feature in the loss of Eq. 3 and Algorithm 1;
+the "deeper" and "wider" ablations of Section 4.4.2 (Table 7).
 """
 from typing import Optional
 
@@ -18,10 +21,10 @@ class MLPConnector(BaseModule):
     """Student-side channel-wise MLP: ``conv1x1 -> ReLU -> conv1x1``.
 
     ``S' = W_2 * ReLU(W_1 * S + b_1) + b_2`` with 1x1 convolutions, applied to
-    the student feature only; the teacher feature is left untouched (paper
-    001, Eq. 3). ``num_hidden_layers`` > 1 gives the "deeper" ablation
-    (``conv1x1 -> ReLU`` repeated), a larger ``hidden_channels`` the "wider"
-    one (Table 7).
+    the student feature only; the teacher feature is left untouched (Eq. 2
+    and 3 of the MLP-connector paper). ``num_hidden_layers`` > 1 gives the
+    "deeper" ablation (``conv1x1 -> ReLU`` repeated), a larger
+    ``hidden_channels`` the "wider" one (Table 7).
 
     Args:
         in_channels (int): Channels of the student feature.
@@ -63,7 +66,7 @@ class MLPConnector(BaseModule):
         Args:
             student (torch.Tensor): Student feature ``(N, C_s, H, W)``.
             teacher (torch.Tensor, optional): Unused (the teacher is never
-                transformed, paper 001 Section 4.4.3).
+                transformed, MLP-connector paper, Section 4.4.3).
 
         Returns:
             torch.Tensor: ``(N, C_t, H, W)``.

@@ -1,9 +1,11 @@
-"""Non-local connector: the "Non-Local" row of paper 001's Table 7.
+"""Non-local connector: the "Non-Local" row of the MLP-connector paper's
+Table 7.
 
 Paper: "A Simple and Generic Framework for Feature Distillation via
-Channel-wise Transformation", Ziwei Liu et al., 2023 (arXiv:2303.13212,
-Table 7; the block is Wang et al., "Non-local Neural Networks", its
-reference [26]).
+Channel-wise Transformation", Ziwei Liu, Yongtao Wang, Xiaojie Chu et al.,
+ICCV Workshops 2023 (arXiv:2303.13212), Section 4.4.2 and Table 7 (the
+global spatial transformation); the block is Wang et al., "Non-local Neural
+Networks", CVPR 2018, its reference [26].
 """
 from typing import Optional
 
@@ -27,8 +29,8 @@ class NonLocalConnector(BaseModule):
 
     ``theta``, ``phi`` and ``g`` are 1x1 convs to ``C_s / reduction``
     channels and ``W_z`` a 1x1 conv back to ``C_s`` (zero-initialised by
-    default, so the block starts as the identity). "Non-Local" of paper 001
-    (arXiv:2303.13212, Table 7).
+    default, so the block starts as the identity). "Non-Local" of the
+    MLP-connector paper (arXiv:2303.13212, Table 7).
 
     Args:
         in_channels (int): Channels of the student feature.

@@ -1,10 +1,11 @@
 """Token projector: the projector alignment of ViT attention distillation.
 
-Paper 004: Wang, Yang, van de Weijer, "Attention Distillation:
-self-supervised vision transformer students need more guidance", BMVC 2022
-(arXiv:2210.00944): the student's last-layer
-class token goes through a learnable projector to the teacher's width and is
-matched to the teacher's class token with the mean squared error.
+Paper (AttnDistill): "Attention Distillation: self-supervised vision
+transformer students need more guidance", Kai Wang, Fei Yang, Joost van de
+Weijer, BMVC 2022 (arXiv:2210.00944). Implemented: the projector of its
+projector alignment loss: the student's last-layer class token goes through
+a learnable projector to the teacher's width and is matched to the
+teacher's class token with the mean squared error.
 """
 from typing import List, Optional, Sequence, Union
 
@@ -27,9 +28,9 @@ class TokenProjector(BaseModule):
 
     ``LayerNorm -> (Linear -> GELU) x (num_layers - 1) -> Linear ->
     LayerNorm``, applied to the last dimension. The defaults rebuild the
-    projector of paper 004's code (``proj_layers=4``): hidden widths
-    ``2C_s, C_s, 2C_s`` and a LayerNorm at each end (eps 1e-6). The teacher
-    is left untouched.
+    projector of the AttnDistill authors' code (``proj_layers=4``): hidden
+    widths ``2C_s, C_s, 2C_s`` and a LayerNorm at each end (eps 1e-6). The
+    teacher is left untouched.
 
     With ``token_index`` a ``(N, L, C_s)`` input (e.g. the output of the
     student's last block, ``backbone.layers.11``) is first reduced to that

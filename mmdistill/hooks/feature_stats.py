@@ -11,8 +11,9 @@ class FeatureStatsHook(Hook):
     the loss, mean and std of the student tap (before the connector) and of
     the teacher tap, and when the shapes allow, the mean squared difference
     and the cosine similarity between student and teacher before and after
-    the connector (paper 001, Table 6: the connector should bring the
-    student closer to the teacher).
+    the connector (the MLP-connector paper, Liu et al., ICCV-W 2023,
+    Table 6: the connector should bring the student closer to the
+    teacher).
 
     The values go to the visualiser's backends (``vis_data/scalars.json``,
     TensorBoard, W&B, as configured) under ``distill_stats/<pair>/<name>``

@@ -1,5 +1,11 @@
-"""Angular distillation LAD / CAD / PAD of paper 002, Eq. 5, 7 and 8
-(``shared/papers/002_7c33e558cf78500a.txt``)."""
+"""Angular distillation: LAD, CAD and PAD.
+
+Paper: "Rethinking Knowledge Distillation with Raw Features for Semantic
+Segmentation", Tao Liu, Chenshu Chen, Xi Yang, Wenming Tan, WACV 2024
+(https://openreview.net/forum?id=HwbEioBGLo3), the angular-distillation
+paper. Implemented: Section 3.2, the layer-wise (LAD, Eq. 5), channel-wise
+(CAD, Eq. 7) and point-wise (PAD, Eq. 8) angular distillation losses.
+"""
 from typing import Optional
 
 import torch
@@ -12,11 +18,12 @@ from mmdistill.utils.tensor import check_same_shape, upcast
 
 @MODELS.register_module()
 class AngularLoss(nn.Module):
-    """Angular distillation (LAD, CAD or PAD), paper 002 Eq. 5, 7 and 8.
+    """Angular distillation (LAD, CAD or PAD), Eq. 5, 7 and 8 of the
+    angular-distillation paper (Liu et al., WACV 2024).
 
     Features are L2-normalised along the chosen vectors, then the squared
     differences of the unit vectors are summed. For one sample with feature
-    ``F`` of shape C x H x W (``shared/papers/002_7c33e558cf78500a.txt``):
+    ``F`` of shape C x H x W:
 
     * ``mode='layer'`` (LAD, Eq. 5): the whole C*H*W feature is one vector,
       ``L = sum_chw (F^s / ||F^s|| - F^t / ||F^t||)^2 = 2 - 2 cos``.
@@ -54,7 +61,7 @@ class AngularLoss(nn.Module):
         if mode not in self.MODES:
             raise ValueError(
                 f'AngularLoss mode must be one of {self.MODES} (LAD, CAD, '
-                f'PAD of paper 002), got {mode!r}.')
+                f'PAD of the angular-distillation paper), got {mode!r}.')
         self.mode = mode
         self.loss_weight = loss_weight
         self.eps = eps
@@ -79,9 +86,9 @@ class AngularLoss(nn.Module):
         """
         check_same_shape(
             'AngularLoss', student, teacher,
-            'add a connector (e.g. 1x1 conv + BN + ReLU, as paper 002 '
-            "does) that maps the student to the teacher's channels and "
-            'size.')
+            'add a connector (e.g. 1x1 conv + BN + ReLU, as the angular-'
+            "distillation paper does) that maps the student to the "
+            "teacher's channels and size.")
         if student.dim() < 2:
             raise ValueError(
                 'AngularLoss needs features shaped (N, C, *spatial), got '

@@ -1,6 +1,11 @@
-"""Attention transfer (AT), Zagoruyko and Komodakis, "Paying More Attention
-to Attention", ICLR 2017 (arXiv:1612.03928), the common feature
-distillation baseline named in ``shared/SPEC.md``."""
+"""Attention transfer (AT), a common feature-distillation baseline.
+
+Paper: "Paying More Attention to Attention: Improving the Performance of
+Convolutional Neural Networks via Attention Transfer", Sergey Zagoruyko,
+Nikos Komodakis, ICLR 2017 (arXiv:1612.03928). Implemented: Section 3.1,
+activation-based attention transfer (the attention map ``mean_c |F|^p`` and
+the distance of the L2-normalised maps of student and teacher).
+"""
 from typing import Optional
 
 import torch

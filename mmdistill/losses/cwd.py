@@ -1,7 +1,13 @@
-"""Channel-wise distillation (CWD), Shu et al., "Channel-wise Knowledge
-Distillation for Dense Prediction", ICCV 2021; defined in
-``shared/SPEC.md`` section 3 and compared against in paper 002
-(``shared/papers/002_7c33e558cf78500a.txt``)."""
+"""Channel-wise distillation (CWD).
+
+Paper: "Channel-wise Knowledge Distillation for Dense Prediction", Changyong
+Shu et al., ICCV 2021 (arXiv:2011.13256). Implemented: Section 3, the
+channel distribution distillation loss (each channel's activation map made a
+distribution over positions by a softmax at temperature tau, teacher and
+student compared by the KL divergence, times tau^2, averaged over the
+channels). The angular-distillation paper (Liu et al., WACV 2024) compares
+against it.
+"""
 from typing import Optional
 
 import torch
@@ -25,10 +31,9 @@ class ChannelWiseDivergence(nn.Module):
                  * (log phi(T)_nc,hw - log phi(S)_nc,hw)
 
     i.e. KL(teacher || student) per channel, summed over batch and channels,
-    times tau^2 and divided by N*C (``shared/SPEC.md`` section 3; settings in
-    use: tau = 1 weight 5 on PSPNet logits, tau = 4 weight 3, tau = 1
-    weight 10 per FPN level). Works on features and on logits. Zero when
-    S = T.
+    times tau^2 and divided by N*C (settings in use: tau = 1 weight 5 on
+    PSPNet logits, tau = 4 weight 3, tau = 1 weight 10 per FPN level).
+    Works on features and on logits. Zero when S = T.
 
     Args:
         tau (float): softmax temperature. Defaults to 1.0.

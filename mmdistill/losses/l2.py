@@ -1,4 +1,11 @@
-"""Feature L2 loss of paper 001 (``shared/papers/001_cc5401afd166de35.txt``).
+"""Feature L2 loss, summed and divided by the batch size.
+
+Paper: "A Simple and Generic Framework for Feature Distillation via
+Channel-wise Transformation", Ziwei Liu, Yongtao Wang, Xiaojie Chu et al.,
+ICCV Workshops 2023 (arXiv:2303.13212), the MLP-connector paper.
+Implemented: Section 3.2, Eq. 3 (``L_feat``, the squared differences
+summed) divided by the batch size as in Algorithm 1, weighted by alpha as in
+Eq. 4 (Section 3.3).
 """
 from typing import Optional
 
@@ -14,8 +21,8 @@ class L2Loss(nn.Module):
     """``loss = loss_weight * sum((S - T)^2) / N``.
 
     The squared differences are summed over every element and divided by the
-    batch size N (paper 001, Eq. 3 and Algorithm 1: alpha is 2e-5 for
-    one-stage detectors, 5e-7 two-stage, 2e-5 / 1e-5 segmentation).
+    batch size N (MLP-connector paper, Eq. 3 and Algorithm 1: alpha is 2e-5
+    for one-stage detectors, 5e-7 two-stage, 2e-5 / 1e-5 segmentation).
 
     Args:
         loss_weight (float): alpha. Defaults to 1.0.

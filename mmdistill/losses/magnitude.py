@@ -1,5 +1,12 @@
-"""Magnitude distillation of paper 002, Eq. 4
-(``shared/papers/002_7c33e558cf78500a.txt``)."""
+"""Magnitude distillation.
+
+Paper: "Rethinking Knowledge Distillation with Raw Features for Semantic
+Segmentation", Tao Liu, Chenshu Chen, Xi Yang, Wenming Tan, WACV 2024
+(https://openreview.net/forum?id=HwbEioBGLo3), the angular-distillation
+paper. Implemented: Section 3.1, the magnitude distillation ``L_md`` of
+Eq. 4 (the magnitude term of the decomposition of the naive feature loss,
+Eq. 3).
+"""
 from typing import Optional
 
 import torch
@@ -11,7 +18,7 @@ from mmdistill.utils.tensor import check_same_shape, upcast
 
 @MODELS.register_module()
 class MagnitudeLoss(nn.Module):
-    """Magnitude distillation, paper 002 Eq. 4.
+    """Magnitude distillation, Eq. 4 of the angular-distillation paper.
 
     For each sample i, with ``F_i`` its whole C x H x W feature seen as one
     vector and ``N_e = C*H*W`` its number of elements::
@@ -20,7 +27,7 @@ class MagnitudeLoss(nn.Module):
         loss    = loss_weight * mean_i L_md(i)
 
     This is the first (magnitude) term of the decomposition of the naive
-    FitNets loss, Eq. 3 of ``shared/papers/002_7c33e558cf78500a.txt``, where
+    FitNets loss, Eq. 3 of the angular-distillation paper, where
     the paper writes N for C*H*W; Eq. 4 is per sample and the batch is
     averaged. The Euclidean norm has a zero (not NaN) gradient at an
     all-zero feature.

@@ -1,5 +1,11 @@
-"""Masked generative distillation (MGD), Yang et al., "Masked Generative
-Distillation", ECCV 2022; defined in ``shared/SPEC.md`` section 3."""
+"""Masked generative distillation (MGD), the loss half.
+
+Paper: "Masked Generative Distillation", Zhendong Yang et al., ECCV 2022
+(arXiv:2205.01529). Implemented: Section 3, the generative distillation loss
+(the squared error between the generated feature ``G(S * M)`` and the
+teacher feature, weighted by alpha); the mask and the generation block are
+``MGDConnector``.
+"""
 from typing import Optional
 
 from mmdistill.registry import MODELS

@@ -1,5 +1,12 @@
-"""Element-mean squared error, the loss of the TaT distillation (paper 000,
-``shared/papers/000_f56eff672f0e4e33.txt``)."""
+"""Element-mean squared error, the loss of the TaT distillation.
+
+Paper: "Knowledge Distillation via the Target-aware Transformer", Sihao Lin
+et al., CVPR 2022 (arXiv:2205.10793). Implemented: Section 3, the mean
+squared error between the student feature reconfigured by the target-aware
+transformer and the teacher feature (the connector is ``TaTConnector``).
+With ``TokenProjector`` it is also the class-token alignment loss of
+AttnDistill (Kai Wang et al., BMVC 2022, arXiv:2210.00944).
+"""
 from typing import Optional
 
 import torch
@@ -15,8 +22,8 @@ class MSELoss(nn.Module):
 
     The squared differences are averaged over every element (N*C*H*W of
     them), the mean squared error between the reconfigured student S' and
-    the teacher T used by the target-aware transformer (paper 000,
-    ``shared/papers/000_f56eff672f0e4e33.txt``). Unlike :class:`L2Loss`
+    the teacher T used by the target-aware transformer (TaT). Unlike
+    :class:`L2Loss`
     (sum / N), the value does not grow with the feature size.
 
     Args:

@@ -1,6 +1,12 @@
-"""Pixel-wise knowledge distillation on segmentation logits (Hinton et al.
-KD applied per pixel), the L_kd of paper 002, Eq. 9
-(``shared/papers/002_7c33e558cf78500a.txt``)."""
+"""Pixel-wise knowledge distillation on segmentation logits.
+
+Papers: "Distilling the Knowledge in a Neural Network", Geoffrey Hinton et
+al., 2015 (arXiv:1503.02531), the soft-target KD of Section 2 applied at
+every pixel; as used by the angular-distillation paper, "Rethinking
+Knowledge Distillation with Raw Features for Semantic Segmentation", Tao Liu
+et al., WACV 2024 (https://openreview.net/forum?id=HwbEioBGLo3), the
+``L_kd`` term of its Eq. 9.
+"""
 from typing import Optional, Sequence
 
 import torch
@@ -24,8 +30,8 @@ class PixelKLDivergence(nn.Module):
 
     i.e. KL(teacher || student) per pixel, averaged over the set V of valid
     pixels of the whole batch, times tau^2 (the conventional KD loss on
-    logits, L_kd of ``shared/papers/002_7c33e558cf78500a.txt`` Eq. 9, used
-    there with lambda_kd = 10).
+    logits, L_kd of the angular-distillation paper's Eq. 9, used there with
+    lambda_kd = 10).
 
     Valid pixels: the ground-truth labels ``data_samples[i].gt_sem_seg.data``
     (mmseg ``SegDataSample``, shape (1, H', W')) are resized to the logits'

@@ -1,7 +1,11 @@
-"""ViT attention distillation (AttnDistill), paper 004: Wang, Yang, van de
-Weijer, "Attention Distillation: self-supervised vision transformer students
-need more guidance", BMVC 2022 (``shared/papers/004_42f7b1db76281a93.txt``;
-``shared/SPEC.md`` section 3).
+"""ViT attention distillation (AttnDistill).
+
+Paper: "Attention Distillation: self-supervised vision transformer students
+need more guidance", Kai Wang, Fei Yang, Joost van de Weijer, BMVC 2022
+(arXiv:2210.00944). Implemented: the attention guidance loss ``L_a`` on the
+class token's attention of the last block, in its three cases: (a) equal
+heads and patches, (b) equal heads and other patch counts (interpolate and
+renormalise), (c) other head counts (merge the heads at temperature T).
 
 The loss reads the output of the last block's ``qkv`` projection of both
 ViTs (``backbone.layers.11.attn.qkv`` for a 12-layer mmpretrain
@@ -89,7 +93,7 @@ def resize_patch_attention(attention: torch.Tensor,
                            mode: str = 'bicubic') -> torch.Tensor:
     """Resize the patch part of class-token attention to another grid.
 
-    Paper 004, case (b): ``(a_j^h)' = NR_{1 - a_0^h}(IP(a_j^h))``. The
+    AttnDistill, case (b): ``(a_j^h)' = NR_{1 - a_0^h}(IP(a_j^h))``. The
     entries of the extra tokens (the class token's attention to itself,
     ``a_0``) are kept; the patch entries are reshaped to their square grid,
     interpolated (IP) to the grid of ``num_patches`` tokens, clamped at the
@@ -124,7 +128,7 @@ def resize_patch_attention(attention: torch.Tensor,
 
 
 def merge_heads(log_attention: torch.Tensor, tau: float) -> torch.Tensor:
-    """Paper 004, case (c): ``a_j = (1/tau) * sum_h log a_j^h``, then a
+    """AttnDistill, case (c): ``a_j = (1/tau) * sum_h log a_j^h``, then a
     softmax over j. Takes and returns log-probabilities, ``(N, H, L) ->
     (N, L)``."""
     return F.log_softmax(log_attention.sum(dim=1) / tau, dim=-1)
@@ -137,8 +141,8 @@ class ViTAttentionLoss(nn.Module):
     Both inputs are the outputs of the last block's ``qkv`` projection
     ``(N, L, 3*C)``; the loss recomputes ``A^h``, the softmax over all L keys
     of the class token's query against the keys of head ``h`` (see
-    :func:`class_attention_logits`), and takes (paper 004,
-    ``shared/papers/004_42f7b1db76281a93.txt``):
+    :func:`class_attention_logits`), and takes (AttnDistill, the attention
+    guidance loss):
 
     * (a) equal heads and tokens:
       ``L_a = sum_h KL(A_t^h || A_s^h)``;
@@ -204,7 +208,7 @@ class ViTAttentionLoss(nn.Module):
                 f'ViTAttentionLoss compares heads one to one only when both '
                 f'models have as many (student {student_heads}, teacher '
                 f'{teacher_heads}): leave merge_heads=None to merge them '
-                '(paper 004, case c).')
+                '(AttnDistill, case c).')
         extras = (num_extra_tokens, num_extra_tokens) if isinstance(
             num_extra_tokens, int) else tuple(num_extra_tokens)
         if len(extras) != 2 or any(

@@ -1,5 +1,6 @@
-"""Tests of ConvConnector: paper 001's conv3x3-ReLU-conv3x3 and paper 002's
-1x1 conv + BN + ReLU alignment."""
+"""Tests of ConvConnector: the MLP-connector paper's conv3x3-ReLU-conv3x3
+(Liu et al., ICCV-W 2023) and the angular-distillation paper's 1x1 conv + BN
++ ReLU alignment (Liu et al., WACV 2024)."""
 import pytest
 import torch
 
@@ -61,7 +62,7 @@ def test_conv3x3_relu_conv3x3_value(in_c, out_c, hidden, n, size):
     assert (out < 0).any()
 
 
-def test_paper002_align_train_and_eval():
+def test_angular_paper_align_train_and_eval():
     """1x1 conv + BN + ReLU, PSPNet stage 4: 512 -> 2048 channels."""
     torch.manual_seed(0)
     conn = ConvConnector(512, 2048, kernel_size=1, num_convs=1,

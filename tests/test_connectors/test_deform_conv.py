@@ -1,4 +1,5 @@
-"""Tests of DeformConvConnector (paper 001's "Deformable 3x3" ablation)."""
+"""Tests of DeformConvConnector (the "Deformable 3x3" ablation of
+the MLP-connector paper, Liu et al., ICCV-W 2023)."""
 import pytest
 import torch
 

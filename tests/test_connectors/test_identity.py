@@ -1,4 +1,5 @@
-"""Tests of IdentityConnector (paper 001's "Identity" row)."""
+"""Tests of IdentityConnector (the "Identity" row of the MLP-connector
+paper, Liu et al., ICCV-W 2023)."""
 import pytest
 import torch
 

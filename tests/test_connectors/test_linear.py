@@ -1,4 +1,5 @@
-"""Tests of LinearConnector (one 1x1 convolution, paper 001)."""
+"""Tests of LinearConnector (one 1x1 convolution, the "Linear" ablation of
+the MLP-connector paper, Liu et al., ICCV-W 2023)."""
 import pytest
 import torch
 

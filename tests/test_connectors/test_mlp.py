@@ -1,4 +1,5 @@
-"""Tests of MLPConnector (paper 001, Eq. 2 and Table 7)."""
+"""Tests of MLPConnector (the MLP-connector paper, Liu et al., ICCV-W 2023,
+Eq. 2 and Table 7)."""
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
-"""Tests of NonLocalConnector (paper 001's "Non-Local" ablation)."""
+"""Tests of NonLocalConnector (the "Non-Local" ablation of the MLP-connector
+paper, Liu et al., ICCV-W 2023)."""
 import pytest
 import torch
 

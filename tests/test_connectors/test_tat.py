@@ -1,4 +1,4 @@
-"""Tests of TaTConnector (target-aware transformer, paper 000)."""
+"""Tests of TaTConnector (the target-aware transformer, TaT)."""
 import math
 import warnings
 

@@ -1,5 +1,5 @@
 """Tests of TokenProjector (the projector of ViT attention distillation,
-paper 004)."""
+AttnDistill)."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""Tests of AngularLoss: LAD, CAD, PAD of paper 002 (Eq. 5, 7, 8)."""
+"""Tests of AngularLoss: LAD, CAD, PAD of the angular-distillation paper
+(Liu et al., WACV 2024, Eq. 5, 7, 8)."""
 import math
 
 import pytest

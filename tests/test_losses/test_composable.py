@@ -1,4 +1,4 @@
-"""Tests of ComposableLoss (paper 003): the dedicated losses it must
+"""Tests of ComposableLoss (KD-Zero): the dedicated losses it must
 reproduce, and each transform, distance and weighting against an independent
 numpy computation in float64."""
 import math
@@ -61,7 +61,7 @@ def test_angular_lad_cad_pad(mode, dims):
            1e-10)
 
 
-def test_feature_l2_of_paper_001():
+def test_feature_l2_of_mlp_connector_paper():
     s, t = _pair(seed=4)
     composed = ComposableLoss(distance='l2', reduction='batch',
                               loss_weight=2e-5)

@@ -1,4 +1,5 @@
-"""Tests of L2Loss (paper 001: sum of squared differences / batch size)."""
+"""Tests of L2Loss (the MLP-connector paper, Liu et al., ICCV-W 2023: sum
+of squared differences / batch size)."""
 import pytest
 import torch
 

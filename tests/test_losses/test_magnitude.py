@@ -1,4 +1,5 @@
-"""Tests of MagnitudeLoss, paper 002 Eq. 4."""
+"""Tests of MagnitudeLoss, Eq. 4 of the angular-distillation paper (Liu et
+al., WACV 2024)."""
 import math
 
 import pytest
@@ -32,7 +33,8 @@ def test_value_matches_loop():
 
 
 def test_eq3_decomposition_of_mse():
-    # Paper 002 Eq. 3: MSE = [(m - n)^2 + 2 m n (1 - cos)] / N, N = C*H*W.
+    # Angular-distillation paper, Eq. 3:
+    # MSE = [(m - n)^2 + 2 m n (1 - cos)] / N, N = C*H*W.
     torch.manual_seed(1)
     s = torch.randn(1, 4, 3, 5, dtype=torch.float64)
     t = 3 * torch.randn(1, 4, 3, 5, dtype=torch.float64)

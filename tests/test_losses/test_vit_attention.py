@@ -1,4 +1,4 @@
-"""Tests of ViTAttentionLoss (ViT attention distillation, paper 004).
+"""Tests of ViTAttentionLoss (ViT attention distillation, AttnDistill).
 
 The references below compute everything with Python floats and loops (dot
 products per head, a hand-written bicubic kernel, KL term by term), written
@@ -76,7 +76,7 @@ def _cubic_weights(size_in, size_out):
 
 
 def ref_resize(values, extra, side_out):
-    """Paper 004 (b) on one head: keep the extra entries, bicubic-resize the
+    """AttnDistill (b) on one head: keep the extra entries, bicubic-resize the
     patch grid, clamp at 0 (bicubic undershoots), renormalise to
     1 - sum(extra)."""
     patches = values[extra:]
@@ -97,7 +97,7 @@ def ref_resize(values, extra, side_out):
 
 
 def ref_merge(per_head, tau):
-    """Paper 004 (c): a_j = (1/T) sum_h log a_j^h, softmax over j."""
+    """AttnDistill (c): a_j = (1/T) sum_h log a_j^h, softmax over j."""
     length = len(per_head[0])
     logits = [sum(math.log(head[j]) for head in per_head) / tau
               for j in range(length)]

@@ -1,6 +1,6 @@
-# Paper 001 on the demo: the RetinaNet R18 student learns the teacher's five
-# FPN levels through one channel-wise MLP per level, L2 loss, alpha = 2e-5
-# (one-stage detectors).
+# The MLP connector (Liu et al., ICCV-W 2023) on the demo: the RetinaNet R18
+# student learns the teacher's five FPN levels through one channel-wise MLP
+# per level, L2 loss, alpha = 2e-5 (one-stage detectors).
 _base_ = ['./retinanet_r18-w8_student_synth.py']
 
 model = dict(

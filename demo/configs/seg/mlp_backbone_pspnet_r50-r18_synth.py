@@ -1,6 +1,7 @@
-# Paper 001 on the demo: the PSPNet R18 student learns the teacher's last
-# backbone stage through the channel-wise MLP (64 -> 512 channels), L2 loss,
-# alpha = 2e-5 (homogeneous segmentation).
+# The MLP connector (Liu et al., ICCV-W 2023) on the demo: the PSPNet R18
+# student learns the teacher's last backbone stage through the channel-wise
+# MLP (64 -> 512 channels), L2 loss, alpha = 2e-5 (homogeneous
+# segmentation).
 _base_ = ['./pspnet_r18-w8_student_synth.py']
 
 model = dict(

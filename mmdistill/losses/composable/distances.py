@@ -1,6 +1,12 @@
 """Distances of :class:`ComposableLoss`: each takes the transformed (N, C,
 H, W) tensors and the axes it sums over inside one compared vector, and
-keeps those axes (size 1)."""
+keeps those axes (size 1).
+
+Paper: "KD-Zero: Evolving Knowledge Distiller for Any Teacher-Student Pairs",
+Lujun Li et al., NeurIPS 2023 (https://openreview.net/forum?id=OlMKa5YZ8e),
+supplementary material, appendix E.2 (distance functions, Eq. 8-12) and
+Listing 3.
+"""
 from typing import Callable, Dict
 
 import torch
@@ -55,12 +61,12 @@ def _cosine(s, t, axes, eps: float = 1e-8, centre: bool = False):
 
 
 def _correlation(s, t, axes, alpha: float = 1.01, eps: float = 1e-8):
-    """Paper 003 Eq. 12: standardise every feature over the batch, take the
-    diagonal of the student-teacher cross-correlation, and penalise its
-    distance to 1: ``log2 sum_i |v_i - 1|^(2 alpha)``. As in the paper's
-    listing the standard deviation is the unbiased one and ``v`` divides by
-    N, so ``v_i <= (N - 1) / N`` and identical inputs give a finite minimum
-    (``log2(d * N^(-2 alpha))``), not minus infinity."""
+    """KD-Zero, supplementary Eq. 12: standardise every feature over the
+    batch, take the diagonal of the student-teacher cross-correlation, and
+    penalise its distance to 1: ``log2 sum_i |v_i - 1|^(2 alpha)``. As in
+    the paper's listing the standard deviation is the unbiased one and ``v``
+    divides by N, so ``v_i <= (N - 1) / N`` and identical inputs give a
+    finite minimum (``log2(d * N^(-2 alpha))``), not minus infinity."""
     n = s.shape[0]
     if n < 2:
         raise ValueError('ComposableLoss: the correlation distance compares '

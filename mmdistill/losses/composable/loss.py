@@ -1,6 +1,11 @@
 """A distillation loss composed as transforms -> distance -> weighting, the
-search space of KD-Zero (paper 003, ``shared/papers/003_160d77450bb11c03.txt``,
-appendix E and Listings 1-4).
+search space of KD-Zero.
+
+Paper: "KD-Zero: Evolving Knowledge Distiller for Any Teacher-Student Pairs",
+Lujun Li et al., NeurIPS 2023 (https://openreview.net/forum?id=OlMKa5YZ8e).
+Implemented: the distiller search space of its supplementary material,
+appendix E (E.1 transforms, E.2 distances, E.3 loss weights) and the unified
+loss of Listings 1-4.
 
 Each named piece is a small function; :class:`ComposableLoss` chains them::
 
@@ -11,8 +16,9 @@ mask which covers the student only, as in MGD and the paper's text), ``D`` the
 distance, reduced over the axes ``dims`` inside each compared vector, ``w`` the
 weighting (computed from the untransformed tensors, never differentiated) and
 ``reduce`` the final reduction over what is left. CWD, LAD / CAD / PAD and the
-L2 loss of paper 001 are special cases and give the same numbers as their
-dedicated losses (see the examples of :class:`ComposableLoss`).
+L2 loss of the MLP-connector paper are special cases and give the same
+numbers as their dedicated losses (see the examples of
+:class:`ComposableLoss`).
 
 Axes are named by letters of ``nchw``: every tensor is handled as
 (N, C, H, W); (N, C) inputs are (N, C, 1, 1) and (N, C, L) are (N, C, L, 1).
@@ -37,7 +43,7 @@ REDUCTIONS = ('mean', 'sum', 'batch')
 @MODELS.register_module()
 class ComposableLoss(nn.Module):
     """A loss composed of transforms, a distance and a weighting (KD-Zero,
-    paper 003, ``shared/papers/003_160d77450bb11c03.txt``, appendix E)::
+    supplementary appendix E)::
 
         loss = loss_weight * tau^2 * reduce(w * D(t(S) / tau, t(T) / tau))
 
@@ -78,12 +84,12 @@ class ComposableLoss(nn.Module):
         # CWD with tau = 4, weight 3
         dict(type='ComposableLoss', distance=dict(type='kl', dims='hw'),
              tau=4.0, loss_weight=3.0)
-        # LAD (paper 002, Eq. 5) with lambda 10
+        # LAD (angular-distillation paper, Eq. 5) with lambda 10
         dict(type='ComposableLoss',
              transforms=[dict(type='l2_normalize', dims='chw')],
              distance=dict(type='l2', dims='chw'), loss_weight=10.0)
         # CAD: dims 'hw' for both; PAD: dims 'c' for both
-        # feature L2 of paper 001, alpha 2e-5
+        # feature L2 of the MLP-connector paper, alpha 2e-5
         dict(type='ComposableLoss', distance='l2', reduction='batch',
              loss_weight=2e-5)
 

@@ -1,5 +1,11 @@
 """Transforms of :class:`ComposableLoss` (KD-Zero's transform search space):
-each maps an (N, C, H, W) tensor to an (N', C', H', W') tensor."""
+each maps an (N, C, H, W) tensor to an (N', C', H', W') tensor.
+
+Paper: "KD-Zero: Evolving Knowledge Distiller for Any Teacher-Student Pairs",
+Lujun Li et al., NeurIPS 2023 (https://openreview.net/forum?id=OlMKa5YZ8e),
+supplementary material, appendix E.1 (knowledge transformations, Eq. 1-7) and
+Listing 2.
+"""
 from typing import Callable, Dict, Sequence
 
 import torch

@@ -1,7 +1,13 @@
 """Weightings of :class:`ComposableLoss`: each reads the untransformed
 student and teacher tensors as logits with classes on axis 1 (N, K) or (N,
 K, H, W) and returns a weight of shape (N, 1, H, W), never differentiated,
-and the positions the mean runs over (None: all; focal: the labelled ones)."""
+and the positions the mean runs over (None: all; focal: the labelled ones).
+
+Paper: "KD-Zero: Evolving Knowledge Distiller for Any Teacher-Student Pairs",
+Lujun Li et al., NeurIPS 2023 (https://openreview.net/forum?id=OlMKa5YZ8e),
+supplementary material, appendix E.3 (loss weights calibration, Eq. 13) and
+Listing 4.
+"""
 from typing import Callable, Dict, Optional
 
 import torch
@@ -79,9 +85,9 @@ def _similarity(s, t, data_samples, eps: float = 1e-8):
 
 
 def _focal(s, t, data_samples, ignore_index: int = 255, eps: float = 1e-7):
-    """Paper 003 Eq. 13 (after WSLD): ``1 - exp(-CE_s / CE_t)`` with the
-    cross-entropies of student and teacher against the ground truth; ignored
-    pixels weigh 0."""
+    """KD-Zero, supplementary Eq. 13 (after WSLD): ``1 - exp(-CE_s /
+    CE_t)`` with the cross-entropies of student and teacher against the
+    ground truth; ignored pixels weigh 0."""
     labels = _labels(data_samples, s.shape, ignore_index).to(s.device)
     valid = labels >= 0
     index = labels.clamp_min(0)
