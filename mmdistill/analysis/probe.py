@@ -54,6 +54,8 @@ class Candidate:
         inplace (bool): The model changes the output in place later: tap
             with ``clone=True``.
         order (int): Position in the forward's execution order.
+        call_strides (list): The stride of each call, for a module called
+            several times (a head shared by the FPN levels).
     """
     path: str
     role: str
@@ -64,6 +66,7 @@ class Candidate:
     by_index: bool = False
     inplace: bool = False
     order: int = 0
+    call_strides: List[Any] = field(default_factory=list)
 
     @property
     def channels(self) -> Optional[int]:
@@ -104,7 +107,9 @@ class Candidate:
             stride=list(self.stride) if isinstance(self.stride, tuple)
             else self.stride,
             channels=self.channels, index=self.index, calls=self.calls,
-            by_index=self.by_index, inplace=self.inplace)
+            by_index=self.by_index, inplace=self.inplace,
+            call_strides=[list(v) if isinstance(v, tuple) else v
+                          for v in self.call_strides])
 
 
 @dataclass
@@ -479,4 +484,5 @@ def _head_candidates(recorder, comp, tensors, modules, hw, add) -> None:
         calls.sort(key=lambda c: c.call)
         first = calls[0]
         add(Candidate(name, HEAD, first.shape, _stride(hw, first.shape),
-                      calls=[c.call for c in calls], order=first.order))
+                      calls=[c.call for c in calls], order=first.order,
+                      call_strides=[_stride(hw, c.shape) for c in calls]))

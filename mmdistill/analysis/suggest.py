@@ -937,6 +937,9 @@ _ROLE_NAMES = {STAGE: 'backbone stage', LEVEL: 'neck level (FPN)',
 
 
 def _stride_text(c: Candidate) -> str:
+    ints = [v for v in c.call_strides if isinstance(v, int)]
+    if len(ints) > 1 and len(ints) == len(c.call_strides):
+        return f'{min(ints)}-{max(ints)}'
     if c.stride is None:
         return '-'
     if isinstance(c.stride, tuple):
