@@ -168,7 +168,9 @@ class TeacherCheckHook(Hook):
     ``num_batches`` batches; the evaluator gathers them, so all ranks see
     the same numbers and take the same decision. The random generators are
     restored afterwards, so the training run is the same with and without
-    the hook.
+    the hook. The check runs at every start, a resumed run's included (the
+    teacher is rebuilt from its checkpoint each time); it costs
+    ``num_batches`` teacher predictions.
 
     Example::
 
