@@ -7,7 +7,8 @@ the candidates :func:`~mmdistill.analysis.probe.probe_model` finds:
 * detectors (``mlp``, ``fgd``, ``mgd``, ``cwd``, ``lad``, ``cad``): the FPN
   levels of equal stride; every level for one-stage detectors and for CWD,
   the levels computed by their own convolution (4 of Faster R-CNN's 5, as
-  the FGD / MGD / paper-001 two-stage settings) for two-stage ones;
+  the FGD / MGD / MLP-connector-paper two-stage settings) for two-stage
+  ones;
 * segmentors (``mlp``, ``lad``, ``cad``, ``tat``, ``mgd``): the teacher's last
   backbone stage and the student's last stage at the same stride; ``cwd``
   (and the logits term of ``lad``/``cad``) the decode heads' logits.
@@ -46,24 +47,28 @@ UNSHIPPED = {
         base=('mgd', 'det-one'),
         connector=dict(mask_ratio=0.45), loss=dict(alpha=5e-7),
         inherit=False,
-        source='yzd-v/MGD det/configs/distillers/mgd/cascade_mask_rcnn_'
+        source='the settings of yzd-v/MGD det/configs/distillers/mgd/'
+        'cascade_mask_rcnn_'
         'rx101_32x4d_distill_faster_rcnn_r50_fpn_2x_coco.py (alpha 5e-7, '
         'mask ratio 0.45, 4 FPN levels, no inheriting)'),
     ('mgd', 'seg'): dict(
         base=('mgd', 'det-one'),
         connector=dict(mask_ratio=0.75), loss=dict(alpha=2e-5),
         inherit=False, optim=False,
-        source='yzd-v/MGD seg/configs/distillers/mgd/psp_r101_distill_*_'
+        source='the settings of yzd-v/MGD seg/configs/distillers/mgd/'
+        'psp_r101_distill_*_'
         '40k_512x512_city.py (alpha 2e-5, mask ratio 0.75, last backbone '
         'stage)'),
     ('lad', 'det'): dict(
         base=('lad', 'seg-homo'), roles=('stage', ),
-        source='paper 002 is evaluated on segmentation: its backbone '
+        source='the angular-distillation paper (Liu et al., WACV 2024) is '
+        'evaluated on segmentation: its backbone '
         'setting (ConvConnector, AngularLoss weight 10) is applied to each '
         'FPN level as a starting point, not a tuned detection setting'),
     ('cad', 'det'): dict(
         base=('cad', 'seg-homo'), roles=('stage', ),
-        source='paper 002 is evaluated on segmentation: its backbone '
+        source='the angular-distillation paper (Liu et al., WACV 2024) is '
+        'evaluated on segmentation: its backbone '
         'setting (ConvConnector, AngularLoss weight 10) is applied to each '
         'FPN level as a starting point, not a tuned detection setting'),
 }
@@ -72,7 +77,8 @@ UNSHIPPED = {
 _SAME_SHAPE_LOSSES = ('L2Loss', 'MSELoss', 'ChannelWiseDivergence',
                       'AngularLoss', 'MagnitudeLoss', 'MGDLoss', 'ATLoss',
                       'ComposableLoss', 'PixelKLDivergence')
-#: the 1x1 alignment of mmrazor/paper 002 when channels differ
+#: the 1x1 alignment of mmrazor and the angular-distillation paper when
+#: channels differ
 ALIGN = dict(type='ConvConnector', kernel_size=1, num_convs=1)
 #: the user fills this in; a run stops on it (teacher checkpoint not found)
 FILL_ME = 'FILL ME'
@@ -293,7 +299,7 @@ def load_settings(method: str, variant: str,
             UNSHIPPED.get((method, kind))
         if extra is not None:
             path = find_source(*extra['base'])
-            notes.append('no shipped config for this case; settings from '
+            notes.append('no shipped config for this case: '
                          + extra['source'])
         elif kind == 'seg':
             other = 'seg-hetero' if variant == 'seg-homo' else 'seg-homo'
@@ -402,8 +408,8 @@ def level_pairs(student: Probe, teacher: Probe, own_conv_only: bool,
             notes.append(
                 'two-stage detector: the levels computed by their own FPN '
                 'convolution are distilled (' + str(len(kept)) + ' of ' +
-                str(len(pairs)) + '), as in the FGD/MGD/paper-001 '
-                'two-stage settings')
+                str(len(pairs)) + '), as in the two-stage settings of FGD, '
+                'MGD and the MLP-connector paper')
         pairs = kept
     if not pairs:
         raise SuggestError(

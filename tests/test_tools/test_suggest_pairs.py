@@ -136,7 +136,8 @@ def test_shipped_configs_are_classified_by_content():
                 ('lad', 'seg-hetero'), ('cad', 'seg-homo'),
                 ('cad', 'seg-hetero'), ('tat', 'seg-homo')}
     assert expected <= set(found), expected - set(found)
-    # the weights come from the files, e.g. paper 001's two detector alphas
+    # the weights come from the files, e.g. the MLP-connector paper's two
+    # detector alphas (one-stage, two-stage)
     one = load_settings('mlp', 'det-one')
     two = load_settings('mlp', 'det-two')
     assert one.pairs['fpn']['loss']['loss_weight'] == 2e-5
