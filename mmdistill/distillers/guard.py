@@ -257,7 +257,8 @@ class DistillGuard:
                         f"student's own losses ({task:.4g}) at distillation "
                         f'iteration {step}: it drowns the task (and may '
                         'overflow the gradients). '
-                        f'{fix(pair)}, by about {ratio:.0e} to make them '
+                        f'{fix(pair)} by a factor of about {ratio:.0e} to '
+                        'make them '
                         'comparable (the guard checks the first '
                         f'{self.check_iters} iterations for a ratio above '
                         f'{self.max_loss_ratio:g}: '
