@@ -77,7 +77,9 @@ def shrink_segmentor(model: dict, width: int = 8, depth: int = 18,
     backbone = model['backbone']
     if backbone.get('type') == 'MobileNetV2':
         backbone.update(widen_factor=0.25, init_cfg=None)
-        stages = [None, None, 8, 80]  # widen 0.25: 320 * 0.25, 32 * 0.25
+        # out_indices (1, 2, 4, 6) of mmseg's MobileNetV2 configs: 24, 32,
+        # 96, 320 channels, times 0.25 rounded up to multiples of 8
+        stages = [8, 8, 24, 80]
     else:
         stages = shrink_resnet(backbone, width, depth)
     heads = [model['decode_head']]
