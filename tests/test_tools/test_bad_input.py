@@ -22,6 +22,7 @@ import mmdistill  # noqa: F401
 from mmdistill.utils.checkpoint import (CheckpointError,
                                         CheckpointMismatchError,
                                         UnsafeCheckpointError)
+from mmdistill.distillers.guard import DistillGuardError
 from tools_support import write_tiny_config
 
 
@@ -100,6 +101,18 @@ def set_unknown_tap(cfg, f):
     pair.student = 'backbone.layer5'
 
 
+def first_pair(cfg):
+    return next(iter(cfg.model.distill.values()))
+
+
+def set_connector_in_channels(cfg, f):
+    first_pair(cfg).connector.in_channels = 3
+
+
+def set_huge_loss_weight(cfg, f):
+    first_pair(cfg).loss.loss_weight = 1e30
+
+
 def set_url_teacher(cfg, f):
     cfg.model.teacher.checkpoint = 'http://127.0.0.1:9/pspnet_teacher.pth'
 
@@ -134,6 +147,10 @@ ROWS = [
     ('resume truncated', load_from('truncated', resume=True),
      CheckpointError, 'is not a readable checkpoint'),
     ('unknown tap', set_unknown_tap, KeyError, 'backbone.layer4'),
+    ('connector for other channels', set_connector_in_channels,
+     RuntimeError, 'connector.in_channels='),
+    ('loss weight 1e30', set_huge_loss_weight, DistillGuardError,
+     'loss_weight'),
 ]
 
 
