@@ -5,7 +5,8 @@ changed.
 
 Each row builds mmengine's Runner from a shrunken shipped PSPNet
 distillation config (as tools/train.py does) and trains; every row stops
-before the first iteration.
+before the first iteration, or at the first one (a connector's wrong
+channels, a loss weight of 1e30).
 """
 import copy
 import hashlib
