@@ -95,6 +95,22 @@ def test_every_pair_of_a_detection_config(tmp_path):
     check_parts(saved, [f'fpn_{i}' for i in range(5)])
 
 
+def test_size_drives_a_fixed_size_preprocessor():
+    """mmseg pads every batch to its data preprocessor's ``size``: --size
+    sets it, so the report states what the models ran at."""
+    from mmengine.config import Config
+    tool = load_tool()
+    cfg = Config.fromfile(CONFIG)
+    crop = tuple(cfg.model.student.data_preprocessor.size)
+    assert tool.input_size(cfg, tool.parse_args(['x.py']), 'seg') == crop
+    args = tool.parse_args(['x.py', '--size', '32', '48'])
+    assert tool.input_size(cfg, args, 'seg') == (32, 48)
+    assert tuple(cfg.model.student.data_preprocessor.size) == (32, 48)
+    cfg = Config.fromfile(FGD_CONFIG)  # mmdet: no fixed size
+    args = tool.parse_args(['x.py'])
+    assert tool.input_size(cfg, args, 'det') == (512, 512)
+
+
 def test_amp_options():
     tool = load_tool()
     args = tool.parse_args(['x.py', '--amp-dtype', 'bfloat16'])
@@ -122,7 +138,7 @@ def test_random_teacher_of_a_stock_config(tmp_path):
     from mmdistill.utils.checkpoint import read_checkpoint
     cfg = Config.fromfile(osp.join(
         ROOT, 'configs', 'mlp',
-        'mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py'))
+        'mlp_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-512x1024.py'))
     path = use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
     assert cfg.model.teacher.checkpoint == path
     state = read_checkpoint(path)['state_dict']

@@ -26,8 +26,9 @@ memory, which only grows: the student is measured first).
 
 Example::
 
-    python tools/analysis/benchmark_overhead.py \\
-        configs/mlp/mlp_backbone_pspnet_r101-r18_80k_cityscapes-512x1024.py \\
+    CONFIG=configs/mlp/mlp_backbone_pspnet-r101_pspnet-r18_80k_\\
+    cityscapes-512x1024.py  # (one line)
+    python tools/analysis/benchmark_overhead.py $CONFIG \\
         --size 512 1024 --batch-size 2 --iters 20 --out overhead.json
     # the teacher in bfloat16 and channels_last, the student in fp16 AMP
     python tools/analysis/benchmark_overhead.py CONFIG --amp-dtype float16 \\
@@ -67,8 +68,11 @@ def parse_args(argv=None):
     parser.add_argument('config', help='distillation config file')
     parser.add_argument('--size', type=int, nargs=2, default=None,
                         metavar=('H', 'W'),
-                        help='input height and width (default: 512 512 for '
-                        'detection/segmentation, 224 224 for classification)')
+                        help='input height and width; a fixed size of the '
+                        "student's data preprocessor (mmseg pads to its "
+                        '"size") follows it (default: that fixed size, else '
+                        '512 512 for detection/segmentation, 224 224 for '
+                        'classification)')
     parser.add_argument('--batch-size', type=int, default=2,
                         help='images per step (default 2)')
     parser.add_argument('--iters', type=int, default=10,
@@ -295,6 +299,21 @@ def build_distiller(cfg: Config, args, workdir: str):
         return MODELS.build(model)
 
 
+def input_size(cfg: Config, args, kind: str) -> tuple:
+    """The size the models really get: ``--size``, which a fixed size of
+    the student's data preprocessor (mmseg's ``size``: it pads every batch
+    to it) follows, else that fixed size, else a default per task."""
+    pre = cfg.model.student.get('data_preprocessor')
+    fixed = pre.get('size') if isinstance(pre, dict) else None
+    if args.size:
+        if fixed is not None:
+            pre['size'] = tuple(args.size)
+        return tuple(args.size)
+    if fixed is not None:
+        return tuple(fixed)
+    return (224, 224) if kind == 'cls' else (512, 512)
+
+
 def teacher_options(cfg: Config, args) -> dict:
     """``teacher.dtype``/``channels_last`` of the config, or the command
     line's."""
@@ -319,15 +338,15 @@ def main(argv=None) -> dict:
         cfg.merge_from_dict(args.cfg_options)
     device = torch.device(args.device or (
         'cuda' if torch.cuda.is_available() else 'cpu'))
+    check_distiller(cfg, args.config)
     kind = kind_of(cfg.get('default_scope'))
-    size = args.size or ((224, 224) if kind == 'cls' else (512, 512))
+    size = input_size(cfg, args, kind)
     if args.iters < 1 or args.warmup < 0:
         raise ValueError('--iters must be >= 1 and --warmup >= 0.')
     if args.amp and device.type != 'cuda':
         raise ValueError('--amp/--amp-dtype need a CUDA device (mmengine\'s '
                          'AmpOptimWrapper); drop them on the CPU '
                          '(--teacher-dtype bfloat16 works there).')
-    check_distiller(cfg, args.config)
     options = teacher_options(cfg, args)
     converted = bool(options['dtype'] or options['channels_last'])
     classes = num_classes_of(cfg.model.student)
