@@ -646,6 +646,12 @@ class SingleTeacherDistiller(BaseModel):
         """mmengine's sum of the losses; also hands this iteration's values
         to the guard (no synchronisation). Called by ``train_step`` and by
         mmengine's DDP wrapper alike."""
+        if 'loss' in losses:
+            # mmpretrain's heads call their loss 'loss', the key mmengine
+            # logs the total under: logged as 'loss_student' so that the
+            # logged 'loss' stays the total (the optimised sum is the same)
+            losses = OrderedDict(('loss_student' if k == 'loss' else k, v)
+                                 for k, v in losses.items())
         parsed, log_vars = super().parse_losses(losses)
         if self.training:
             keys = [LOSS_PREFIX + name for name in self.pairs]

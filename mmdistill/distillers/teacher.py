@@ -27,6 +27,11 @@ def build_teacher(config: str,
             'teacher.checkpoint is required: a teacher with random weights '
             'teaches nothing. Give the weights released with '
             f'{config!r} (a local path or URL).')
+    if isinstance(checkpoint, str) and checkpoint.startswith('FILL ME'):
+        raise ValueError(
+            'teacher.checkpoint is still the placeholder written by '
+            'tools/analysis/suggest_pairs.py: set it to the weights trained '
+            f'with {config!r} (a local path or URL).')
     cfg = load_config(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

@@ -233,7 +233,7 @@ def test_filled_in_checkpoint_is_required(pair_files, tmp_path):
     assert cfg.model.distill.fpn.connector == dict(
         type='ConvConnector', kernel_size=1, num_convs=1, in_channels=16,
         out_channels=32)
-    with pytest.raises(FileNotFoundError, match='FILL ME'):
+    with pytest.raises(ValueError, match='still the placeholder'):
         Runner.from_cfg(cfg)
     with pytest.raises(FileExistsError, match='--force'):
         load_tool().main([student, teacher, '--method', 'cwd', '--out',
