@@ -254,7 +254,7 @@ def test_teacher_gets_its_config_level_data_preprocessor(tmp_path):
     root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     cfg = Config.fromfile(osp.join(
         root, 'configs', 'vit_attention',
-        'vit-attention_last-block_deit_small-tiny_300e_in1k.py'))
+        'vit-attention_last-block_deit-small_deit-tiny_300e_in1k.py'))
     use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
     model = dict(cfg.model, data_preprocessor=cfg.data_preprocessor)
     with _warnings.catch_warnings(record=True) as caught:
