@@ -330,8 +330,10 @@ def test_components_read_nothing_back(name, connector, loss, c_s, c_t, size,
                                       samples):
     import warnings
     torch.manual_seed(0)
-    connector = MODELS.build(connector) if connector else None
-    loss = MODELS.build(loss)
+    # in the mmdistill scope whatever scope an earlier test left current
+    with DefaultScope.overwrite_default_scope('mmdistill'):
+        connector = MODELS.build(connector) if connector else None
+        loss = MODELS.build(loss)
     data_samples = dict(seg=_seg_samples, det=_det_samples).get(
         samples, lambda: None)()
     student = torch.randn(2, c_s, *size, requires_grad=True)
