@@ -367,23 +367,21 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         distiller = build_distiller(cfg, args, workdir)
     distiller.student.load_state_dict(weights)
-    plain_teacher = None
     if converted:
-        if options['channels_last']:
-            # a float32 twin in the default layout, for the saving
-            twin = copy.deepcopy(distiller.teacher)
-            plain_teacher = TeacherRunner(
-                twin, FeatureRecorder(twin, distiller.teacher_recorder.taps,
-                                      'teacher'))
-        else:
-            plain_teacher = distiller.teacher_runner
         distiller.teacher_runner = TeacherRunner(
             distiller.teacher, distiller.teacher_recorder, options['dtype'],
             options['channels_last'])
     distiller.to(device)
-    if plain_teacher is not None:
-        plain_teacher.model.to(device)
     distiller_memory = measure_memory(distiller, first, args, device)
+    plain_teacher = None
+    if converted:
+        # the teacher as before the options, for the saving: a float32
+        # twin in the default layout (made after the memory was measured)
+        twin = copy.deepcopy(distiller.teacher).to(
+            memory_format=torch.contiguous_format)
+        plain_teacher = TeacherRunner(
+            twin, FeatureRecorder(twin, distiller.teacher_recorder.taps,
+                                  'teacher'))
     # Time: every part on every batch, interleaved.
     student = build_student(cfg)
     student.load_state_dict(weights)
