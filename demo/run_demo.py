@@ -3,8 +3,9 @@
 For a segmentor (PSPNet, ResNet-50-like teacher -> ResNet-18-like student)
 and a detector (RetinaNet, same pair of backbones) this script
 
-1. writes the generated scenes (:func:`mmdistill.datasets.write_synth_dataset`,
-   real photo content from scikit-image when it is installed);
+1. writes the generated scenes (``write_synth_dataset`` of
+   ``demo/synthetic.py``, real photo content from scikit-image, the
+   ``[demo]`` extra, when it is installed);
 2. trains the teacher (once, with the first seed);
 3. per seed, trains the student alone and distils it with the MLP connector +
    L2 loss (the MLP-connector paper, Liu et al., ICCV-W 2023) and with one
@@ -47,6 +48,8 @@ from mmengine.logging import MMLogger, print_log
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'demo', 'configs')
+if REPO not in sys.path:  # demo.synthetic, the scene writer
+    sys.path.insert(0, REPO)
 
 # What runs for each task: config files, the metric reported, and the two
 # distillation methods.
@@ -311,7 +314,7 @@ def reevaluate(config: str, checkpoint: str, work_dir: str) -> dict:
 
 
 def write_data(task: str, root: str, settings: dict) -> str:
-    from mmdistill.datasets import write_synth_dataset
+    from demo.synthetic import write_synth_dataset
     spec = settings['data'][task]
     data_root = osp.join(root, f'data_{task}')
     marker = osp.join(data_root, 'generated.json')

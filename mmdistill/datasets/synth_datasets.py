@@ -1,7 +1,8 @@
-"""Registered mmdet / mmseg datasets for the scenes of :mod:`.synthetic`.
+"""Registered mmdet / mmseg datasets for the demo's generated scenes.
 
-:func:`write_synth_dataset` writes a dataset in the layout these classes
-read (``generate`` with the six shape classes below):
+The demo's scene writer (``write_synth_dataset`` in ``demo/synthetic.py``;
+its photo content needs the ``[demo]`` extra, scikit-image) writes a dataset
+in the layout these classes read, with the six shape classes below:
 
 * ``SynthDetDataset`` (an mmdet ``CocoDataset``): ``ann_file=
   'annotations/train.json'``, ``data_prefix=dict(img='images/train/')``;
@@ -11,29 +12,27 @@ read (``generate`` with the six shape classes below):
 
 Both carry ``METAINFO`` (classes, palette), so mmdet's ``CocoMetric`` (bbox
 mAP) and mmseg's ``IoUMetric`` (mIoU) evaluate them unchanged, and
-checkpoints trained on them store the class names.
+checkpoints trained on them store the class names. Nothing here needs
+scikit-image.
 """
-from typing import Dict, Tuple
-
 from mmdet.datasets import CocoDataset
 from mmseg.datasets import BaseSegDataset
 
 from mmdistill.registry import DATASETS
-from .synthetic import SHAPES, generate
 
-# One class per shape of the generator (class k has shape SHAPES[k]).
+# One class per shape of the demo's generator: class k is drawn with its
+# shape k (rectangle, ellipse, triangle, diamond, ring, cross).
 SYNTH_CLASSES = ('box', 'disc', 'triangle', 'diamond', 'ring', 'cross')
 SYNTH_PALETTE = [(220, 20, 60), (0, 130, 200), (60, 180, 75),
                  (255, 225, 25), (145, 30, 180), (245, 130, 48)]
-assert len(SYNTH_CLASSES) == len(SHAPES)
 
 
 @DATASETS.register_module()
 class SynthDetDataset(CocoDataset):
     """Generated detection scenes in COCO format (six shape classes).
 
-    Written by :func:`write_synth_dataset`; any COCO json whose categories
-    are :data:`SYNTH_CLASSES` works.
+    Written by the demo's ``write_synth_dataset``; any COCO json whose
+    categories are :data:`SYNTH_CLASSES` works.
     """
     METAINFO = dict(classes=SYNTH_CLASSES, palette=SYNTH_PALETTE)
 
@@ -56,32 +55,3 @@ class SynthSegDataset(BaseSegDataset):
             seg_map_suffix=seg_map_suffix,
             reduce_zero_label=reduce_zero_label,
             **kwargs)
-
-
-def write_synth_dataset(root: str,
-                        splits: Dict[str, int],
-                        size: Tuple[int, int] = (96, 96),
-                        seed: int = 0,
-                        photos: bool = True,
-                        **options) -> Dict[str, dict]:
-    """Write scenes of the six :data:`SYNTH_CLASSES` under ``root`` for
-    :class:`SynthDetDataset` and :class:`SynthSegDataset`.
-
-    Args:
-        root (str): Output folder.
-        splits (dict): Split name -> number of images.
-        size (tuple): Image (height, width).
-        seed (int): The same seed writes the same files.
-        photos (bool): Use scikit-image's sample photos for backgrounds and
-            textures (procedural textures when it is not installed).
-        **options: ``max_objects``, ``scale_range``, ``clutter``,
-            ``distractors``, ``random_tint``, ``min_objects``,
-            ``tint_jitter`` of
-            :func:`generate`.
-
-    Returns:
-        dict: What :func:`generate` returns.
-    """
-    return generate(
-        root, SYNTH_CLASSES, splits, size=size, seed=seed, photos=photos,
-        **options)

@@ -1,4 +1,4 @@
-# Generated detection scenes (mmdistill.datasets.write_synth_dataset) in
+# Generated detection scenes (write_synth_dataset of demo/synthetic.py) in
 # COCO format: data, schedule and runtime shared by the demo's RetinaNet
 # teacher and student.
 _base_ = ['mmdet::_base_/default_runtime.py']

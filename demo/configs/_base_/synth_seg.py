@@ -1,4 +1,4 @@
-# Generated segmentation scenes (mmdistill.datasets.write_synth_dataset):
+# Generated segmentation scenes (write_synth_dataset, demo/synthetic.py):
 # data, schedule and runtime shared by the demo's PSPNet teacher and student.
 _base_ = ['mmseg::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)

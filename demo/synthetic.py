@@ -1,4 +1,13 @@
-"""A deterministic generator of small detection + segmentation datasets.
+"""The demo's scene writer: a deterministic generator of small detection,
+segmentation and classification datasets.
+
+It lives with the demo, not in the mmdistill package: the registered dataset
+classes that read what it writes (``mmdistill.SynthDetDataset``,
+``mmdistill.SynthSegDataset``, and the class names ``SYNTH_CLASSES``) are in
+``mmdistill.datasets``, and its photo content needs the ``[demo]`` extra
+(scikit-image). Import it with the repository root on ``sys.path``
+(``from demo.synthetic import write_synth_dataset``) or run
+``demo/run_demo.py``.
 
 Each scene is a textured, cluttered background with objects of several
 classes (distinct shapes, colours and textures, varied scales, occluding each
@@ -9,6 +18,10 @@ other). The same scenes are written in two standard formats:
 * mmseg segmentation: ``<root>/images/<split>/*.png`` and
   ``<root>/labels/<split>/*.png`` (class index + 1 per pixel, 0 =
   background).
+
+The objects of a COCO split can be cut out into a classification dataset
+(:func:`write_crops`: one square crop per object, in mmpretrain's
+``CustomDataset`` annotation-file format).
 
 The Cityscapes layout used by mmseg's stock Cityscapes configs can be written
 too (:func:`write_cityscapes_layout`), so their pipelines run unchanged.
@@ -444,3 +457,95 @@ def write_coco_layout(root: str,
                              f'instances_{split}2017.json'))
     shutil.rmtree(tmp)
     return root
+
+
+def write_synth_dataset(root: str,
+                        splits: Dict[str, int],
+                        size: Tuple[int, int] = (96, 96),
+                        seed: int = 0,
+                        photos: bool = True,
+                        **options) -> Dict[str, dict]:
+    """Write scenes of the six ``mmdistill.datasets.SYNTH_CLASSES`` under
+    ``root`` for ``mmdistill.SynthDetDataset`` and
+    ``mmdistill.SynthSegDataset``.
+
+    Args:
+        root (str): Output folder.
+        splits (dict): Split name -> number of images.
+        size (tuple): Image (height, width).
+        seed (int): The same seed writes the same files.
+        photos (bool): Use scikit-image's sample photos for backgrounds and
+            textures (procedural textures when it is not installed).
+        **options: ``max_objects``, ``scale_range``, ``clutter``,
+            ``distractors``, ``random_tint``, ``min_objects``,
+            ``tint_jitter`` of :func:`generate`.
+
+    Returns:
+        dict: What :func:`generate` returns.
+    """
+    from mmdistill.datasets import SYNTH_CLASSES
+    assert len(SYNTH_CLASSES) == len(SHAPES)
+    return generate(
+        root, SYNTH_CLASSES, splits, size=size, seed=seed, photos=photos,
+        **options)
+
+
+def write_crops(src_root: str,
+                dst_root: str,
+                splits: Sequence[str],
+                size: int = 32,
+                context: float = 0.25,
+                min_side: int = 4) -> Dict[str, dict]:
+    """Cut every object of the COCO splits written by :func:`generate` under
+    ``src_root`` out into a classification dataset under ``dst_root``.
+
+    A crop is the square around the object's (visible-part) box, widened by
+    ``context`` of the box's longer side on each side, clipped to the image
+    (its scene around the object, other objects, clutter and distractors
+    included), resized to ``size`` x ``size``. Objects whose box is under
+    ``min_side`` pixels on a side are left out.
+
+    Writes ``<dst_root>/<split>/<image>_<k>.png`` and
+    ``<dst_root>/annotations/<split>.txt`` with one ``<split>/<file> <label>``
+    line per crop (label = category id - 1), which mmpretrain's
+    ``CustomDataset(data_root=dst_root, ann_file='annotations/<split>.txt')``
+    reads.
+
+    Returns:
+        dict: Per split, ``ann_file`` and ``count`` (crops written).
+    """
+    import cv2
+    written = {}
+    os.makedirs(osp.join(dst_root, 'annotations'), exist_ok=True)
+    for split in splits:
+        with open(osp.join(src_root, 'annotations', f'{split}.json')) as f:
+            coco = json.load(f)
+        images = {image['id']: image for image in coco['images']}
+        os.makedirs(osp.join(dst_root, split), exist_ok=True)
+        lines, current, img = [], None, None
+        for ann in coco['annotations']:
+            x, y, w, h = ann['bbox']
+            if min(w, h) < min_side:
+                continue
+            image = images[ann['image_id']]
+            if image['id'] != current:
+                current = image['id']
+                img = cv2.imread(
+                    osp.join(src_root, 'images', split, image['file_name']))
+            side = max(w, h) * (1 + 2 * context)
+            cx, cy = x + w / 2, y + h / 2
+            x1 = int(round(max(0, cx - side / 2)))
+            y1 = int(round(max(0, cy - side / 2)))
+            x2 = int(round(min(img.shape[1], cx + side / 2)))
+            y2 = int(round(min(img.shape[0], cy + side / 2)))
+            crop = cv2.resize(img[y1:y2, x1:x2], (size, size),
+                              interpolation=cv2.INTER_AREA)
+            stem = osp.splitext(image['file_name'])[0]
+            name = f'{split}/{stem}_{ann["id"]:05d}.png'
+            cv2.imwrite(osp.join(dst_root, name), crop)
+            lines.append(f'{name} {ann["category_id"] - 1}')
+        ann_file = osp.join(dst_root, 'annotations', f'{split}.txt')
+        with open(ann_file, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        written[split] = dict(ann_file=ann_file, count=len(lines))
+    return written
