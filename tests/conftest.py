@@ -1,28 +1,32 @@
-"""Shrunken real distillation configs over generated data."""
+"""Fixtures of every test: the mmdistill registry scope, the generated
+datasets, and shrunken real distillation configs over them (the table of
+configs is ``tests/tiny_configs.py``)."""
 import os.path as osp
+import sys
 
 import pytest
-from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
-from mmdistill.datasets import write_cityscapes_layout, write_coco_layout
-from mmdistill.testing import (random_checkpoint, shrink_distiller,
-                               teacher_overrides, tiny_detection,
-                               tiny_segmentation)
+HERE = osp.dirname(osp.abspath(__file__))
+# pytest runs with --import-mode=importlib, which puts no test folder on
+# sys.path: this one holds tiny_configs, the repository root demo.synthetic
+for path in (HERE, osp.dirname(HERE)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = {
-    'retinanet':
-    'configs/mlp/mlp_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
-    'faster_rcnn':
-    'configs/mlp/mlp_fpn_cascade-mask-rcnn-x101_faster-rcnn-r50_2x_coco.py',
-    'pspnet':
-    'configs/mlp/mlp_backbone_pspnet-r101_pspnet-r18_80k_cityscapes-'
-    '512x1024.py',
-    'deeplabv3':
-    'configs/mlp/mlp_backbone_pspnet-r101_deeplabv3-r18_80k_cityscapes-'
-    '512x1024.py',
-}
-KIND = dict(retinanet='det', faster_rcnn='det', pspnet='seg', deeplabv3='seg')
+from demo.synthetic import (write_cityscapes_layout,  # noqa: E402
+                            write_coco_layout)
+from tiny_configs import (KIND, shrunken_config,  # noqa: E402
+                          tiny_runtime_of)
+
+
+@pytest.fixture(autouse=True)
+def mmdistill_scope():
+    """Every test starts in the mmdistill scope, as the distiller builds its
+    components, whatever scope an earlier test (a Runner of mmdet / mmseg)
+    left current; the scopes a test opens are gone after it."""
+    with DefaultScope.overwrite_default_scope('mmdistill'):
+        yield
 
 
 @pytest.fixture(scope='session')
@@ -47,26 +51,18 @@ def imagenet_root(tmp_path_factory):
 
 @pytest.fixture
 def tiny_cfg(coco_root, cityscapes_root, tmp_path):
-    """``tiny_cfg(name, work_dir=None, same_shape=False)`` -> (cfg, teacher
-    checkpoint path) for one of ``CONFIGS``, ready for ``Runner.from_cfg``."""
-    cache = {}
+    """``tiny_cfg(name, work_dir=None, same_shape=None, **kwargs)`` ->
+    (cfg, teacher checkpoint path) for one of ``tiny_configs.CONFIGS``,
+    ready for ``Runner.from_cfg``; ``kwargs`` go to ``tiny_detection`` /
+    ``tiny_segmentation``. A test's calls share one teacher checkpoint per
+    (name, same_shape)."""
 
-    def make(name, work_dir=None, same_shape=False, **kwargs):
-        cfg = Config.fromfile(osp.join(ROOT, CONFIGS[name]))
-        kind = KIND[name]
-        teacher, scope = shrink_distiller(cfg, kind, same_shape)
-        key = (name, same_shape)
-        if key not in cache:
-            cache[key] = random_checkpoint(
-                teacher, str(tmp_path / f'{name}_{same_shape}_teacher.pth'),
-                scope=scope)
-        cfg.model.teacher.checkpoint = cache[key]
-        cfg.model.teacher.cfg_options = teacher_overrides(teacher)
-        work_dir = work_dir or str(tmp_path / f'{name}_work')
-        if kind == 'det':
-            tiny_detection(cfg, work_dir, coco_root, **kwargs)
-        else:
-            tiny_segmentation(cfg, work_dir, cityscapes_root, **kwargs)
-        return cfg, cache[key]
+    def make(name, work_dir=None, same_shape=None, **kwargs):
+        teacher = str(tmp_path / f'{name}_{same_shape}_teacher.pth')
+        cfg = shrunken_config(name, teacher, same_shape)
+        data_root = coco_root if KIND[name] == 'det' else cityscapes_root
+        tiny_runtime_of(cfg, name, work_dir or str(tmp_path / f'{name}_work'),
+                        data_root, **kwargs)
+        return cfg, teacher
 
     return make

@@ -1,6 +1,7 @@
 """Support for the tests of tools/: shrunken shipped configs written to disk
-(the tools read config files), and a hook that records each process's
-student weights.
+(the tools read config files; the table of configs and their shrinking are
+``tests/tiny_configs.py``), and hooks that record each process's student
+weights.
 
 This module is imported by the test processes through ``custom_imports``
 (``tests/test_tools`` is put on their ``PYTHONPATH``); it is not part of the
@@ -17,7 +18,6 @@ import subprocess
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import Config
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -25,18 +25,6 @@ from mmengine.registry import HOOKS
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(osp.dirname(HERE))
-CONFIGS = {
-    'retinanet':
-    'configs/mlp/mlp_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
-    'pspnet': 'configs/mlp/mlp_backbone_pspnet-r101_pspnet-r18_80k_'
-    'cityscapes-512x1024.py',
-    'fgd_retinanet':
-    'configs/fgd/fgd_fpn_retinanet-x101_retinanet-r50_2x_coco.py',
-}
-KIND = dict(retinanet='det', pspnet='seg', fgd_retinanet='det')
-# FGD compares the FPN maps without a connector, and inherits the teacher's
-# neck and head: the teacher gets the student's shape
-SAME_SHAPE = dict(fgd_retinanet=True)
 PROBE = 'student_rank{rank}.json'
 BN_BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
 BOXES = 'boxes_rank{rank}.json'
@@ -217,18 +205,6 @@ def tool_env(port: Optional[int] = None) -> dict:
     return env
 
 
-def _shrink(cfg: Config, kind: str, same_shape: bool = False) -> tuple:
-    """Student width 8, teacher width 16 (or the student's shape); FGD
-    losses get the shrunken FPN's channels. Returns (teacher model config,
-    teacher scope)."""
-    from mmdistill.testing import shrink_distiller
-    teacher, scope = shrink_distiller(cfg, kind, same_shape)
-    for pair in cfg.model.distill.values():
-        if pair['loss'].get('type') == 'FGDLoss':
-            pair['loss']['in_channels'] = teacher['neck']['out_channels']
-    return teacher, scope
-
-
 def write_tiny_config(name: str,
                       root: str,
                       train_images: int = 8,
@@ -237,8 +213,9 @@ def write_tiny_config(name: str,
                       checkpoint_interval: Optional[int] = None,
                       probe: bool = True,
                       hooks: Sequence[dict] = ()) -> str:
-    """Shrink the shipped config ``name`` ('retinanet' or 'pspnet') to run
-    in seconds over generated data under ``root`` and dump it to
+    """Shrink the shipped config ``name`` (a key of
+    ``tiny_configs.CONFIGS``: 'retinanet', 'pspnet', 'fgd_retinanet', ...)
+    to run in seconds over generated data under ``root`` and dump it to
     ``root/<name>.py``; a random teacher checkpoint is written beside it.
 
     ``length`` is epochs (detection) or iterations (segmentation); a
@@ -250,26 +227,21 @@ def write_tiny_config(name: str,
     Returns:
         str: The config path.
     """
-    from mmdistill.datasets import (write_cityscapes_layout,
-                                    write_coco_layout)
-    from mmdistill.testing import (random_checkpoint, teacher_overrides,
-                                   tiny_detection, tiny_segmentation)
-    kind = KIND[name]
-    cfg = Config.fromfile(osp.join(ROOT, CONFIGS[name]))
-    teacher, scope = _shrink(cfg, kind, SAME_SHAPE.get(name, False))
-    checkpoint = random_checkpoint(
-        teacher, osp.join(root, f'{name}_teacher.pth'), scope=scope)
-    cfg.model.teacher.checkpoint = checkpoint
-    cfg.model.teacher.cfg_options = teacher_overrides(teacher)
+    # tests/ and the repository root are on sys.path in the test process
+    # (tests/conftest.py); the tool processes, which only need the hooks
+    # above, never get here
+    from demo.synthetic import write_cityscapes_layout, write_coco_layout
+    from tiny_configs import KIND, shrunken_config, tiny_runtime_of
+    cfg = shrunken_config(name, osp.join(root, f'{name}_teacher.pth'))
     data = osp.join(root, f'{name}_data')
     splits = dict(train=train_images, val=val_images)
     work_dir = osp.join(root, f'{name}_work')
-    if kind == 'det':
+    if KIND[name] == 'det':
         write_coco_layout(data, splits)
-        tiny_detection(cfg, work_dir, data, epochs=length)
+        tiny_runtime_of(cfg, name, work_dir, data, epochs=length)
     else:
         write_cityscapes_layout(data, splits)
-        tiny_segmentation(cfg, work_dir, data, iters=length)
+        tiny_runtime_of(cfg, name, work_dir, data, iters=length)
     if checkpoint_interval is not None:
         cfg.default_hooks.checkpoint.interval = checkpoint_interval
     # the tools decide the backend; keep the config's own choice open
