@@ -68,7 +68,8 @@ if __name__ == '__main__':
         requirements('mminstall.txt'),
         extras_require=dict(
             cls=requirements('cls.txt'),
-            demo=requirements('demo.txt'),
+            # the demo's classification task uses mmpretrain
+            demo=requirements('demo.txt') + requirements('cls.txt'),
             tests=requirements('tests.txt') + requirements('cls.txt') +
             requirements('demo.txt'),
             all=requirements('cls.txt') + requirements('demo.txt')),

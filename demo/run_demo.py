@@ -1,21 +1,25 @@
 """mmdistill end to end on generated data: teacher, student, distilled ones.
 
-For a segmentor (PSPNet, ResNet-50-like teacher -> ResNet-18-like student)
-and a detector (RetinaNet, same pair of backbones) this script
+For a segmentor (PSPNet, ResNet-50-like teacher -> ResNet-18-like student),
+a detector (RetinaNet, same pair of backbones) and an image classifier
+(mmpretrain ``ImageClassifier``, ResNet-18 at half width -> ResNet-18 at a
+sixteenth of the width, on crops of the scenes' objects) this script
 
 1. writes the generated scenes (``write_synth_dataset`` of
    ``demo/synthetic.py``, real photo content from scikit-image, the
-   ``[demo]`` extra, when it is installed);
+   ``[demo]`` extra, when it is installed), and cuts every object out into a
+   32x32 crop for the classifier (``write_crops``);
 2. trains the teacher (once, with the first seed);
-3. per seed, trains the student alone and distils it with the MLP connector +
-   L2 loss (the MLP-connector paper, Liu et al., ICCV-W 2023) and with one
-   other method (CWD on the logits for the segmentor, FGD on the FPN for the
-   detector), all in mmengine's Runner with the configs of
-   ``demo/configs/``;
+3. per seed, trains the student alone and distils it with two methods: the
+   MLP connector + L2 loss (the MLP-connector paper, Liu et al., ICCV-W
+   2023) and CWD on the logits for the segmentor, the MLP connector and FGD
+   on the FPN for the detector, KD and DKD on the logits for the classifier;
+   all in mmengine's Runner with the configs of ``demo/configs/``;
 4. evaluates every model with the standard evaluators (mmseg ``IoUMetric``
-   mIoU, mmdet ``CocoMetric`` bbox mAP) on the validation split, reloads the
-   student-only checkpoints of the first seed with plain mmseg/mmdet and
-   checks that they give the same metric;
+   mIoU, mmdet ``CocoMetric`` bbox mAP, mmpretrain ``Accuracy`` top-1) on
+   the validation split, reloads the student-only checkpoints of the first
+   seed with plain mmseg/mmdet/mmpretrain and checks that they give the same
+   metric;
 5. prints one table (mean +- std over the seeds, gain over the student,
    fraction of the teacher-student gap closed, seconds per training
    iteration) and writes it as ``results.json`` and ``results.png`` in the
@@ -24,11 +28,14 @@ and a detector (RetinaNet, same pair of backbones) this script
 Usage::
 
     python demo/run_demo.py [--fast] [--seeds 0 1 2] [--work-dir DIR]
-                            [--tasks seg det] [--methods mlp cwd fgd]
+                            [--tasks seg det cls]
+                            [--methods mlp cwd fgd kd dkd]
                             [--threads 1] [--retrain]
 
-``--fast`` (or ``DEMO_FAST=1``) runs a few iterations of each model on a few
-images to check the pipeline in minutes; its numbers mean nothing.
+``--tasks`` and ``--methods`` select what runs (the teacher and the student
+alone of a selected task always run); ``--fast`` (or ``DEMO_FAST=1``) runs a
+few iterations of each model on a few images to check the pipeline in
+minutes; its numbers mean nothing.
 """
 import argparse
 import copy
@@ -84,6 +91,21 @@ TASKS = {
             student='student RetinaNet R18 (w8) alone',
             mlp='student + MLP/L2',
             fgd='student + FGD (inherits FPN/head)')),
+    'cls': dict(
+        title='ResNet-18 w32 -> w4 (classification of object crops)',
+        metric='accuracy/top1',
+        scale=1.0,  # mmpretrain's Accuracy reports percent
+        unit='top-1 accuracy (%)',
+        configs=dict(
+            teacher='cls/resnet18-w32_teacher_synth.py',
+            student='cls/resnet18-w4_student_synth.py',
+            kd='cls/kd_logits_resnet18-w32-w4_synth.py',
+            dkd='cls/dkd_logits_resnet18-w32-w4_synth.py'),
+        labels=dict(
+            teacher='teacher ResNet-18 (w32)',
+            student='student ResNet-18 (w4) alone',
+            kd='student + KD (tau 4)',
+            dkd='student + DKD (tau 4, beta 2)')),
 }
 
 # Data and schedules. Full: the numbers of the README table. Fast: the
@@ -92,25 +114,35 @@ SETTINGS = {
     'full': dict(
         data=dict(
             seg=dict(size=(64, 64), splits=dict(train=400, val=100)),
-            det=dict(size=(96, 96), splits=dict(train=400, val=100))),
+            det=dict(size=(96, 96), splits=dict(train=400, val=100)),
+            # scenes of one or two larger objects; every object is cut out
+            # into a crop x crop image
+            cls=dict(size=(64, 64), splits=dict(train=1500, val=200),
+                     crop=32, scene=dict(max_objects=2,
+                                         scale_range=(0.35, 0.6)))),
         iters=dict(
             seg=dict(teacher=800, student=400),
-            det=dict(teacher=1500, student=600)),
-        batch_size=8),
+            det=dict(teacher=1500, student=600),
+            cls=dict(teacher=1500, student=1000)),
+        batch_size=dict(seg=8, det=8, cls=32)),
     'fast': dict(
         data=dict(
             seg=dict(size=(64, 64), splits=dict(train=8, val=4)),
-            det=dict(size=(96, 96), splits=dict(train=8, val=4))),
+            det=dict(size=(96, 96), splits=dict(train=8, val=4)),
+            cls=dict(size=(64, 64), splits=dict(train=8, val=4), crop=32,
+                     scene=dict(max_objects=2, scale_range=(0.35, 0.6)))),
         iters=dict(
             seg=dict(teacher=3, student=2),
-            det=dict(teacher=3, student=2)),
+            det=dict(teacher=3, student=2),
+            cls=dict(teacher=3, student=2)),
         batch_size=2,
         # a detector trained for 2 iterations scores every box below the
         # usual 0.05; keep them so that the evaluator has boxes to score
         det_score_thr=0.0),
 }
 
-# Scene options of the generated data (both tasks).
+# Scene options of the generated data (all tasks; a task's 'scene' in its
+# data settings overrides some).
 SCENE = dict(
     max_objects=5,
     min_objects=1,
@@ -183,7 +215,9 @@ def metric_of(metrics: dict, task: str) -> float:
 
 def set_schedule(cfg: Config, iters: int) -> None:
     """``iters`` iterations: validate and checkpoint at the end, warm up
-    for the first 10 % and decay the learning rate until the end."""
+    for the first 10 % and decay the learning rate until the end; a
+    distillation loss with a warm-up of its own (DKD) warms up over the
+    same 10 %."""
     cfg.train_cfg.max_iters = iters
     cfg.train_cfg.val_interval = iters
     cfg.default_hooks.checkpoint.interval = iters
@@ -193,6 +227,10 @@ def set_schedule(cfg: Config, iters: int) -> None:
     schedulers[0].end = warmup
     schedulers[1].begin = warmup
     schedulers[1].end = iters
+    if cfg.model.type == 'mmdistill.SingleTeacherDistiller':
+        for pair in cfg.model.distill.values():
+            if 'warmup_iters' in pair.get('loss', {}):
+                pair.loss.warmup_iters = warmup
 
 
 def point_data(cfg: Config, data_root: str, batch_size: int) -> None:
@@ -313,12 +351,23 @@ def reevaluate(config: str, checkpoint: str, work_dir: str) -> dict:
     return numeric(metrics)
 
 
+def batch_size_of(settings: dict, task: str) -> int:
+    """The training batch size of ``task`` (one for all tasks, or per
+    task)."""
+    batch = settings['batch_size']
+    return batch[task] if isinstance(batch, dict) else batch
+
+
 def write_data(task: str, root: str, settings: dict) -> str:
-    from demo.synthetic import write_synth_dataset
+    """Write the generated data of ``task`` under ``root`` (unless the same
+    data is there): scenes for segmentation and detection, scenes cut into
+    one crop per object for classification."""
+    from demo.synthetic import write_crops, write_synth_dataset
     spec = settings['data'][task]
     data_root = osp.join(root, f'data_{task}')
     marker = osp.join(data_root, 'generated.json')
-    wanted = dict(spec, seed=DATA_SEED, scene=SCENE)
+    scene = dict(SCENE, **spec.get('scene', {}))
+    wanted = dict(spec, seed=DATA_SEED, scene=scene)
     wanted = json.loads(json.dumps(wanted))
     if osp.exists(marker):
         with open(marker) as f:
@@ -327,15 +376,23 @@ def write_data(task: str, root: str, settings: dict) -> str:
                           logger='current')
                 return data_root
     start = time.perf_counter()
+    scenes = osp.join(data_root, 'scenes') if 'crop' in spec else data_root
     written = write_synth_dataset(
-        data_root, spec['splits'], size=tuple(spec['size']), seed=DATA_SEED,
-        photos=True, **SCENE)
+        scenes, spec['splits'], size=tuple(spec['size']), seed=DATA_SEED,
+        photos=True, **scene)
     photos = next(iter(written.values()))['photos']
+    what = f'{spec["splits"]} images of {spec["size"]}'
+    if 'crop' in spec:
+        crops = write_crops(scenes, data_root, list(spec['splits']),
+                            size=spec['crop'])
+        counts = {split: v['count'] for split, v in crops.items()}
+        what = (f'{counts} crops of {spec["crop"]}x{spec["crop"]} from '
+                f'{what}')
     with open(marker, 'w') as f:
         json.dump(wanted, f)
     print_log(
-        f'{task}: wrote {spec["splits"]} images of {spec["size"]} to '
-        f'{data_root} ({"photo" if photos else "procedural"} content, '
+        f'{task}: wrote {what} to {data_root} '
+        f'({"photo" if photos else "procedural"} content, '
         f'{time.perf_counter() - start:.1f}s)', logger='current')
     return data_root
 
@@ -457,10 +514,12 @@ def parse_args(argv=None):
         '--work-dir', default=osp.join('work_dirs', 'demo'),
         help='where data, checkpoints, logs and results go')
     parser.add_argument(
-        '--tasks', nargs='+', choices=sorted(TASKS), default=['seg', 'det'])
+        '--tasks', nargs='+', choices=list(TASKS), default=list(TASKS),
+        help='tasks to run (default: all: seg det cls)')
     parser.add_argument(
         '--methods', nargs='+', default=None,
-        help='distil only with these methods (mlp, cwd, fgd; default: all)')
+        help='distil only with these methods (mlp, cwd, fgd, kd, dkd; '
+        'default: all); the teacher and the student alone always run')
     parser.add_argument(
         '--settings', type=json.loads, default=None,
         help='JSON merged into the data/schedule settings, e.g. '
@@ -510,7 +569,7 @@ def main(argv=None) -> dict:
         teacher = run(
             build_cfg(task, 'teacher', data_root,
                       osp.join(task_dir, 'teacher'), args.seeds[0],
-                      iters['teacher'], settings['batch_size'],
+                      iters['teacher'], batch_size_of(settings, task),
                       score_thr=settings.get('det_score_thr')),
             depends=data_digest, reuse=not args.retrain, root=root)
         teacher['seed'] = args.seeds[0]
@@ -526,7 +585,8 @@ def main(argv=None) -> dict:
                 result = run(
                     build_cfg(task, role, data_root,
                               osp.join(task_dir, f'{role}_seed{seed}'), seed,
-                              iters['student'], settings['batch_size'],
+                              iters['student'],
+                              batch_size_of(settings, task),
                               teacher['checkpoint'],
                               settings.get('det_score_thr')),
                     depends=data_digest + teacher['digest'],

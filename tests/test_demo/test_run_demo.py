@@ -1,7 +1,8 @@
 """``demo/run_demo.py --fast`` end to end: generated data, teacher, student,
-distilled students (MLP + L2 and the second method of each task),
-evaluation, table export, and the student-only checkpoints reloaded by plain
-mmseg / mmdet and by ``tools/test.py`` with the same metric.
+distilled students (MLP + L2 and CWD / FGD for segmentation / detection, KD
+and DKD for classification), evaluation, table export, and the student-only
+checkpoints reloaded by plain mmseg / mmdet / mmpretrain and by
+``tools/test.py`` with the same metric.
 
 This checks the pipeline, not the gain (the fast variant trains a few
 iterations); the gain is measured by the full demo.
@@ -46,9 +47,10 @@ def test_fast_demo_table_and_exports(fast_demo):
     work_dir, results, stdout = fast_demo
     assert results['mode'] == 'fast'
     assert osp.getsize(osp.join(work_dir, 'results.png')) > 1000
-    assert set(results['table']) == {'seg', 'det'}
+    assert set(results['table']) == {'seg', 'det', 'cls'}
     expected_rows = dict(seg=['teacher', 'student', 'mlp', 'cwd'],
-                         det=['teacher', 'student', 'mlp', 'fgd'])
+                         det=['teacher', 'student', 'mlp', 'fgd'],
+                         cls=['teacher', 'student', 'kd', 'dkd'])
     for task, rows in expected_rows.items():
         table = results['table'][task]
         assert list(table['rows']) == rows
@@ -70,21 +72,30 @@ def test_fast_demo_table_and_exports(fast_demo):
     for task in ('seg', 'det'):
         assert osp.isfile(osp.join(work_dir, f'data_{task}', 'annotations',
                                    'val.json'))
+    # classification: one crop per object of the scenes, mmpretrain's format
+    with open(osp.join(work_dir, 'data_cls', 'annotations', 'val.txt')) as f:
+        crops = f.read().split()
+    assert crops and len(crops) % 2 == 0
+    assert all(osp.isfile(osp.join(work_dir, 'data_cls', name))
+               for name in crops[0::2])
+    assert results['table']['cls']['metric'] == 'accuracy/top1'
 
 
 def test_fast_demo_reloaded_students_match(fast_demo):
     _, results, _ = fast_demo
     checks = results['reload_checks']
     assert {(c['task'], c['role']) for c in checks} == {
-        ('seg', 'mlp'), ('seg', 'cwd'), ('det', 'mlp'), ('det', 'fgd')}
+        ('seg', 'mlp'), ('seg', 'cwd'), ('det', 'mlp'), ('det', 'fgd'),
+        ('cls', 'kd'), ('cls', 'dkd')}
     for check in checks:
         assert check['equal'], check
 
 
 def test_student_checkpoint_is_plain(fast_demo):
-    """The student-only checkpoints load in plain mmseg/mmdet with no missing
-    or unexpected keys and carry the dataset's classes."""
+    """The student-only checkpoints load in plain mmseg/mmdet/mmpretrain with
+    no missing or unexpected keys and carry the dataset's classes."""
     from mmdet.apis import init_detector
+    from mmpretrain.apis import init_model as init_classifier
     from mmseg.apis import init_model
 
     from mmdistill.datasets import SYNTH_CLASSES
@@ -97,10 +108,16 @@ def test_student_checkpoint_is_plain(fast_demo):
     model = init_detector(det['student_config'], det['student_checkpoint'],
                           device='cpu')
     assert tuple(model.dataset_meta['classes']) == SYNTH_CLASSES
-    ckpt = torch.load(det['student_checkpoint'], map_location='cpu')
-    assert not any(k.startswith(('student.', 'connectors.',
-                                 'distill_losses.'))
-                   for k in ckpt['state_dict'])
+    cls = results['runs']['cls']['dkd'][0]
+    model = init_classifier(cls['student_config'], cls['student_checkpoint'],
+                            device='cpu')
+    # mmpretrain's init_model keeps the checkpoint's dataset meta here
+    assert tuple(model._dataset_meta['classes']) == SYNTH_CLASSES
+    for run in (det, cls):
+        ckpt = torch.load(run['student_checkpoint'], map_location='cpu')
+        assert not any(k.startswith(('student.', 'connectors.',
+                                     'distill_losses.', 'teacher.'))
+                       for k in ckpt['state_dict'])
 
 
 def test_tools_test_reproduces_the_demo_metric(fast_demo, tmp_path):
@@ -112,7 +129,8 @@ def test_tools_test_reproduces_the_demo_metric(fast_demo, tmp_path):
     _, results, _ = fast_demo
     tool = _load_module('mmdistill_tools_test', test_tool)
     for task, role, metric, scale in (('seg', 'cwd', 'mIoU', 1.0),
-                                      ('det', 'mlp', 'coco/bbox_mAP', 100.)):
+                                      ('det', 'mlp', 'coco/bbox_mAP', 100.),
+                                      ('cls', 'kd', 'accuracy/top1', 1.0)):
         run = results['runs'][task][role][0]
         metrics = tool.main([
             run['student_config'], run['student_checkpoint'], '--work-dir',
