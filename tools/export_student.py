@@ -31,7 +31,7 @@ def main(argv=None) -> str:
     import mmdistill  # noqa: F401  allows mmengine checkpoints in torch.load
     from mmengine.config import Config
 
-    from mmdistill.hooks.student_checkpoint import student_config
+    from mmdistill.utils.config import student_config
     from mmdistill.utils.checkpoint import (CheckpointError,
                                             UnsafeCheckpointError,
                                             read_checkpoint,

@@ -136,7 +136,7 @@ def setup_cfg(args) -> Config:
     replaced by its student, no checkpoint loaded by the Runner (the tool
     loads it, see :func:`load_weights`)."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
-    from mmdistill.hooks.student_checkpoint import student_config
+    from mmdistill.utils.config import student_config
     from mmdistill.utils.setup_env import prepare_config
     if not osp.isfile(args.config):
         sys.exit(f'error: config file {args.config!r} does not exist')

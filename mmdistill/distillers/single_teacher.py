@@ -3,11 +3,10 @@ import copy
 import inspect
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
@@ -15,13 +14,14 @@ from mmengine.registry import DefaultScope
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.checkpoint import load_weights
+from .controls import LOSS_PREFIX, DistillControls
 from .guard import DistillGuard
-from .taps import (FeatureRecorder, Tap, TapPathError, expand_braces,
-                   parse_tap)
-from .teacher import (TeacherRunner, autocast_enabled, build_teacher,
-                      swaps_channels)
-
-LOSS_PREFIX = 'loss_distill_'
+from .messages import (WRAPPED, channel_problems, channels_of, pair_error,
+                       weight_fix)
+from .pairs import Pair, groups_of, parse_pairs, resolve_channels
+from .taps import FeatureRecorder, TapPathError
+from .teacher import (TeacherInput, TeacherRunner, autocast_enabled,
+                      build_teacher, preprocessing_differences)
 
 
 def build_component(cfg: dict) -> nn.Module:
@@ -30,140 +30,6 @@ def build_component(cfg: dict) -> nn.Module:
     ``'mmdet.SmoothL1Loss'`` still resolves through its own registry."""
     with DefaultScope.overwrite_default_scope('mmdistill'):
         return MODELS.build(cfg)
-
-
-class _Pair:
-    """A resolved distillation pair; ``group`` and ``level`` locate its
-    config (``distill.<group>``; ``level`` of a ``{0-4}`` expansion)."""
-
-    def __init__(self, name: str, student: Tap, teacher: Tap,
-                 group: Optional[str] = None, level: Optional[int] = None,
-                 listed: Sequence[str] = ()) -> None:
-        self.name = name
-        self.student = student
-        self.teacher = teacher
-        self.group = name if group is None else group
-        self.level = level
-        self.listed = set(listed)  # 'connector'/'loss' given as lists
-
-    def config_path(self, what: str) -> str:
-        """``distill.fpn.connector``, or ``distill.fpn.connector[2]`` when
-        the config gives one per level."""
-        path = f'distill.{self.group}.{what}'
-        if what in self.listed and self.level is not None:
-            path += f'[{self.level}]'
-        return path
-
-    def __str__(self) -> str:
-        return (f'pair {self.name!r} (student tap {self.student}, teacher '
-                f'tap {self.teacher})')
-
-
-def _per_level(value, count: int, what: str, pair: str):
-    """One config per expanded level: a list is indexed, anything else is
-    copied to every level."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != count:
-            raise ValueError(
-                f'distill.{pair}.{what} is a list of {len(value)}, but the '
-                f'taps expand to {count} levels.')
-        return [copy.deepcopy(v) for v in value]
-    return [copy.deepcopy(value) for _ in range(count)]
-
-
-@torch.no_grad()
-def feature_stats_tensors(raw: torch.Tensor, student: torch.Tensor,
-                          teacher: torch.Tensor,
-                          loss: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """:func:`feature_stats` as 0-d float32 tensors, computed on the
-    features' device without reading anything back to the host."""
-
-    def std(x):
-        if x.numel() > 1:
-            return x.float().std()
-        return x.new_zeros((), dtype=torch.float32)
-
-    out = dict(loss=loss.detach().float().reshape(()),
-               student_mean=raw.float().mean(),
-               student_std=std(raw),
-               teacher_mean=teacher.float().mean(),
-               teacher_std=std(teacher))
-    for tag, x in (('before', raw), ('after', student)):
-        if x.shape == teacher.shape:
-            x, t = x.float(), teacher.float()
-            out[f'mse_{tag}_connector'] = (x - t).pow(2).mean()
-            out[f'cos_{tag}_connector'] = F.cosine_similarity(
-                x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
-                dim=1).mean()
-    return out
-
-
-def feature_stats(raw: torch.Tensor, student: torch.Tensor,
-                  teacher: torch.Tensor,
-                  loss: torch.Tensor) -> Dict[str, float]:
-    """Statistics of one distillation pair, for :class:`FeatureStatsHook`.
-
-    ``raw`` is the student tap before the connector, ``student`` after it.
-    Distances are mean squared differences per element (paper 001, Table 6
-    compares the L2 distance before and after the connector); ``cos`` is
-    the cosine similarity of each sample's flattened features, averaged.
-    Entries that need equal shapes are left out when the shapes differ.
-    """
-    values = feature_stats_tensors(raw, student, teacher, loss)
-    floats = torch.stack(list(values.values())).tolist()
-    return dict(zip(values, floats))
-
-
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else \
-        type(x).__name__
-
-
-def _channels(x: torch.Tensor) -> Optional[int]:
-    """The channel count of a feature: dim 1 of (N, C, ...), the last dim
-    of (N, L, C) tokens."""
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        return None
-    return int(x.shape[-1] if x.dim() == 3 else x.shape[1])
-
-
-def tap_channels(model: nn.Module, tap: Tap) -> Optional[int]:
-    """The channel count a tap gives, when the tapped module says it
-    without running (a conv, linear or norm layer, an mmcv ConvModule);
-    None otherwise."""
-    if tap.index is not None and tap.source == 'output':
-        return None
-    module = dict(model.named_modules()).get(tap.path)
-    if module is None:
-        return None
-    if tap.source == 'input':
-        if tap.index not in (None, 0):
-            return None
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return module.in_channels
-        if isinstance(module, nn.Linear):
-            return module.in_features
-        if isinstance(module, nn.modules.batchnorm._NormBase):
-            return module.num_features
-        return None
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.out_channels
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if isinstance(module, nn.modules.batchnorm._NormBase):
-        return module.num_features
-    if isinstance(module, nn.GroupNorm):
-        return module.num_channels
-    try:
-        from mmcv.cnn import ConvModule
-    except ImportError:  # pragma: no cover
-        return None
-    if isinstance(module, ConvModule):
-        return module.conv.out_channels
-    return None
-
-
-_WRAPPED = (ValueError, TypeError, RuntimeError, IndexError, AssertionError)
 
 
 @MODELS.register_module()
@@ -199,11 +65,20 @@ class SingleTeacherDistiller(BaseModel):
             ``torch.channels_last``). With ``dtype`` or ``channels_last``
             the teacher's features reach connectors and losses as
             contiguous float32. See :class:`TeacherRunner`.
+            ``data_preprocessor``: ``None`` (default) the student's data
+            preprocessor serves both models (a warning when the teacher's
+            config normalises otherwise); ``'own'``: every batch is
+            re-normalised with the teacher's mean, std and channel order
+            (see :class:`TeacherInput`).
         distill (dict): Pair name -> dict with ``student`` and ``teacher``
             taps (see :mod:`mmdistill.distillers.taps`; a ``{0-4}`` group
             expands to pairs ``<name>_0`` ... ``<name>_4``), an optional
             ``connector`` config (student side; a list gives one config per
-            expanded level) and a ``loss`` config (likewise).
+            expanded level; ``in_channels='auto'``/``out_channels='auto'``
+            take the channels of the taps, found by one dry run of both
+            models at build time) and a ``loss`` config (likewise;
+            ``loss_weight='auto'`` is set by ``AutoLossWeightHook``). See
+            :mod:`mmdistill.distillers.pairs`.
         student_checkpoint (str, optional): Start the student from these
             weights (loaded in ``init_weights``, so a resumed run overrides
             them).
@@ -228,7 +103,7 @@ class SingleTeacherDistiller(BaseModel):
     """
 
     TEACHER_KEYS = ('config', 'checkpoint', 'strict', 'cfg_options', 'dtype',
-                    'channels_last')
+                    'channels_last', 'data_preprocessor')
 
     def __init__(self,
                  student: dict,
@@ -247,12 +122,9 @@ class SingleTeacherDistiller(BaseModel):
                 "student's mmdet/mmseg config.")
         # checked first: a typo here should not wait for the models' build
         self.guard = DistillGuard.build(guard)
-        teacher = dict(teacher)
-        unknown = set(teacher) - set(self.TEACHER_KEYS)
-        if unknown or 'config' not in teacher:
-            raise ValueError(
-                f'teacher takes {", ".join(self.TEACHER_KEYS)} (config '
-                f'required); got {sorted(teacher)}.')
+        teacher = self._teacher_options(teacher)
+        self.pairs: Dict[str, Pair] = parse_pairs(distill)
+        self.pair_groups = groups_of(self.pairs)
         student = copy.deepcopy(student)
         if student.get('data_preprocessor') is None and data_preprocessor:
             student['data_preprocessor'] = data_preprocessor
@@ -263,38 +135,40 @@ class SingleTeacherDistiller(BaseModel):
         self.__dict__['teacher'] = build_teacher(
             teacher['config'], teacher.get('checkpoint'),
             teacher.get('strict', True), teacher.get('cfg_options'))
-        self._check_preprocessors()
+        own_input = teacher.get('data_preprocessor') == 'own'
+        if not own_input:
+            self._warn_preprocessing()
 
-        self.pairs: Dict[str, _Pair] = OrderedDict()
-        # config name -> its pairs (a {0-4} group expands to several)
-        self.pair_groups: Dict[str, List[str]] = OrderedDict()
+        self.student_recorder = FeatureRecorder(
+            self.student, {n: p.student for n, p in self.pairs.items()},
+            'student')
+        self.teacher_recorder = FeatureRecorder(
+            self.teacher, {n: p.teacher for n, p in self.pairs.items()},
+            'teacher')
+        self.teacher_runner = TeacherRunner(
+            self.teacher, self.teacher_recorder, teacher.get('dtype'),
+            teacher.get('channels_last', False),
+            TeacherInput(self.data_preprocessor,
+                         self.teacher.data_preprocessor)
+            if own_input else None)
+        resolve_channels(self.pairs, self._measure_channels)
         self.connectors = nn.ModuleDict()
         self.distill_losses = nn.ModuleDict()
         self._loss_takes_samples: Dict[str, bool] = {}
-        self._warned_no_grad: set = set()
-        # Set by hooks: a factor per pair (DistillLossScheduleHook; missing
-        # pairs count 1) and whether the next loss() records feature
-        # statistics (FeatureStatsHook).
-        self.loss_scales: Dict[str, float] = {}
-        self.collect_stats = False
-        self._feature_stats: Dict[str, Dict[str, float]] = {}
-        self._pending_stats: Dict[str, Dict[str, torch.Tensor]] = {}
-        self._amp = False  # whether the last loss() ran under autocast
-        if not distill:
-            raise ValueError('distill is empty: name at least one pair.')
-        for name, spec in distill.items():
-            self._add_pairs(name, spec)
-
-        self.student_recorder = FeatureRecorder(
-            self.student,
-            {n: p.student for n, p in self.pairs.items()}, 'student')
-        self.teacher_recorder = FeatureRecorder(
-            self.teacher,
-            {n: p.teacher for n, p in self.pairs.items()}, 'teacher')
+        for name, pair in self.pairs.items():
+            if pair.connector is not None:
+                self.connectors[name] = build_component(pair.connector)
+            self.distill_losses[name] = build_component(pair.loss)
+            params = inspect.signature(
+                self.distill_losses[name].forward).parameters
+            self._loss_takes_samples[name] = 'data_samples' in params
         self._check_channels()
-        self.teacher_runner = TeacherRunner(
-            self.teacher, self.teacher_recorder, teacher.get('dtype'),
-            teacher.get('channels_last', False))
+        #: the one object hooks change (schedule, automatic weights, stats)
+        self.controls = DistillControls(
+            self.pairs, [n for n, p in self.pairs.items() if p.auto_weight])
+        self._warned_no_grad: set = set()
+        self._amp = False  # whether the last loss() ran under autocast
+
         self.student_checkpoint = student_checkpoint
         self.init_student_from_teacher = list(init_student_from_teacher or [])
         modules = dict(self.student.named_modules())
@@ -306,48 +180,53 @@ class SingleTeacherDistiller(BaseModel):
                     'of both the student and the teacher.')
 
     # ------------------------------------------------------------------ build
-    def _add_pairs(self, name: str, spec: dict) -> None:
-        if not isinstance(spec, dict) or not {'student', 'teacher', 'loss'
-                                              } <= set(spec):
+    def _teacher_options(self, teacher: dict) -> dict:
+        teacher = dict(teacher)
+        unknown = set(teacher) - set(self.TEACHER_KEYS)
+        if unknown or 'config' not in teacher:
             raise ValueError(
-                f'distill.{name} needs student, teacher and loss (and '
-                'optionally connector), e.g. dict(student="neck[0]", '
-                'teacher="neck[0]", loss=dict(type="L2Loss")).')
-        unknown = set(spec) - {'student', 'teacher', 'connector', 'loss'}
-        if unknown:
+                f'teacher takes {", ".join(self.TEACHER_KEYS)} (config '
+                f'required); got {sorted(teacher)}.')
+        if teacher.get('data_preprocessor') not in (None, 'own'):
             raise ValueError(
-                f'distill.{name}: unknown keys {sorted(unknown)}.')
-        students = expand_braces(spec['student'])
-        teachers = expand_braces(spec['teacher'])
-        count = max(len(students), len(teachers))
-        if len(students) == 1:
-            students = students * count
-        if len(teachers) == 1:
-            teachers = teachers * count
-        if len(students) != len(teachers):
+                "teacher.data_preprocessor takes 'own' (re-normalise each "
+                "batch the teacher's way) or None (the student's serves "
+                f"both); got {teacher['data_preprocessor']!r}.")
+        return teacher
+
+    @torch.no_grad()
+    def _measure_channels(self) -> Dict[str, Tuple[Optional[int], ...]]:
+        """Pair -> (student, teacher) channels of its taps, from one dummy
+        batch of the student's task through both models (eval mode, no
+        gradients), for ``in_channels='auto'``/``out_channels='auto'``."""
+        from mmdistill.testing.batches import KIND_OF_SCOPE, random_batch
+        scope = type(self.student).__module__.split('.')[0]
+        if scope not in KIND_OF_SCOPE:
             raise ValueError(
-                f'distill.{name}: the student taps expand to {len(students)} '
-                f'levels and the teacher taps to {len(teachers)}.')
-        connectors = _per_level(spec.get('connector'), count, 'connector',
-                                name)
-        losses = _per_level(spec['loss'], count, 'loss', name)
-        listed = [what for what in ('connector', 'loss')
-                  if isinstance(spec.get(what), (list, tuple))]
-        self.pair_groups[name] = []
-        for level in range(count):
-            pair = name if count == 1 else f'{name}_{level}'
-            self.pair_groups[name].append(pair)
-            if pair in self.pairs:
-                raise ValueError(f'Two distillation pairs are named {pair!r}.')
-            self.pairs[pair] = _Pair(pair, parse_tap(students[level]),
-                                     parse_tap(teachers[level]), name,
-                                     None if count == 1 else level, listed)
-            if connectors[level] is not None:
-                self.connectors[pair] = build_component(connectors[level])
-            loss = build_component(losses[level])
-            self.distill_losses[pair] = loss
-            params = inspect.signature(loss.forward).parameters
-            self._loss_takes_samples[pair] = 'data_samples' in params
+                "in_channels='auto' / out_channels='auto' runs the models "
+                f'on a dummy batch of their task, which {scope} models '
+                f'({type(self.student).__name__}) do not have here (known: '
+                f'{sorted(KIND_OF_SCOPE)}): give the channels as numbers.')
+        kind = KIND_OF_SCOPE[scope]
+        classes = [m.num_classes for _, m in self.student.named_modules()
+                   if isinstance(getattr(m, 'num_classes', None), int)
+                   and m.num_classes > 0]
+        size = (224, 224) if kind == 'cls' else (256, 256)
+        batch = random_batch(kind, size, 0, classes[0] if classes else 0)
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            data = self.data_preprocessor(batch, False)
+            with self.student_recorder.record() as student:
+                self.student(data['inputs'], data['data_samples'],
+                             mode='loss')
+            teacher = self.teacher_runner.features(data['inputs'],
+                                                   data['data_samples'])
+        finally:
+            self.student.train(was_training)
+        return {name: (channels_of(student.get(name)),
+                       channels_of(teacher.get(name)))
+                for name in self.pairs}
 
     def _check_channels(self) -> None:
         """Stop at build time when a connector's ``in_channels`` or
@@ -355,43 +234,23 @@ class SingleTeacherDistiller(BaseModel):
         module says so without running (a conv, linear or norm layer)."""
         problems = []
         for name, connector in self.connectors.items():
-            pair = self.pairs[name]
-            path = pair.config_path('connector')
-            for attr, model, tap, side in (
-                    ('in_channels', self.student, pair.student, 'student'),
-                    ('out_channels', self.teacher, pair.teacher, 'teacher')):
-                want = getattr(connector, attr, None)
-                have = tap_channels(model, tap)
-                if isinstance(want, int) and have is not None \
-                        and want != have:
-                    problems.append(
-                        f'  {pair}: {type(connector).__name__} has '
-                        f'{attr}={want}, but the {side} tap {tap} gives '
-                        f'{have} channels: set {path}.{attr}={have}.')
+            problems += channel_problems(self.pairs[name], connector,
+                                         self.student, self.teacher)
         if problems:
             raise ValueError('Connector channels do not fit their taps:\n' +
                              '\n'.join(problems))
 
-    def _check_preprocessors(self) -> None:
-        student = self.data_preprocessor
-        teacher = self.teacher.data_preprocessor
-        order = [swaps_channels(p) for p in (student, teacher)]
-        if None not in order and order[0] != order[1]:
+    def _warn_preprocessing(self) -> None:
+        found = preprocessing_differences(self.data_preprocessor,
+                                          self.teacher.data_preprocessor)
+        if found:
             warnings.warn(
-                'The teacher config converts BGR to RGB '
-                f'({order[1]}) unlike the student ({order[0]}); the '
-                'student\'s data preprocessor serves both models, so the '
-                'teacher sees its channels swapped.')
-        for attr in ('mean', 'std'):
-            a, b = getattr(student, attr, None), getattr(teacher, attr, None)
-            if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
-                    and (a.shape != b.shape or not torch.allclose(a, b))):
-                warnings.warn(
-                    f'The teacher config normalises with {attr} '
-                    f'{b.flatten().tolist()} but the student with '
-                    f'{a.flatten().tolist()}; the student\'s data '
-                    'preprocessor serves both models, so the teacher sees '
-                    'inputs normalised unlike in its own training.')
+                'The teacher config preprocesses its input unlike the '
+                f'student ({"; ".join(found)}); the student\'s data '
+                'preprocessor serves both models, so the teacher sees '
+                'inputs unlike in its own training. Set '
+                "teacher=dict(..., data_preprocessor='own') to re-normalise "
+                "each batch the teacher's way.")
 
     # -------------------------------------------------------- module plumbing
     def train(self, mode: bool = True) -> 'SingleTeacherDistiller':
@@ -450,20 +309,15 @@ class SingleTeacherDistiller(BaseModel):
 
     def loss(self, inputs: torch.Tensor,
              data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
-        """The student's losses plus ``loss_distill_<pair>`` per pair.
+        """The student's losses plus ``loss_distill_<pair>`` per pair:
+        record the student's taps, run the teacher, connect, compare,
+        weight.
 
         Nothing here reads a value back to the host: the checks of the
         values run after the update (:meth:`train_step`)."""
-        if self.training and self.guard.pending:
-            # under DDP mmengine's wrapper calls parse_losses but not our
-            # train_step: check the last iteration now (its values reached
-            # the host when mmengine logged them; nothing waits here)
-            self._guard_check(None, wait=False, inputs=inputs,
-                              data_samples=data_samples,
-                              when=' (checked at the next iteration)')
+        self._check_last_iteration(inputs, data_samples)
         self._amp = autocast_enabled(inputs.device.type)
-        if self.training and not any(
-                self.loss_scales.get(name, 1.0) for name in self.pairs):
+        if self.training and not self.controls.teacher_needed:
             # Every distillation loss is scheduled off: the student trains
             # alone and the teacher does not run.
             losses = self.student(inputs, data_samples, mode='loss')
@@ -473,67 +327,70 @@ class SingleTeacherDistiller(BaseModel):
             losses = self.student(inputs, data_samples, mode='loss')
         self.student_recorder.check_complete(student_features, 'student loss')
         teacher_features = self.teacher_features(inputs, data_samples)
-        stats = self.collect_stats
-        self.collect_stats = False
         for name in self.pairs:
-            student = student_features[name]
-            teacher = teacher_features[name].detach()
-            raw = student
-            if (self.training and not student.requires_grad
-                    and name not in self._warned_no_grad):
-                self._warned_no_grad.add(name)
-                warnings.warn(
-                    f'The student tap of pair {name!r} '
-                    f'({self.pairs[name].student}) carries no gradient (a '
-                    'frozen stage, e.g. frozen_stages, or no_grad code): its '
-                    'loss cannot train the student. Tap a trainable layer.')
-            if name in self.connectors:
-                connector = self.connectors[name]
-                try:
-                    student = connector(student, teacher)
-                    # e.g. TaT in anchor mode compares with the pooled
-                    # teacher
-                    target = getattr(connector, 'teacher_target', None)
-                    if target is not None:
-                        teacher = target(teacher)
-                except _WRAPPED as err:
-                    if type(err) not in _WRAPPED:  # e.g. out of memory
-                        raise
-                    raise self._pair_error(name, 'connector', err, raw,
-                                           teacher)
-            loss = self.distill_losses[name]
-            key = LOSS_PREFIX + name
-            if key in losses:
-                raise KeyError(f'The student already returns a loss {key!r}.')
-            try:
-                if self._loss_takes_samples[name]:
-                    value = loss(student, teacher, data_samples=data_samples)
-                else:
-                    value = loss(student, teacher)
-            except _WRAPPED as err:
-                if type(err) not in _WRAPPED:
-                    raise
-                raise self._pair_error(name, 'loss', err, raw, teacher,
-                                       student)
-            if stats:
-                self._pending_stats[name] = feature_stats_tensors(
-                    raw, student, teacher, value)
-            scale = self.loss_scales.get(name, 1.0)
-            losses[key] = value if scale == 1.0 else value * scale
+            raw = student_features[name]
+            self._warn_no_grad(name, raw)
+            student, teacher = self.connect(
+                name, raw, teacher_features[name].detach())
+            value = self.pair_loss(name, student, teacher, data_samples, raw)
+            self.controls.keep_features(name, raw, student, teacher, value)
+            weighted = self.controls.weighted(name, value)
+            clash = set(weighted) & set(losses)
+            if clash:
+                raise KeyError(
+                    f'The student already returns a loss {clash.pop()!r}.')
+            losses.update(weighted)
+        self.controls.collect_stats = False
         return losses
 
-    @property
-    def feature_stats(self) -> Dict[str, Dict[str, float]]:
-        """Pair -> statistics of the last loss() with ``collect_stats`` (for
-        :class:`FeatureStatsHook`). They are computed as tensors in the
-        forward and read back here, when asked, in one transfer."""
-        if self._pending_stats:
-            pending, self._pending_stats = self._pending_stats, {}
-            flat = [v for values in pending.values() for v in values.values()]
-            floats = iter(torch.stack(flat).tolist())
-            for name, values in pending.items():
-                self._feature_stats[name] = {k: next(floats) for k in values}
-        return self._feature_stats
+    def connect(self, name: str, student: torch.Tensor,
+                teacher: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The pair's connector on the student feature (and the teacher
+        target it compares with, e.g. TaT's pooled teacher in anchor
+        mode); unchanged without a connector."""
+        if name not in self.connectors:
+            return student, teacher
+        connector = self.connectors[name]
+        try:
+            connected = connector(student, teacher)
+            target = getattr(connector, 'teacher_target', None)
+            if target is not None:
+                teacher = target(teacher)
+        except WRAPPED as err:
+            if type(err) not in WRAPPED:  # e.g. out of memory
+                raise
+            raise pair_error(self.pairs[name], 'connector', err, connector,
+                             self.distill_losses[name], student, teacher)
+        return connected, teacher
+
+    def pair_loss(self, name: str, student: torch.Tensor,
+                  teacher: torch.Tensor, data_samples: Optional[list] = None,
+                  raw: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The pair's loss (with its own ``loss_weight``, before the
+        schedule and automatic weight); ``raw`` is the student feature
+        before the connector, for the message when it fails."""
+        loss = self.distill_losses[name]
+        try:
+            if self._loss_takes_samples[name]:
+                return loss(student, teacher, data_samples=data_samples)
+            return loss(student, teacher)
+        except WRAPPED as err:
+            if type(err) not in WRAPPED:
+                raise
+            raw = student if raw is None else raw
+            raise pair_error(self.pairs[name], 'loss', err,
+                             self.connectors[name] if name in self.connectors
+                             else None, loss, raw, teacher, student)
+
+    def _warn_no_grad(self, name: str, student: torch.Tensor) -> None:
+        if (self.training and not student.requires_grad
+                and name not in self._warned_no_grad):
+            self._warned_no_grad.add(name)
+            warnings.warn(
+                f'The student tap of pair {name!r} '
+                f'({self.pairs[name].student}) carries no gradient (a frozen '
+                'stage, e.g. frozen_stages, or no_grad code): its loss cannot '
+                'train the student. Tap a trainable layer.')
 
     def _zero_losses(self) -> Dict[str, torch.Tensor]:
         """``loss_distill_<pair>`` = 0, connected to every connector and
@@ -553,95 +410,7 @@ class SingleTeacherDistiller(BaseModel):
     def _device(self) -> torch.device:
         return next(self.student.parameters()).device
 
-    # --------------------------------------------------- messages and guard
-    def _pair_error(self, name: str, stage: str, err: Exception,
-                    raw: torch.Tensor, teacher: torch.Tensor,
-                    student: Optional[torch.Tensor] = None) -> Exception:
-        """``err``'s type with a message naming the pair, both taps, their
-        shapes and what to change; chained to ``err`` unless the message
-        replaces its advice."""
-        pair = self.pairs[name]
-        connector = self.connectors[name] if name in self.connectors else None
-        module = connector if stage == 'connector' else \
-            self.distill_losses[name]
-        what = type(module).__name__
-        sizes = [f'{a}={getattr(module, a)}' for a in
-                 ('in_channels', 'out_channels', 'student_channels')
-                 if isinstance(getattr(module, a, None), int)]
-        if sizes:
-            what += f' ({", ".join(sizes)})'
-        text, advice = str(err), []
-        if stage == 'connector':
-            want = getattr(connector, 'in_channels', None)
-            have = _channels(raw)
-            if isinstance(want, int) and have is not None and want != have:
-                advice.append(
-                    f'The student tap has {have} channels: set '
-                    f'{pair.config_path("connector")}.in_channels={have}.')
-        else:
-            advice = self._shape_advice(pair, connector, student, teacher)
-        marker = f'{_shape(teacher)}: '
-        replaced = stage == 'loss' and bool(advice) and marker in text
-        if replaced:
-            # the loss's own fix ("add a connector") is replaced by what
-            # fits this pair
-            text = text[:text.rindex(marker) + len(marker) - 2]
-        lines = [
-            f'Distillation {pair}: the {stage} {what} failed on the student '
-            f'tap of shape {_shape(raw)}'
-            + (f' ({_shape(student)} after the connector)'
-               if student is not None and student is not raw else '')
-            + f' and the teacher tap of shape {_shape(teacher)}: '
-            + text.rstrip('.') + '.'
-        ] + advice
-        exc = type(err)('\n'.join(lines))
-        exc.__cause__ = None if replaced else err
-        exc.__suppress_context__ = True
-        return exc
-
-    def _shape_advice(self, pair: _Pair, connector, student,
-                      teacher) -> List[str]:
-        """What to change when the loss got features it cannot compare."""
-        if not all(isinstance(x, torch.Tensor) for x in (student, teacher)):
-            return []
-        if student.dim() != teacher.dim() or student.dim() < 3:
-            return []
-        name = type(connector).__name__ if connector is not None else None
-        out = []
-        s_size, t_size = tuple(student.shape[2:]), tuple(teacher.shape[2:])
-        if student.dim() == 4 and s_size != t_size:
-            takes_resize = connector is not None and 'resize' in \
-                inspect.signature(type(connector).__init__).parameters
-            if takes_resize:
-                change = (f'set {pair.config_path("connector")}.resize so '
-                          f'that {name} resizes to the teacher')
-            elif connector is not None:
-                change = (f'the connector {name} keeps the student\'s size '
-                          '(another connector would not change that)')
-            else:
-                change = 'a channel connector would not change that'
-            out.append(
-                f'The spatial sizes differ (student {s_size}, teacher '
-                f'{t_size}): {change}; tap layers with the same output size '
-                f'instead: change the student tap {pair.student.path!r} or '
-                f'the teacher tap {pair.teacher.path!r} (e.g. the same '
-                'stage or FPN level on both sides).')
-        s_channels, t_channels = _channels(student), _channels(teacher)
-        if s_channels != t_channels:
-            if connector is None:
-                out.append(
-                    f'The channels differ (student {s_channels}, teacher '
-                    f'{t_channels}): add a connector, e.g. '
-                    f"{pair.config_path('connector')}=dict(type="
-                    f"'MLPConnector', in_channels={s_channels}, "
-                    f'out_channels={t_channels}).')
-            elif isinstance(getattr(connector, 'out_channels', None), int):
-                out.append(
-                    f'The connector gives {s_channels} channels, the teacher '
-                    f'{t_channels}: set {pair.config_path("connector")}'
-                    f'.out_channels={t_channels}.')
-        return out
-
+    # ---------------------------------------------------------------- guard
     def parse_losses(self, losses: Dict[str, torch.Tensor]):
         """mmengine's sum of the losses; also hands this iteration's values
         to the guard (no synchronisation). Called by ``train_step`` and by
@@ -668,6 +437,15 @@ class SingleTeacherDistiller(BaseModel):
                               wait=True, data=data)
         return log_vars
 
+    def _check_last_iteration(self, inputs, data_samples) -> None:
+        if self.training and self.guard.pending:
+            # under DDP mmengine's wrapper calls parse_losses but not our
+            # train_step: check the last iteration now (its values reached
+            # the host when mmengine logged them; nothing waits here)
+            self._guard_check(None, wait=False, inputs=inputs,
+                              data_samples=data_samples,
+                              when=' (checked at the next iteration)')
+
     def _guard_check(self, message_hub, wait: bool, data=None, inputs=None,
                      data_samples=None, when: str = '') -> None:
 
@@ -687,17 +465,7 @@ class SingleTeacherDistiller(BaseModel):
 
     def _weight_fix(self, name: str) -> str:
         """How to lower a pair's weight, naming its config key."""
-        loss = self.distill_losses[name]
-        path = self.pairs[name].config_path('loss')
-        weights = [(a, getattr(loss, a)) for a in
-                   ('loss_weight', 'alpha', 'beta', 'gamma', 'lambda_')
-                   if isinstance(getattr(loss, a, None), (int, float))]
-        if not weights:
-            return f'Lower the weight of {path} ({type(loss).__name__})'
-        if weights[0][0] == 'loss_weight':
-            return f'Lower {path}.loss_weight (now {weights[0][1]:g})'
-        now = ', '.join(f'{a}={v:g}' for a, v in weights)
-        return f'Lower the weights of {path} (now {now})'
+        return weight_fix(self.pairs[name], self.distill_losses[name])
 
     @torch.no_grad()
     def diagnose_non_finite(self, inputs: torch.Tensor, data_samples,

@@ -65,6 +65,98 @@ def swaps_channels(preprocessor) -> Optional[bool]:
     return None
 
 
+def _normalisation(preprocessor, channels: int):
+    """(mean, std) of a data preprocessor as (C,) float64 tensors; zeros and
+    ones when it does not normalise."""
+    mean = getattr(preprocessor, 'mean', None)
+    std = getattr(preprocessor, 'std', None)
+    if not getattr(preprocessor, '_enable_normalize', True) or not (
+            isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)):
+        return (torch.zeros(channels, dtype=torch.float64),
+                torch.ones(channels, dtype=torch.float64))
+    return (mean.detach().double().flatten().cpu(),
+            std.detach().double().flatten().cpu())
+
+
+def preprocessing_differences(student, teacher) -> list:
+    """How the teacher's data preprocessor differs from the student's
+    (channel order, mean, std), in words; empty when they agree or either
+    does not say."""
+    found = []
+    order = [swaps_channels(p) for p in (student, teacher)]
+    if None not in order and order[0] != order[1]:
+        found.append(f'BGR->RGB: student {order[0]}, teacher config '
+                     f'{order[1]}')
+    for attr in ('mean', 'std'):
+        a, b = getattr(student, attr, None), getattr(teacher, attr, None)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+            a_list = [round(v, 3) for v in a.flatten().tolist()]
+            b_list = [round(v, 3) for v in b.flatten().tolist()]
+            if a_list != b_list:
+                found.append(f'{attr}: student {a_list}, teacher config '
+                             f'{b_list}')
+    return found
+
+
+class TeacherInput:
+    """Re-normalise a batch the student's data preprocessor made into what
+    the teacher's own would make: ``teacher.data_preprocessor='own'``.
+
+    With the student's mean ``m_s``, std ``s_s`` (in its channel order) and
+    the teacher's ``m_t``, ``s_t``, the raw image is ``x * s_s + m_s``; the
+    teacher gets ``(P(x * s_s + m_s) - m_t) / s_t = P(x) * a + b`` where
+    ``P`` reverses the channels when one of the two converts BGR to RGB and
+    the other does not, ``a = P(s_s) / s_t`` and ``b = (P(m_s) - m_t) /
+    s_t`` (computed once, in float64). Two elementwise operations per step
+    on the device, no host synchronisation. Padding the student's
+    preprocessor added after normalising (value 0) becomes ``b`` for the
+    teacher, not the teacher's own padding value.
+
+    Args:
+        student: The student's data preprocessor.
+        teacher: The teacher's data preprocessor.
+    """
+
+    def __init__(self, student, teacher) -> None:
+        mean = getattr(student, 'mean', None)
+        channels = mean.numel() if isinstance(mean, torch.Tensor) else 3
+        m_s, s_s = _normalisation(student, channels)
+        m_t, s_t = _normalisation(teacher, channels)
+        if m_t.numel() != channels:
+            raise ValueError(
+                f'teacher.data_preprocessor=\'own\': the teacher normalises '
+                f'{m_t.numel()} channels, the student {channels}.')
+        order = [swaps_channels(p) for p in (student, teacher)]
+        self.reverse = None not in order and order[0] != order[1]
+        if self.reverse:
+            if channels != 3:
+                raise ValueError(
+                    "teacher.data_preprocessor='own' reverses the channel "
+                    f'order (BGR/RGB), which needs 3 channels, not '
+                    f'{channels}.')
+            m_s, s_s = m_s.flip(0), s_s.flip(0)
+        scale, shift = s_s / s_t, (m_s - m_t) / s_t
+        self.identity = not self.reverse and bool(
+            torch.allclose(scale, torch.ones_like(scale))
+            and torch.allclose(shift, torch.zeros_like(shift)))
+        self.scale = scale.float().view(1, -1, 1, 1)
+        self.shift = shift.float().view(1, -1, 1, 1)
+        self._on = {}
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.identity or inputs.dim() != 4:
+            return inputs
+        if self.reverse:
+            inputs = inputs.flip(1)
+        key = (inputs.device, inputs.dtype)
+        if key not in self._on:
+            # copied to a device once, not every step (a copy from the host
+            # would wait for the queued work)
+            self._on[key] = (self.scale.to(*key), self.shift.to(*key))
+        scale, shift = self._on[key]
+        return torch.addcmul(shift, inputs, scale)
+
+
 TEACHER_DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16,
                   'float16': torch.float16}
 _HALF = (torch.float16, torch.bfloat16)
@@ -119,6 +211,8 @@ class TeacherRunner:
         channels_last (bool): Convert the teacher's weights (once) and its
             input (every step) to ``torch.channels_last``, which fused
             convolution kernels prefer.
+        convert_input (TeacherInput, optional): Re-normalise the student's
+            batch the teacher's way (``teacher.data_preprocessor='own'``).
 
     With either option the features are returned contiguous, half precision
     upcast to float32, so connectors (float32 weights, outside autocast when
@@ -127,7 +221,8 @@ class TeacherRunner:
     """
 
     def __init__(self, model: nn.Module, recorder, dtype: Optional[str] = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False,
+                 convert_input: Optional[TeacherInput] = None) -> None:
         if dtype is not None and dtype not in TEACHER_DTYPES:
             raise ValueError(
                 f'teacher.dtype must be one of {sorted(TEACHER_DTYPES)}, got '
@@ -136,6 +231,7 @@ class TeacherRunner:
         self.recorder = recorder
         self.dtype = TEACHER_DTYPES[dtype] if dtype else None
         self.channels_last = bool(channels_last)
+        self.convert_input = convert_input
         self._checked = set()
         if self.dtype is torch.float16 and not torch.cuda.is_available():
             # a CPU-only machine runs the teacher on the CPU: say it now
@@ -153,6 +249,8 @@ class TeacherRunner:
                  stop: bool = True) -> dict:
         """Run the teacher up to its deepest tap (the whole model with
         ``stop=False``, to measure what stopping saves); name -> feature."""
+        if self.convert_input is not None:
+            inputs = self.convert_input(inputs)
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         context = contextlib.nullcontext()

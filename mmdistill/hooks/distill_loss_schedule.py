@@ -3,24 +3,9 @@ import math
 from typing import Optional, Sequence
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmdistill.registry import HOOKS
-
-
-def distiller_of(runner, owner: str):
-    """The runner's SingleTeacherDistiller (unwrapped from DDP), or a clear
-    error naming ``owner``."""
-    from mmdistill.distillers import SingleTeacherDistiller
-    model = runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
-    if not isinstance(model, SingleTeacherDistiller):
-        raise TypeError(
-            f'{owner} works on a distillation model, but the runner trains '
-            f'a {type(model).__name__}: set model.type to '
-            "'mmdistill.SingleTeacherDistiller' or remove the hook from "
-            'custom_hooks.')
-    return model
+from .utils import distiller_of
 
 
 @HOOKS.register_module()
@@ -165,7 +150,7 @@ class DistillLossScheduleHook(Hook):
         distiller = distiller_of(runner, 'DistillLossScheduleHook')
         value = self.factor(t)
         for name in self._scheduled:
-            distiller.loss_scales[name] = value
+            distiller.controls.loss_scales[name] = value
         runner.message_hub.update_scalar('train/distill_factor', value)
 
     def before_train_epoch(self, runner) -> None:

@@ -1,8 +1,60 @@
 """Feature statistics of the distillation pairs, logged during training."""
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
 from mmengine.hooks import Hook
 
 from mmdistill.registry import HOOKS
-from .distill_loss_schedule import distiller_of
+from .utils import distiller_of
+
+
+@torch.no_grad()
+def feature_stats_tensors(raw: torch.Tensor, student: torch.Tensor,
+                          teacher: torch.Tensor,
+                          loss: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """:func:`feature_stats` as 0-d float32 tensors, computed on the
+    features' device without reading anything back to the host."""
+
+    def std(x):
+        if x.numel() > 1:
+            return x.float().std()
+        return x.new_zeros((), dtype=torch.float32)
+
+    out = dict(loss=loss.detach().float().reshape(()),
+               student_mean=raw.float().mean(),
+               student_std=std(raw),
+               teacher_mean=teacher.float().mean(),
+               teacher_std=std(teacher))
+    for tag, x in (('before', raw), ('after', student)):
+        if x.shape == teacher.shape:
+            x, t = x.float(), teacher.float()
+            out[f'mse_{tag}_connector'] = (x - t).pow(2).mean()
+            out[f'cos_{tag}_connector'] = F.cosine_similarity(
+                x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
+                dim=1).mean()
+    return out
+
+
+def feature_stats(features: Dict[str, tuple]) -> Dict[str, Dict[str, float]]:
+    """Statistics of the distillation pairs, read back in one transfer.
+
+    ``features`` maps a pair to ``(raw, student, teacher, loss)``
+    (``DistillControls.take_features``): ``raw`` is the student tap before
+    the connector, ``student`` after it. Distances are mean squared
+    differences per element (the MLP-connector paper, Table 6, compares the
+    L2 distance before and after the connector); ``cos`` is the cosine
+    similarity of each sample's flattened features, averaged. Entries that
+    need equal shapes are left out when the shapes differ.
+    """
+    tensors = {name: feature_stats_tensors(*values)
+               for name, values in features.items()}
+    flat = [v for values in tensors.values() for v in values.values()]
+    if not flat:
+        return {}
+    floats = iter(torch.stack(flat).tolist())
+    return {name: {key: next(floats) for key in values}
+            for name, values in tensors.items()}
 
 
 @HOOKS.register_module()
@@ -47,21 +99,22 @@ class FeatureStatsHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
-        distiller = distiller_of(runner, 'FeatureStatsHook')
+        controls = distiller_of(runner, 'FeatureStatsHook').controls
         collect = self.every_n_train_iters(runner, self.interval)
         if collect:
-            distiller.feature_stats.clear()
+            controls.take_features()  # an iteration that raised left some
         # set every iteration: an iteration that raised may have left it on
-        distiller.collect_stats = collect
+        controls.collect_stats = collect
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
         if not self.every_n_train_iters(runner, self.interval):
             return
-        distiller = distiller_of(runner, 'FeatureStatsHook')
-        distiller.collect_stats = False
-        # kept on the distiller until the next collection, for other hooks
-        stats = dict(distiller.feature_stats)
+        controls = distiller_of(runner, 'FeatureStatsHook').controls
+        controls.collect_stats = False
+        stats = feature_stats(controls.take_features())
+        # kept until the next collection, for other hooks
+        controls.feature_stats = stats
         if not stats:
             return  # no pair ran (the schedule switched distillation off)
         scalars = {

@@ -1,12 +1,10 @@
 """Student-only checkpoints next to the runner's checkpoints."""
-import copy
 import logging
 import os
 import os.path as osp
 import re
 from typing import Dict, List, Mapping, Optional, Set
 
-from mmengine.config import Config
 from mmengine.dist import master_only
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
@@ -15,45 +13,7 @@ from mmdistill.registry import HOOKS
 from mmdistill.utils.checkpoint import (free_path, read_checkpoint,
                                         save_student_checkpoint,
                                         student_state_dict)
-
-STUDENT_CONFIG = 'student_config.py'
-
-
-def _is_mmdistill_hook(kind) -> bool:
-    """Whether a hook's ``type`` names one of mmdistill's hooks (they need
-    the distiller, or mmdistill's checkpoints)."""
-    if not isinstance(kind, str):
-        return getattr(kind, '__module__', '').startswith('mmdistill')
-    return kind.startswith('mmdistill.') or kind in HOOKS.module_dict
-
-
-def student_config(cfg: Config) -> Optional[Config]:
-    """The config a plain mmdet/mmseg run of the student uses: the
-    distillation config with ``model`` replaced by its student and the
-    mmdistill parts (its hooks, its import) removed. None for a
-    non-distiller model."""
-    model = cfg.get('model', {})
-    if 'student' not in model:
-        return None
-    plain = copy.deepcopy(cfg._cfg_dict.to_dict())
-    plain['model'] = plain['model']['student']
-    hooks = [h for h in plain.get('custom_hooks') or []
-             if not _is_mmdistill_hook(h.get('type', ''))]
-    if hooks:
-        plain['custom_hooks'] = hooks
-    else:
-        plain.pop('custom_hooks', None)
-    imports = plain.get('custom_imports')
-    if imports:
-        names = [n for n in imports.get('imports', []) if n != 'mmdistill'
-                 and not n.startswith('mmdistill.')]
-        if names:
-            imports['imports'] = names
-        else:
-            plain.pop('custom_imports')
-    plain['load_from'] = None
-    plain['resume'] = False
-    return Config(plain)
+from mmdistill.utils.config import STUDENT_CONFIG, student_config
 
 
 @HOOKS.register_module()

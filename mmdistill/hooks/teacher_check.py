@@ -10,7 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from mmdistill.registry import HOOKS
-from .distill_loss_schedule import distiller_of
+from .utils import distiller_of
 from .rng_state import get_rng_state, set_rng_state
 
 #: the evaluator keys judged by default, in order of preference (the last
@@ -287,6 +287,9 @@ class TeacherCheckHook(Hook):
                 if index >= self.num_batches:
                     break
                 data = distiller.data_preprocessor(batch, False)
+                convert = distiller.teacher_runner.convert_input
+                if convert is not None:  # teacher.data_preprocessor='own'
+                    data['inputs'] = convert(data['inputs'])
                 outputs = teacher(**data, mode='predict')
                 evaluator.process(data_samples=outputs, data_batch=batch)
                 count += len(outputs)
@@ -390,28 +393,20 @@ class TeacherCheckHook(Hook):
 
     @staticmethod
     def _preprocessing(distiller) -> str:
-        from mmdistill.distillers.teacher import swaps_channels
-        student = distiller.data_preprocessor
+        from mmdistill.distillers.teacher import preprocessing_differences
         teacher = getattr(distiller.teacher, 'data_preprocessor', None)
         if teacher is None:
             return ''
-        found = []
-        order = [swaps_channels(p) for p in (student, teacher)]
-        if None not in order and order[0] != order[1]:
-            found.append(f'BGR->RGB: student {order[0]}, teacher config '
-                         f'{order[1]}')
-        for attr in ('mean', 'std'):
-            a, b = getattr(student, attr, None), getattr(teacher, attr, None)
-            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-                a_list = [round(v, 3) for v in a.flatten().tolist()]
-                b_list = [round(v, 3) for v in b.flatten().tolist()]
-                if a_list != b_list:
-                    found.append(f'{attr}: student {a_list}, teacher config '
-                                 f'{b_list}')
+        if distiller.teacher_runner.convert_input is not None:
+            return (" (here the teacher re-normalises its input its own way:"
+                    " teacher.data_preprocessor='own')")
+        found = preprocessing_differences(distiller.data_preprocessor,
+                                          teacher)
         if not found:
             return (' (here both configs use the same channel order, mean '
                     'and std)')
-        return (': here they differ (' + '; '.join(found) + '); make the '
+        return (': here they differ (' + '; '.join(found) + '); set '
+                "teacher=dict(..., data_preprocessor='own'), make the "
                 "student's data_preprocessor match the teacher's, or train "
                 'the teacher with the student\'s')
 

@@ -25,7 +25,6 @@ fraction counted by values, not keys.
 import io
 import os
 import os.path as osp
-import pickle
 import urllib.error
 import warnings
 from collections import OrderedDict

@@ -1,7 +1,13 @@
-"""Loading the configs that name a teacher."""
+"""Configs: loading the ones that name a teacher, and the plain student
+config of a distillation config."""
+import copy
 import os.path as osp
+from typing import Optional
 
 from mmengine.config import Config
+
+#: the student config StudentCheckpointHook writes into the work dir
+STUDENT_CONFIG = 'student_config.py'
 
 
 def load_config(path: str) -> Config:
@@ -23,3 +29,41 @@ def load_config(path: str) -> Config:
             f'Config file {path!r} does not exist (relative paths are taken '
             f'from the current directory {osp.abspath(".")!r}).')
     return Config.fromfile(path)
+
+
+def _is_mmdistill_hook(kind) -> bool:
+    """Whether a hook's ``type`` names one of mmdistill's hooks (they need
+    the distiller, or mmdistill's checkpoints)."""
+    if not isinstance(kind, str):
+        return getattr(kind, '__module__', '').startswith('mmdistill')
+    from mmdistill.registry import HOOKS
+    return kind.startswith('mmdistill.') or kind in HOOKS.module_dict
+
+
+def student_config(cfg: Config) -> Optional[Config]:
+    """The config a plain mmdet/mmseg run of the student uses: the
+    distillation config with ``model`` replaced by its student and the
+    mmdistill parts (its hooks, its import) removed. None for a
+    non-distiller model."""
+    model = cfg.get('model', {})
+    if 'student' not in model:
+        return None
+    plain = copy.deepcopy(cfg._cfg_dict.to_dict())
+    plain['model'] = plain['model']['student']
+    hooks = [h for h in plain.get('custom_hooks') or []
+             if not _is_mmdistill_hook(h.get('type', ''))]
+    if hooks:
+        plain['custom_hooks'] = hooks
+    else:
+        plain.pop('custom_hooks', None)
+    imports = plain.get('custom_imports')
+    if imports:
+        names = [n for n in imports.get('imports', []) if n != 'mmdistill'
+                 and not n.startswith('mmdistill.')]
+        if names:
+            imports['imports'] = names
+        else:
+            plain.pop('custom_imports')
+    plain['load_from'] = None
+    plain['resume'] = False
+    return Config(plain)

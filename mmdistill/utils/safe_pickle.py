@@ -17,13 +17,13 @@ Two backends apply that one allowlist:
   torch's own weights-only unpickler, with the allowlist added to torch's.
   ``torch.load`` anywhere in the process (mmdet's tools, user code) then
   reads runner checkpoints too.
-* older torch (2.1, the OpenMMLab install guide's): :class:`RestrictedUnpickler`,
-  passed to ``torch.load`` as its pickle module so that both the zip format
-  and the legacy format (whose first records torch reads with the pickle
-  module's ``load``) go through it. It refuses any global outside the
-  allowlist, and its BUILD opcode (``__setstate__``/attribute setting) only
-  acts on instances of the few allowed data classes, never on a function or
-  class.
+* older torch (2.1, the OpenMMLab install guide's):
+  :class:`RestrictedUnpickler`, passed to ``torch.load`` as its pickle
+  module so that both the zip format and the legacy format (whose first
+  records torch reads with the pickle module's ``load``) go through it. It
+  refuses any global outside the allowlist, and its BUILD opcode
+  (``__setstate__``/attribute setting) only acts on instances of the few
+  allowed data classes, never on a function or class.
 
 Anything else in a file is refused with :class:`UnsafeCheckpointError`.
 """

@@ -60,7 +60,7 @@ class Recorder(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
         model = runner.model
-        stats = model.feature_stats.get('stage4', {})
+        stats = model.controls.feature_stats.get('stage4', {})
         self.rows.append(dict(
             logged=float(outputs['loss_distill_stage4'].detach()),
             unscaled=stats.get('loss'),
@@ -140,7 +140,7 @@ def test_by_epoch_in_an_epoch_loop_and_pair_groups(tiny_cfg):
 
         def after_train_iter(self, runner, batch_idx, data_batch=None,
                              outputs=None):
-            factors.append(dict(runner.model.loss_scales))
+            factors.append(dict(runner.model.controls.loss_scales))
 
     runner.register_hook(Spy())
     runner.train()

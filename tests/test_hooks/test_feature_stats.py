@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from mmdistill.distillers.single_teacher import feature_stats
+from mmdistill.hooks.feature_stats import feature_stats
 from mmdistill.hooks import FeatureStatsHook
 
 
@@ -16,7 +16,8 @@ def test_statistics_match_numpy():
     raw = torch.randn(2, 3, 4, 4, generator=g)
     after = torch.randn(2, 3, 4, 4, generator=g)
     teacher = 2 * torch.randn(2, 3, 4, 4, generator=g)
-    stats = feature_stats(raw, after, teacher, torch.tensor(0.25))
+    stats = feature_stats(
+        dict(p=(raw, after, teacher, torch.tensor(0.25))))['p']
     r, a, t = raw.numpy(), after.numpy(), teacher.numpy()
 
     def cos(x, y):
@@ -35,7 +36,8 @@ def test_statistics_match_numpy():
     for key, value in expected.items():
         assert stats[key] == pytest.approx(float(value), rel=1e-5), key
     # a student with other channels than the teacher: no "before" entries
-    stats = feature_stats(raw[:, :2], after, teacher, torch.tensor(1.0))
+    stats = feature_stats(
+        dict(p=(raw[:, :2], after, teacher, torch.tensor(1.0))))['p']
     assert 'mse_before_connector' not in stats
     assert 'mse_after_connector' in stats
 
@@ -60,7 +62,7 @@ def test_logged_to_the_visualiser_and_the_log(tiny_cfg):
     log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
     assert 'distill stage4: loss:' in log
     # only the collecting iterations compute statistics (the 5th does not)
-    assert runner.model.collect_stats is False
+    assert runner.model.controls.collect_stats is False
 
 
 def test_interval_must_be_positive():

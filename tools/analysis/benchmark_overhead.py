@@ -217,17 +217,8 @@ def pair_step(distiller, name, student, teacher, data_samples, args,
     only the pair's own work runs)."""
     student = student.detach().requires_grad_(True)
     with amp_context(args, device):
-        if name in distiller.connectors:
-            connector = distiller.connectors[name]
-            student = connector(student, teacher)
-            target = getattr(connector, 'teacher_target', None)
-            if target is not None:
-                teacher = target(teacher)
-        loss = distiller.distill_losses[name]
-        if distiller._loss_takes_samples[name]:
-            value = loss(student, teacher, data_samples=data_samples)
-        else:
-            value = loss(student, teacher)
+        student, teacher = distiller.connect(name, student, teacher)
+        value = distiller.pair_loss(name, student, teacher, data_samples)
     value.backward()
 
 
@@ -279,7 +270,7 @@ def check_distiller(cfg: Config, path: str) -> None:
 
 def build_student(cfg: Config):
     """The plain student (the model of ``student_config.py``), on CPU."""
-    from mmdistill.hooks.student_checkpoint import student_config
+    from mmdistill.utils.config import student_config
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         return MODELS.build(student_config(cfg).model)
 

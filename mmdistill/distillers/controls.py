@@ -1,0 +1,100 @@
+"""What hooks may change on a distiller between iterations, in one place.
+
+Hooks never set attributes of the distiller; they reach its
+:class:`DistillControls` (``distiller.controls``):
+
+* ``DistillLossScheduleHook`` sets ``loss_scales`` (a factor per pair);
+* ``AutoLossWeightHook`` reads the measured losses and sets
+  ``loss_weights`` of the pairs configured with ``loss_weight='auto'``;
+* ``FeatureStatsHook`` sets ``collect_stats`` for the next iteration and
+  takes the recorded features with :meth:`take_features`.
+
+The distiller asks it, per pair, what to add to its losses
+(:meth:`weighted`); nothing here reads a value back to the host.
+"""
+from typing import Dict, Iterable, Optional, Tuple
+
+import torch
+
+LOSS_PREFIX = 'loss_distill_'
+#: logged (not optimised: no 'loss' in the name) while a pair's automatic
+#: weight is measured
+RAW_PREFIX = 'distill_raw_'
+
+
+class DistillControls:
+    """The settings of a distiller that change while it trains.
+
+    Args:
+        pairs (Iterable[str]): The (expanded) pair names.
+        auto_weight (Iterable[str]): The pairs whose loss config says
+            ``loss_weight='auto'``.
+
+    Attributes:
+        loss_scales (dict[str, float]): Pair -> schedule factor (missing
+            pairs count 1). A pair at 0 contributes a zero loss; when every
+            pair is at 0 the teacher does not run.
+        loss_weights (dict[str, float | None]): Pair -> automatic weight,
+            for the ``loss_weight='auto'`` pairs only; None until set. While
+            None, the pair's loss is computed and logged as
+            ``distill_raw_<pair>`` but adds zero to the optimised loss.
+        collect_stats (bool): Whether the next ``loss()`` keeps its pairs'
+            features for :meth:`take_features`.
+        feature_stats (dict[str, dict[str, float]]): The last statistics
+            ``FeatureStatsHook`` computed, per pair, for other hooks.
+    """
+
+    def __init__(self, pairs: Iterable[str],
+                 auto_weight: Iterable[str] = ()) -> None:
+        self.pairs = list(pairs)
+        self.loss_scales: Dict[str, float] = {}
+        self.loss_weights: Dict[str, Optional[float]] = {
+            name: None for name in auto_weight}
+        self.collect_stats = False
+        self.feature_stats: Dict[str, Dict[str, float]] = {}
+        self._features: Dict[str, Tuple[torch.Tensor, ...]] = {}
+
+    def factor(self, name: str) -> Optional[float]:
+        """What the pair's loss is multiplied by: schedule factor times
+        automatic weight; None while the automatic weight is measured."""
+        scale = self.loss_scales.get(name, 1.0)
+        if name in self.loss_weights:
+            weight = self.loss_weights[name]
+            return None if weight is None else scale * weight
+        return scale
+
+    @property
+    def teacher_needed(self) -> bool:
+        """False when every pair is scheduled off (and none is measured)."""
+        return any(self.loss_scales.get(name, 1.0) for name in self.pairs)
+
+    @property
+    def measuring(self) -> bool:
+        """Whether some automatic weight is still unset."""
+        return any(w is None for w in self.loss_weights.values())
+
+    def weighted(self, name: str,
+                 value: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The entries a pair's loss adds to the distiller's losses."""
+        factor = self.factor(name)
+        key = LOSS_PREFIX + name
+        if factor is None:
+            # measured, not optimised: * 0 keeps the graph, so the connector
+            # gets a (zero) gradient and DDP sees every parameter used
+            return {key: value * 0.0, RAW_PREFIX + name: value.detach()}
+        return {key: value if factor == 1.0 else value * factor}
+
+    def keep_features(self, name: str, raw: torch.Tensor,
+                      student: torch.Tensor, teacher: torch.Tensor,
+                      value: torch.Tensor) -> None:
+        """Keep (detached) the pair's features when statistics were asked
+        for this iteration."""
+        if self.collect_stats:
+            self._features[name] = tuple(
+                x.detach() for x in (raw, student, teacher, value))
+
+    def take_features(self) -> Dict[str, Tuple[torch.Tensor, ...]]:
+        """Pair -> (raw student, student after the connector, teacher,
+        loss) of the last ``loss()`` with ``collect_stats``; cleared."""
+        features, self._features = self._features, {}
+        return features
