@@ -3,9 +3,10 @@ from .distill_loss_schedule import DistillLossScheduleHook
 from .feature_stats import FeatureStatsHook
 from .rng_state import RNGStateHook, get_rng_state, set_rng_state
 from .student_checkpoint import StudentCheckpointHook, student_config
-from .teacher_check import TeacherCheckError, TeacherCheckHook  # noqa: F401
+from .teacher_check import TeacherCheckError, TeacherCheckHook
 
 __all__ = [
     'StudentCheckpointHook', 'student_config', 'DistillLossScheduleHook',
-    'FeatureStatsHook', 'RNGStateHook', 'get_rng_state', 'set_rng_state'
+    'FeatureStatsHook', 'RNGStateHook', 'get_rng_state', 'set_rng_state',
+    'TeacherCheckHook', 'TeacherCheckError'
 ]
