@@ -1,6 +1,5 @@
 """What the distiller says when a pair does not fit: every message names the
 pair, both taps, the shapes and the config key to change."""
-import inspect
 from typing import List, Optional
 
 import torch
@@ -132,19 +131,13 @@ def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
         return []
     if student.dim() != teacher.dim() or student.dim() < 3:
         return []
-    name = type(connector).__name__ if connector is not None else None
     out = []
     s_size, t_size = tuple(student.shape[2:]), tuple(teacher.shape[2:])
     if student.dim() == 4 and s_size != t_size:
-        takes_resize = connector is not None and 'resize' in \
-            inspect.signature(type(connector).__init__).parameters
-        if takes_resize:
+        if connector is not None:
             change = (f"set {pair.config_path('connector')}.resize="
                       "dict(mode='bilinear') (or 'nearest', 'pool') to "
                       f"bring the student to the teacher's size")
-        elif connector is not None:
-            change = (f'the connector {name} keeps the student\'s size '
-                      '(another connector would not change that)')
         else:
             change = (f"add {pair.config_path('connector')}=dict(type="
                       "'IdentityConnector', resize=dict(mode='bilinear')) "

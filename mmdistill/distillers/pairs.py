@@ -24,6 +24,7 @@ import copy
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence
 
+from mmdistill.connectors.resize import check_resize
 from .taps import Tap, expand_braces, parse_tap
 
 AUTO = 'auto'
@@ -46,6 +47,8 @@ class Pair:
         listed (set[str]): ``'connector'``/``'loss'`` when the config gives
             one per level (a list).
         auto_weight (bool): The loss weight is set by ``AutoLossWeightHook``.
+        resize (dict | None): The connector config's ``resize``, taken out
+            of it (see :mod:`mmdistill.connectors.resize`).
     """
 
     def __init__(self, name: str, student: Tap, teacher: Tap,
@@ -59,6 +62,10 @@ class Pair:
         self.level = level
         self.listed = set(listed)
         self.connector = connector
+        self.resize = None
+        if isinstance(connector, dict) and 'resize' in connector:
+            self.resize = check_resize(connector.pop('resize'),
+                                       self.config_path('connector'))
         self.auto_weight = isinstance(loss, dict) and \
             loss.get('loss_weight') == AUTO
         if self.auto_weight:

@@ -12,6 +12,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
 
+from mmdistill.connectors.resize import resize_to
 from mmdistill.registry import MODELS
 from mmdistill.utils.checkpoint import load_weights
 from .controls import LOSS_PREFIX, DistillControls
@@ -345,13 +346,18 @@ class SingleTeacherDistiller(BaseModel):
 
     def connect(self, name: str, student: torch.Tensor,
                 teacher: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The pair's connector on the student feature (and the teacher
-        target it compares with, e.g. TaT's pooled teacher in anchor
-        mode); unchanged without a connector."""
+        """The pair's connector on the student feature, after bringing it
+        to the teacher's size when the connector config says ``resize``
+        (and the teacher target it compares with, e.g. TaT's pooled teacher
+        in anchor mode); unchanged without a connector."""
         if name not in self.connectors:
             return student, teacher
-        connector = self.connectors[name]
+        connector, pair = self.connectors[name], self.pairs[name]
         try:
+            if pair.resize is not None:
+                student = resize_to(student, teacher.shape[-2:],
+                                    where=pair.config_path('connector'),
+                                    **pair.resize)
             connected = connector(student, teacher)
             target = getattr(connector, 'teacher_target', None)
             if target is not None:

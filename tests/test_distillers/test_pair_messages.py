@@ -98,9 +98,54 @@ def test_spatial_mismatch_with_a_connector_says_what_to_change(retina):
     message = str(err.value)
     assert "pair 'p3'" in message
     assert 'student (8, 8), teacher (4, 4)' in message
-    assert "MLPConnector keeps the student's size" in message
+    assert ("set distill.p3.connector.resize=dict(mode='bilinear')"
+            in message)
     assert 'tap layers with the same output size' in message
     assert 'add a connector' not in message
+
+
+@pytest.mark.parametrize('mode', ['bilinear', 'nearest', 'pool'])
+def test_resize_brings_the_student_to_the_teachers_size(retina, mode):
+    """``connector.resize``: the FPN level of stride 8 (8x8 here) compared
+    with the teacher's stride-16 level (4x4)."""
+    import torch.nn.functional as F
+    cfg = retina
+    cfg.model.distill = ConfigDict(p3=dict(
+        student='neck.fpn_convs.0.conv',
+        teacher='neck.fpn_convs.1.conv',
+        connector=dict(type='MLPConnector', in_channels=16, out_channels=32,
+                       resize=dict(mode=mode)),
+        loss=dict(type='L2Loss', loss_weight=1.)))
+    model = build(cfg)
+    seen = {}
+    model.connectors['p3'].register_forward_pre_hook(
+        lambda m, args: seen.update(student=args[0]))
+    model.student.neck.fpn_convs[0].conv.register_forward_hook(
+        lambda m, args, out: seen.update(raw=out))
+    losses = forward(model)
+    assert torch.isfinite(losses['loss_distill_p3'])
+    raw = seen['raw']
+    expected = F.adaptive_avg_pool2d(raw, (4, 4)) if mode == 'pool' else \
+        F.interpolate(raw, size=(4, 4), mode=mode)
+    assert seen['student'].shape[-2:] == (4, 4)
+    assert torch.allclose(seen['student'], expected, atol=1e-6)
+
+
+def test_resize_errors(retina):
+    cfg = retina
+    cfg.model.distill = ConfigDict(p3=dict(
+        student='neck.fpn_convs.1.conv',
+        teacher='neck.fpn_convs.0.conv',
+        connector=dict(type='MLPConnector', in_channels=16, out_channels=32,
+                       resize=dict(mode='pool')),
+        loss=dict(type='L2Loss', loss_weight=1.)))
+    model = build(cfg)
+    with pytest.raises(ValueError, match=r"distill\.p3\.connector\.resize "
+                       "mode 'pool' only shrinks"):
+        forward(model)
+    cfg.model.distill.p3.connector.resize = dict(mode='bicubic')
+    with pytest.raises(ValueError, match=r"resize must be dict\(mode="):
+        build(cfg)
 
 
 def test_channel_mismatch_without_a_connector_suggests_one(retina):
