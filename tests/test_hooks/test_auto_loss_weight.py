@@ -1,0 +1,84 @@
+"""AutoLossWeightHook: loss_weight='auto' measured in the real Runner,
+written into the dumped config, restored on resume."""
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from mmdistill.hooks import AutoLossWeightHook
+
+
+class Spy(Hook):
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.rows = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.rows.append({k: float(v) for k, v in outputs.items()})
+
+
+def auto_cfg(tiny_cfg, work_dir=None, iters=4):
+    cfg, _ = tiny_cfg('pspnet', work_dir=work_dir, iters=iters)
+    cfg.model.distill.stage4.loss.loss_weight = 'auto'
+    cfg.default_hooks.checkpoint.interval = 2
+    cfg.custom_hooks = [dict(type='mmdistill.AutoLossWeightHook',
+                             target_ratio=0.5, warmup_iters=2)]
+    return cfg
+
+
+def test_weight_measured_frozen_dumped_and_resumed(tiny_cfg, tmp_path):
+    work = str(tmp_path / 'auto')
+    cfg = auto_cfg(tiny_cfg, work)
+    runner = Runner.from_cfg(cfg)
+    spy = Spy()
+    runner.register_hook(spy)
+    runner.train()
+    rows = spy.rows
+    # measured over iterations 0 and 1: logged raw, nothing optimised
+    for row in rows[:2]:
+        assert row['loss_distill_stage4'] == 0.0
+        assert row['distill_raw_stage4'] > 0
+    task = [sum(v for k, v in r.items() if 'loss' in k and k != 'loss'
+                and not k.startswith('loss_distill_')) for r in rows[:2]]
+    raw = [r['distill_raw_stage4'] for r in rows[:2]]
+    expected = 0.5 * (sum(task) / 2) / (sum(raw) / 2)
+    weight = runner.model.controls.loss_weights['stage4']
+    assert weight == pytest.approx(expected, rel=1e-6)
+    for row in rows[2:]:
+        assert 'distill_raw_stage4' not in row
+        assert row['loss_distill_stage4'] > 0
+    # the dumped config holds the number: the run can be repeated exactly
+    dumped = Config.fromfile(osp.join(work, osp.basename(cfg.filename)))
+    assert dumped.model.distill.stage4.loss.loss_weight == \
+        pytest.approx(weight, rel=1e-9)
+    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    assert 'stage4: loss_weight=' in log
+
+    # resumed from iteration 2: the weight is restored, not measured again
+    cfg2 = auto_cfg(tiny_cfg, str(tmp_path / 'resumed'), iters=4)
+    cfg2.resume = True
+    cfg2.load_from = osp.join(work, 'iter_2.pth')
+    runner2 = Runner.from_cfg(cfg2)
+    spy2 = Spy()
+    runner2.register_hook(spy2)
+    runner2.train()
+    assert runner2.model.controls.loss_weights['stage4'] == weight
+    assert len(spy2.rows) == 2
+    assert all('distill_raw_stage4' not in r for r in spy2.rows)
+
+
+def test_needs_an_auto_pair_and_good_arguments(tiny_cfg):
+    cfg, _ = tiny_cfg('pspnet', iters=1)
+    cfg.custom_hooks = [dict(type='mmdistill.AutoLossWeightHook')]
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match="no distillation pair has "
+                       "loss_weight='auto'"):
+        runner.train()
+    with pytest.raises(ValueError, match='target_ratio'):
+        AutoLossWeightHook(target_ratio=0)
+    with pytest.raises(ValueError, match='warmup_iters'):
+        AutoLossWeightHook(warmup_iters=0)
