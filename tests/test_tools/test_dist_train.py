@@ -162,3 +162,28 @@ def test_one_process_without_boxes_fgd(tmp_path):
     assert all('loss_distill_fpn_' in line for line in log.splitlines()
                if 'Epoch(train)' in line)
     assert osp.exists(osp.join(work_dir, 'epoch_1_student.pth'))
+
+
+def test_auto_loss_weight_agrees_across_processes(tmp_path):
+    """loss_weight='auto' over 2 processes, each measuring its own batches:
+    the sums are all-reduced, so both use the same weight."""
+    config = write_tiny_config(
+        'pspnet', str(tmp_path), length=3,
+        hooks=[dict(type='mmdistill.AutoLossWeightHook', warmup_iters=2),
+               dict(type='AutoWeightProbe')])
+    cfg = Config.fromfile(config)
+    cfg.model.distill.stage4.loss.loss_weight = 'auto'
+    cfg.dump(config)
+    work_dir = str(tmp_path / 'work')
+    run_tool(
+        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir],
+        env=tool_env(port=free_port()))
+    weights = []
+    for rank in (0, 1):
+        with open(osp.join(work_dir, f'auto_weights_rank{rank}.json')) as f:
+            weights.append(json.load(f))
+    assert weights[0]['stage4'] is not None and weights[0]['stage4'] > 0
+    assert weights[0] == weights[1]
+    dumped = Config.fromfile(osp.join(work_dir, 'pspnet.py'))
+    assert dumped.model.distill.stage4.loss.loss_weight == \
+        pytest.approx(weights[0]['stage4'])

@@ -45,6 +45,22 @@ def state_sha256(state) -> str:
 
 
 @HOOKS.register_module()
+class AutoWeightProbe(Hook):
+    """After training, every process writes ``auto_weights_rank<R>.json``:
+    the automatic loss weights its distiller uses."""
+
+    priority = 'LOWEST'
+
+    def after_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        rank, _ = get_dist_info()
+        with open(osp.join(runner.work_dir,
+                           f'auto_weights_rank{rank}.json'), 'w') as f:
+            json.dump(model.controls.loss_weights, f)
+
+
+@HOOKS.register_module()
 class StudentWeightProbe(Hook):
     """After training, every process writes ``student_rank<R>.json`` into
     the work dir: the sha256 of its student's parameters and of its whole
