@@ -9,6 +9,7 @@ loss ``L_at`` (``gamma``); Section 3.2, global distillation: ``L_global``
 (``lambda``) on the GcBlock relation ``R(F)``. The masks are defined in
 :mod:`mmdistill.masks` (box masks: Eq. 2-4 of the paper).
 """
+import warnings
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -107,7 +108,10 @@ class FGDLoss(BaseModule):
         student_channels (int, optional): Channels of the student feature;
             when given and different from ``in_channels`` a 1x1 conv aligns
             the student. Defaults to None (same as ``in_channels``).
-        temperature (float): Attention temperature t. Defaults to 0.5.
+        tau (float): Attention temperature t (the paper's T). Defaults to
+            0.5.
+        temperature (float, optional): The former name of ``tau``, still
+            accepted with a warning.
         alpha (float): Weight of the foreground loss. Defaults to 1e-3.
         beta (float): Weight of the background loss. Defaults to 5e-4.
         gamma (float): Weight of the attention loss. Defaults to 5e-4.
@@ -119,21 +123,26 @@ class FGDLoss(BaseModule):
     def __init__(self,
                  in_channels: int,
                  student_channels: Optional[int] = None,
-                 temperature: float = 0.5,
+                 tau: float = 0.5,
                  alpha: float = 1e-3,
                  beta: float = 5e-4,
                  gamma: float = 5e-4,
                  lambda_: float = 5e-6,
                  loss_weight: float = 1.0,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 temperature: Optional[float] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if temperature <= 0:
-            raise ValueError(f'temperature must be positive, got '
-                             f'{temperature}')
+        if temperature is not None:
+            warnings.warn('FGDLoss: temperature is now called tau (the name '
+                          "every mmdistill loss uses): write tau=...",
+                          DeprecationWarning)
+            tau = temperature
+        if tau <= 0:
+            raise ValueError(f'tau must be positive, got {tau}')
         self.in_channels = in_channels
         self.student_channels = (
             in_channels if student_channels is None else student_channels)
-        self.temperature = temperature
+        self.tau = tau
         self.alpha = alpha
         self.beta = beta
         self.gamma = gamma
@@ -220,7 +229,7 @@ class FGDLoss(BaseModule):
             dtype = torch.promote_types(student.dtype, teacher.dtype)
             student, teacher = student.to(dtype), teacher.to(dtype)
 
-        t = self.temperature
+        t = self.tau
         sa_t = spatial_attention(teacher, t)
         ca_t = channel_attention(teacher, t)
         sa_s = spatial_attention(student, t)

@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 
 
-def _check_feat(feat: torch.Tensor, temperature: float) -> None:
+def _check_feat(feat: torch.Tensor, tau: float) -> None:
     if feat.dim() != 4:
         raise ValueError('attention expects a feature of shape (N, C, H, W), '
                          f'got {tuple(feat.shape)}')
-    if temperature <= 0:
-        raise ValueError(f'temperature must be positive, got {temperature}')
+    if tau <= 0:
+        raise ValueError(f'tau must be positive, got {tau}')
 
 
 def spatial_attention(feat: torch.Tensor,
-                      temperature: float = 0.5) -> torch.Tensor:
+                      tau: float = 0.5) -> torch.Tensor:
     """Spatial attention of FGD (Yang et al., CVPR 2022, Eq. 5).
 
     ``A_S[n, y, x] = H * W * exp(G[n, y, x] / t) / sum_{y', x'} exp(G[n, y',
@@ -32,20 +32,20 @@ def spatial_attention(feat: torch.Tensor,
 
     Args:
         feat (torch.Tensor): Feature of shape ``(N, C, H, W)``.
-        temperature (float): Softmax temperature t. Defaults to 0.5.
+        tau (float): Softmax temperature t. Defaults to 0.5.
 
     Returns:
         torch.Tensor: Attention of shape ``(N, H, W)``, same dtype as ``feat``,
         summing to ``H * W`` for every image.
     """
-    _check_feat(feat, temperature)
+    _check_feat(feat, tau)
     n, _, h, w = feat.shape
     g = feat.abs().mean(dim=1).reshape(n, h * w)
-    return (h * w * F.softmax(g / temperature, dim=1)).reshape(n, h, w)
+    return (h * w * F.softmax(g / tau, dim=1)).reshape(n, h, w)
 
 
 def channel_attention(feat: torch.Tensor,
-                      temperature: float = 0.5) -> torch.Tensor:
+                      tau: float = 0.5) -> torch.Tensor:
     """Channel attention of FGD (Yang et al., CVPR 2022, Eq. 6).
 
     ``A_C[n, c] = C * exp(G[n, c] / t) / sum_{c'} exp(G[n, c'] / t)`` with
@@ -53,13 +53,13 @@ def channel_attention(feat: torch.Tensor,
 
     Args:
         feat (torch.Tensor): Feature of shape ``(N, C, H, W)``.
-        temperature (float): Softmax temperature t. Defaults to 0.5.
+        tau (float): Softmax temperature t. Defaults to 0.5.
 
     Returns:
         torch.Tensor: Attention of shape ``(N, C)``, same dtype as ``feat``,
         summing to ``C`` for every image.
     """
-    _check_feat(feat, temperature)
+    _check_feat(feat, tau)
     c = feat.shape[1]
     g = feat.abs().mean(dim=(2, 3))
-    return c * F.softmax(g / temperature, dim=1)
+    return c * F.softmax(g / tau, dim=1)

@@ -89,8 +89,8 @@ def _reference(loss, s, t, boxes, shape, alpha, beta, gamma, lambda_,
         s = torch.einsum('oc,nchw->nohw', wgt, s) + \
             loss.align.bias.detach().double()[None, :, None, None]
     n, c, h, w = t.shape
-    sa_t, ca_t = _attention(t, loss.temperature)
-    sa_s, ca_s = _attention(s, loss.temperature)
+    sa_t, ca_t = _attention(t, loss.tau)
+    sa_s, ca_s = _attention(s, loss.tau)
     fg_m, bg_m = _ref_masks(boxes, shape, h, w)
     fg = bg = 0.0
     for k in range(c):
@@ -126,7 +126,7 @@ BOXES = [[[8.0, 16.0, 60.0, 40.0], [50.0, 20.0, 90.0, 100.0],
 def test_total_matches_reference(student_channels):
     torch.manual_seed(0)
     weights = dict(alpha=0.3, beta=0.2, gamma=0.05, lambda_=0.01)
-    loss = FGDLoss(8, student_channels=student_channels, temperature=0.7,
+    loss = FGDLoss(8, student_channels=student_channels, tau=0.7,
                    loss_weight=2.0, **weights).double()
     _randomise(loss)
     s = torch.randn(2, student_channels or 8, 16, 16, dtype=torch.float64)
@@ -146,7 +146,7 @@ def test_default_weights_are_retinanet():
     loss = FGDLoss(8)
     assert (loss.alpha, loss.beta, loss.gamma, loss.lambda_) == (1e-3, 5e-4,
                                                                  5e-4, 5e-6)
-    assert loss.temperature == 0.5 and loss.loss_weight == 1.0
+    assert loss.tau == 0.5 and loss.loss_weight == 1.0
     assert loss.align is None
     loss = loss.double()
     _randomise(loss, seed=3)
@@ -348,3 +348,9 @@ def test_boxes_of_a_new_batch_are_never_stale():
     moved = [[[48.0, 56.0, 100.0, 80.0]], []]
     ref, _ = _reference(loss, s, t, moved, (128, 128), **RETINA)
     assert _rel(loss(s, t, samples), ref) <= 1e-6
+
+
+def test_former_temperature_name_still_works():
+    with pytest.warns(DeprecationWarning, match='tau'):
+        loss = FGDLoss(8, temperature=0.7)
+    assert loss.tau == 0.7

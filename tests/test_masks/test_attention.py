@@ -96,4 +96,4 @@ def test_bad_inputs():
     with pytest.raises(ValueError):
         spatial_attention(torch.randn(2, 3, 4))
     with pytest.raises(ValueError):
-        channel_attention(torch.randn(2, 3, 4, 4), temperature=0.0)
+        channel_attention(torch.randn(2, 3, 4, 4), tau=0.0)

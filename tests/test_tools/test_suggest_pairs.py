@@ -108,7 +108,7 @@ def test_written_values_read_back():
     value = dict(
         _delete_=True, type='X', taps=['neck[{0-4}]', dict(path='a', call=2)],
         loss=dict(type='FGDLoss', alpha=1e-3, beta=5e-4, gamma=5e-4,
-                  lambda_=5e-6, temperature=0.5, in_channels=256),
+                  lambda_=5e-6, tau=0.5, in_channels=256),
         grid=(16, 16), one=(1, ), flag=None,
         opts={'model.test_cfg.mode': 'whole'})
     text = format_value(value, 0, len('x = '))
@@ -275,7 +275,7 @@ EXPECTED = {
     'faster_rcnn_fgd': dict(
         fpn=dict(student='neck.fpn_convs.{0-3}.conv',
                  teacher='neck.fpn_convs.{0-3}.conv',
-                 loss=dict(type='FGDLoss', in_channels=32, temperature=0.5,
+                 loss=dict(type='FGDLoss', in_channels=32, tau=0.5,
                            alpha=5e-5, beta=2.5e-5, gamma=5e-5,
                            lambda_=5e-7, student_channels=16))),
     'deeplabv3_lad': dict(

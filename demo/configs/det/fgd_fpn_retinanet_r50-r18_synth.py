@@ -18,7 +18,7 @@ model = dict(
             student='neck.fpn_convs.{0-4}.conv',
             teacher='neck.fpn_convs.{0-4}.conv',
             loss=dict(
-                type='FGDLoss', in_channels=32, temperature=0.5,
+                type='FGDLoss', in_channels=32, tau=0.5,
                 alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6))))
 custom_hooks = [
     dict(type='mmdistill.StudentCheckpointHook'),
