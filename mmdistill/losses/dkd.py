@@ -25,14 +25,8 @@ import torch.nn as nn
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import check_values, upcast
+from .functional import kl_from_log_probs
 from .kd import check_logits
-
-
-def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per row from log-probabilities; 0 * log 0 terms are 0."""
-    p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q),
-                       torch.zeros_like(p)).sum(dim=1)
 
 
 def dkd_targets(data_samples: Optional[Sequence], num_samples: int,
@@ -197,21 +191,25 @@ class DKDLoss(nn.Module):
         """The per-sample (TCKD, NCKD) divergences (N,), not yet multiplied
         by tau^2, alpha, beta or any weight."""
         n, c = student.shape
-        gt = torch.zeros_like(student, dtype=torch.bool)
-        gt[torch.arange(n, device=student.device), targets] = True
+        # the non-target classes of each row, in order, gathered (a boolean
+        # mask would synchronise with the device)
+        rest = torch.arange(c - 1, device=student.device).expand(n, c - 1)
+        rest = rest + (rest >= targets[:, None]).long()
         terms = []
         for logits in (teacher, student):
             z = logits / self.tau
             log_all = torch.logsumexp(z, dim=1)
-            others = z[~gt].view(n, c - 1)
+            others = z.gather(1, rest)
             log_others = torch.logsumexp(others, dim=1)
             # log b = [log p_t, log(1 - p_t)]
-            log_b = torch.stack([z[gt] - log_all, log_others - log_all],
+            z_target = z.gather(1, targets[:, None])[:, 0]
+            log_b = torch.stack([z_target - log_all, log_others - log_all],
                                 dim=1)
             log_p_hat = others - log_others.unsqueeze(1)
             terms.append((log_b, log_p_hat))
         (log_b_t, log_hat_t), (log_b_s, log_hat_s) = terms
-        return _kl(log_b_t, log_b_s), _kl(log_hat_t, log_hat_s)
+        return (kl_from_log_probs(log_b_t, log_b_s, dim=1),
+                kl_from_log_probs(log_hat_t, log_hat_s, dim=1))
 
     def forward(self,
                 student: torch.Tensor,

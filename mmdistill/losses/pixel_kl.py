@@ -11,11 +11,10 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import check_same_shape, upcast
-from .functional import softmax_kl
+from .functional import labels_at, softmax_kl
 
 
 @MODELS.register_module()
@@ -72,17 +71,9 @@ class PixelKLDivergence(nn.Module):
                 f'logits of batch size {n}: pass the data samples of the '
                 'same batch.')
         for i, sample in enumerate(data_samples):
-            gt = getattr(sample, 'gt_sem_seg', None)
-            if gt is None:
-                continue
-            label = gt.data if hasattr(gt, 'data') else gt
-            label = label.to(logits.device)
-            if label.dim() == 2:
-                label = label[None]
-            # Labels are small integers, exact in float32; nearest keeps them.
-            label = F.interpolate(
-                label[None].float(), size=(h, w), mode='nearest')[0, 0]
-            valid[i] = label != self.ignore_index
+            label = labels_at(sample, (h, w), logits.device)
+            if label is not None:
+                valid[i] = label != self.ignore_index
         return valid
 
     def forward(self,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import upcast
+from .functional import kl_from_log_probs
 
 _MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'area')
 
@@ -303,7 +304,7 @@ class ViTAttentionLoss(nn.Module):
             torch.Tensor: Scalar loss, float32 for half-precision inputs.
         """
         log_s, log_t = self.log_attention(student, teacher)
-        kl = (log_t.exp() * (log_t - log_s)).sum()
+        kl = kl_from_log_probs(log_t, log_s, dim=-1).sum()
         return self.loss_weight * kl / student.shape[0]
 
 

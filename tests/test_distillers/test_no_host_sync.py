@@ -351,3 +351,43 @@ def test_components_read_nothing_back(name, connector, loss, c_s, c_t, size,
         assert not counter, f'{name}: {dict(counter)}'
         assert value.dim() == 0 and torch.isfinite(value)
         value.backward()
+
+
+def _gpu_style_check(ok, message, error=ValueError):
+    """``check_values`` as it runs on a GPU (queued, never read back)."""
+    torch._assert_async(ok.all() if ok.numel() != 1 else ok.reshape(()),
+                        message)
+
+
+LOGIT_LOSSES = [
+    ('kd', dict(type='KDLoss', tau=4.0), 'label'),
+    ('dkd_label', dict(type='DKDLoss', tau=4.0, beta=2.0), 'label'),
+    ('dkd_score', dict(type='DKDLoss', tau=1.0, beta=0.5), 'score'),
+    ('dist', dict(type='DISTLoss', tau=1.0), 'label'),
+]
+
+
+@pytest.mark.parametrize('name,loss,target', LOGIT_LOSSES,
+                         ids=[c[0] for c in LOGIT_LOSSES])
+def test_logit_losses_read_nothing_back(name, loss, target, monkeypatch):
+    from types import SimpleNamespace
+
+    import mmdistill.losses.dkd as dkd
+    monkeypatch.setattr(dkd, 'check_values', _gpu_style_check)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdistill'):
+        loss = MODELS.build(loss)
+    labels = torch.tensor([3, 0, 9, 5])
+    if target == 'label':
+        samples = [SimpleNamespace(gt_label=label[None]) for label in labels]
+    else:  # a Mixup score, as mmpretrain's batch augments write it
+        scores = 0.3 * torch.eye(10)[labels.roll(1)] + 0.7 * torch.eye(10)[
+            labels]
+        samples = [SimpleNamespace(gt_score=score) for score in scores]
+    student = torch.randn(4, 10, requires_grad=True)
+    teacher = torch.randn(4, 10)
+    with count_syncs() as counter:
+        value = loss(student, teacher, data_samples=samples)
+    assert not counter, f'{name}: {dict(counter)}'
+    value.backward()
+    assert torch.isfinite(student.grad).all()

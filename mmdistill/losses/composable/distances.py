@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdistill.utils.tensor import check_values
+from ..functional import kl_from_log_probs
 from .transforms import _flat_softmax, _norm
 
 
@@ -45,7 +46,7 @@ def _kl(s, t, axes, inputs: str = 'logits', eps: float = 1e-12):
     else:
         raise ValueError('kl inputs must be "logits" (softmax taken over '
                          f'dims) or "probs", got {inputs!r}.')
-    return (log_t.exp() * (log_t - log_s)).sum(dim=axes, keepdim=True)
+    return kl_from_log_probs(log_t, log_s, dim=axes, keepdim=True)
 
 
 def _cosine(s, t, axes, eps: float = 1e-8, centre: bool = False):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdistill.utils.tensor import check_values
+from ..functional import labels_at
 
 
 def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
@@ -29,11 +30,8 @@ def _labels(data_samples, shape, ignore_index: int) -> torch.Tensor:
             f'for a batch of {n}.')
     out = []
     for sample in data_samples:
-        if getattr(sample, 'gt_sem_seg', None) is not None:
-            seg = sample.gt_sem_seg.data.float()
-            seg = seg.reshape(1, 1, *seg.shape[-2:])
-            label = F.interpolate(seg, size=(h, w), mode='nearest')[0, 0]
-            label = label.long()
+        label = labels_at(sample, (h, w))
+        if label is not None:
             label = label.masked_fill(label == ignore_index, -1)
         elif getattr(sample, 'gt_label', None) is not None:
             label = torch.as_tensor(sample.gt_label).reshape(-1)[:1]
