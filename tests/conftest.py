@@ -17,7 +17,7 @@ for path in (HERE, osp.dirname(HERE)):
 from demo.synthetic import (write_cityscapes_layout,  # noqa: E402
                             write_coco_layout)
 from tiny_configs import (KIND, shrunken_config,  # noqa: E402
-                          tiny_runtime_of)
+                          tiny_runtime_of, write_tiny)
 
 
 @pytest.fixture(autouse=True)
@@ -64,5 +64,22 @@ def tiny_cfg(coco_root, cityscapes_root, tmp_path):
         tiny_runtime_of(cfg, name, work_dir or str(tmp_path / f'{name}_work'),
                         data_root, **kwargs)
         return cfg, teacher
+
+    return make
+
+
+@pytest.fixture
+def pair_files(tmp_path, request):
+    """``pair_files(student, teacher, kind)``: the shrunken student (width 8)
+    and teacher (width 16) configs on disk."""
+
+    def make(student, teacher, kind, teacher_width=16):
+        root = request.getfixturevalue(
+            'coco_root' if kind == 'det' else 'cityscapes_root')
+        work = str(tmp_path / 'work')
+        return (write_tiny(student, kind, 8, str(tmp_path / 'student.py'),
+                           root, work),
+                write_tiny(teacher, kind, teacher_width,
+                           str(tmp_path / 'teacher.py'), root, work))
 
     return make

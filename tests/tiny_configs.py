@@ -1,7 +1,9 @@
 """The shipped configs the tests shrink and run, in one table: the
 ``tiny_cfg`` fixture (``tests/conftest.py``) builds them in-process and
 ``write_tiny_config`` (``tests/test_tools/tools_support.py``) writes them to
-disk for the tools. Both shrink them here.
+disk for the tools. Both shrink them here. ``write_tiny`` shrinks a stock
+mmdet / mmseg config and writes it to disk (the ``pair_files`` fixture and
+the pair suggester's tests).
 
 ``tests/conftest.py`` puts this folder on ``sys.path``; this module is not
 part of the package.
@@ -74,3 +76,49 @@ def tiny_runtime_of(cfg: Config, name: str, work_dir: str,
     tiny = tiny_detection if KIND[name] == 'det' else tiny_segmentation
     tiny(cfg, work_dir, data_root, **kwargs)
     return cfg
+
+
+# ------------------------------------------------ stock configs on disk
+#: stock mmdet / mmseg configs the pair suggester is tested on
+RETINANET_R18 = 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py'
+RETINANET_R50 = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+FASTER_R50 = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py'
+CASCADE_X101 = \
+    'mmdet::cascade_rcnn/cascade-mask-rcnn_x101-64x4d_fpn_20e_coco.py'
+PSPNET_R18 = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'
+PSPNET_R101 = 'mmseg::pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py'
+DEEPLABV3_R18 = \
+    'mmseg::deeplabv3/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py'
+PSPNET_MV2 = ('mmseg::mobilenet_v2/'
+              'mobilenet-v2-d8_pspnet_4xb2-80k_cityscapes-512x1024.py')
+#: 128 x 128 crops: a 16 x 16 last stage, which TaT's 16 x 16 grid divides
+SEG_SIZE = (128, 128)
+
+
+def write_tiny(stock: str, kind: str, width: int, path: str,
+               data_root: str, work_dir: str) -> str:
+    """Shrink a stock config (model and runtime) and dump it to ``path``."""
+    from mmdistill.testing import tiny_detection, tiny_model, tiny_segmentation
+    from mmdistill.utils.config import load_config
+    cfg = load_config(stock)
+    extra = dict(fpn_channels=2 * width) if kind == 'det' else dict(
+        crop=SEG_SIZE)
+    cfg.model = tiny_model(cfg.model, kind, width=width, **extra)
+    aux = cfg.model.get('auxiliary_head')
+    if cfg.model.backbone.type == 'MobileNetV2' and aux:
+        # shrink_segmentor gives MobileNetV2's auxiliary head (in_index 2:
+        # layer5, 96 x 0.25 channels) 8 input channels
+        aux.in_channels = 24
+    if kind == 'det':
+        tiny_detection(cfg, work_dir, data_root)
+        # an untrained detector keeps no box above 0.05: keep some
+        test_cfg = cfg.model.test_cfg
+        for stage in [test_cfg] + [v for v in test_cfg.values()
+                                   if isinstance(v, dict)]:
+            if 'score_thr' in stage:
+                stage.score_thr = 0.0
+                stage.max_per_img = 20
+    else:
+        tiny_segmentation(cfg, work_dir, data_root, size=SEG_SIZE)
+    cfg.dump(path)
+    return path

@@ -26,6 +26,6 @@ model = dict(
                 in_channels=256,
                 out_channels=256,
                 mask_ratio=0.65),
-            loss=dict(type='MGDLoss', alpha=2e-5))))
+            loss=dict(type='MGDLoss', loss_weight=2e-5))))
 
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))

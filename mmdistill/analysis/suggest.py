@@ -45,7 +45,7 @@ VARIANTS = ('det-one', 'det-two', 'seg-homo', 'seg-hetero')
 UNSHIPPED = {
     ('mgd', 'det-two'): dict(
         base=('mgd', 'det-one'),
-        connector=dict(mask_ratio=0.45), loss=dict(alpha=5e-7),
+        connector=dict(mask_ratio=0.45), loss=dict(loss_weight=5e-7),
         inherit=False,
         source='the settings of yzd-v/MGD det/configs/distillers/mgd/'
         'cascade_mask_rcnn_'
@@ -53,7 +53,7 @@ UNSHIPPED = {
         'mask ratio 0.45, 4 FPN levels, no inheriting)'),
     ('mgd', 'seg'): dict(
         base=('mgd', 'det-one'),
-        connector=dict(mask_ratio=0.75), loss=dict(alpha=2e-5),
+        connector=dict(mask_ratio=0.75), loss=dict(loss_weight=2e-5),
         inherit=False, optim=False,
         source='the settings of yzd-v/MGD seg/configs/distillers/mgd/'
         'psp_r101_distill_*_'

@@ -301,7 +301,7 @@ COMPONENTS = [
     ('mlp_l2', dict(type='MLPConnector', in_channels=4, out_channels=8),
      dict(type='L2Loss'), 4, 8, (6, 7), None),
     ('mgd', dict(type='MGDConnector', in_channels=4, out_channels=8),
-     dict(type='MGDLoss', alpha=2e-5), 4, 8, (6, 7), None),
+     dict(type='MGDLoss', loss_weight=2e-5), 4, 8, (6, 7), None),
     ('non_local', dict(type='NonLocalConnector', in_channels=4,
                        out_channels=8), dict(type='L2Loss'), 4, 8, (6, 7),
      None),
