@@ -53,3 +53,19 @@ def test_classification_configs(run_demo, role, tmp_path):
     else:
         # KD's CIFAR setting: the student's cross-entropy weighs 0.1
         assert cfg.model.student.head.loss.loss_weight == 0.1
+
+
+def test_classification_student_and_validation_size(run_demo, tmp_path):
+    """The w8 student (its head reads the last stage's 8 x base channels)
+    in every student config, and enough validation crops that the seeds'
+    spread is not the validation split's sampling noise (200 scenes, 310
+    crops: +-2.6 points by itself)."""
+    pytest.importorskip('mmpretrain')
+    assert run_demo.SETTINGS['full']['data']['cls']['splits']['val'] >= 1000
+    for role in ('student', 'kd', 'dkd'):
+        cfg = run_demo.build_cfg('cls', role, str(tmp_path / 'data'),
+                                 str(tmp_path / 'work'), seed=0, iters=10,
+                                 batch_size=4, teacher_ckpt='teacher.pth')
+        model = cfg.model.get('student', cfg.model)
+        assert model.backbone.base_channels == 8
+        assert model.head.in_channels == 8 * model.backbone.base_channels

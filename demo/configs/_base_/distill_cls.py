@@ -1,7 +1,7 @@
 # The demo's classification distiller: the ResNet-18 (w32) teacher, trained
-# by demo/run_demo.py, teaches the ResNet-18 (w4) student, which keeps its
+# by demo/run_demo.py, teaches the ResNet-18 (w8) student, which keeps its
 # own cross-entropy; a method's config adds model.distill.
-_base_ = ['../cls/resnet18-w4_student_synth.py']
+_base_ = ['../cls/resnet18-w8_student_synth.py']
 
 model = dict(
     _delete_=True,
