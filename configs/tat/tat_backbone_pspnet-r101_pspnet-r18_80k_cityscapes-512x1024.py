@@ -3,9 +3,10 @@
 # reconfigured by attention keyed on PSPNet R101-d8's last backbone stage and
 # matches it with the mean squared error, twice: inside 64 groups of a 16 x 16
 # patch grid (patch-group, weight 0.1) and on a 32 x 32 anchor grid
-# (anchor-point, weight 0.04). Weights alpha*beta and alpha*gamma of
-# sihaoevery/TaT-seg train_voc_resnet18.sh (alpha 0.1, beta 1.0, gamma 0.4,
-# n = m = 16, 64 heads).
+# (anchor-point, weight 0.04), both from one set of embeddings (theta, phi,
+# gamma) computed once per step, as in the reference code. Weights
+# alpha*beta and alpha*gamma of sihaoevery/TaT-seg train_voc_resnet18.sh
+# (alpha 0.1, beta 1.0, gamma 0.4, n = m = 16, 64 heads).
 _base_ = [
     '../_base_/distillers/pspnet-r101_pspnet-r18_80k_cityscapes-512x1024.py',
 ]
@@ -34,5 +35,6 @@ model = dict(
                 mode='anchor',
                 anchor_size=(32, 32),
                 anchor_output='anchor',
+                embeddings_from='patch_group',
                 norm_cfg=dict(type='SyncBN')),
             loss=dict(type='MSELoss', loss_weight=0.04))))

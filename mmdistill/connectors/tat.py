@@ -103,6 +103,53 @@ def _window_upsample_matrix(size: int, out: int, dtype: torch.dtype,
     return mat / mat.sum(dim=1, keepdim=True)
 
 
+def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``b`` is ``a`` or a detached alias of it, unchanged since
+    (same memory, layout and version; nothing is read from the device)."""
+    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape
+                      and a.stride() == b.stride() and a.dtype == b.dtype
+                      and a.device == b.device
+                      and a._version == b._version)
+
+
+class _SharedEmbeddings:
+    """The embeddings (``theta(S)``, ``phi(S)``, ``gamma(T)``) of one
+    forward, handed to the other connectors that share the embedding
+    modules, so that a step computes them once (as the reference code does
+    for its patch-group and anchor-point losses).
+
+    An entry is reused only for the very same student tensor (identity: its
+    autograd history matters) and the same teacher data (the distiller hands
+    each pair its own detached alias), and dropped once every sharing
+    connector has taken it, so it never outlives the step.
+    """
+
+    def __init__(self) -> None:
+        self.users = 1
+        self._inputs: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._outputs: Optional[Tuple[torch.Tensor, ...]] = None
+        self._left = 0
+        self._grad = True
+
+    def get(self, student: torch.Tensor, teacher: torch.Tensor,
+            compute) -> Tuple[torch.Tensor, ...]:
+        inputs = self._inputs
+        if (self._left and inputs[0] is student
+                and _same_data(inputs[1], teacher)
+                and torch.is_grad_enabled() == self._grad):
+            outputs = self._outputs
+            self._left -= 1
+            if not self._left:
+                self._inputs = self._outputs = None
+            return outputs
+        outputs = compute()
+        if self.users > 1:
+            self._inputs, self._outputs = (student, teacher), outputs
+            self._left = self.users - 1
+            self._grad = torch.is_grad_enabled()
+        return outputs
+
+
 @MODELS.register_module()
 class TaTConnector(BaseModule):
     r"""Target-aware Transformer: reconfigures the student with the teacher.
@@ -205,6 +252,14 @@ class TaTConnector(BaseModule):
               k^T)`` then ``@ v``, the map in memory) and keeps it; for
               analysis tools that read it after every forward.
             * ``False``: nothing is kept, ``last_attention`` is None.
+        embeddings_from (str, optional): name of another distillation pair
+            (same student and teacher taps, a ``TaTConnector`` with the same
+            channels) whose embeddings ``theta``, ``phi`` and ``gamma`` this
+            connector uses: one set of embedding parameters for both pairs,
+            computed once per step, as the reference segmentation code does
+            for its patch-group and anchor-point losses. The distiller links
+            them when it builds the pairs (:meth:`share_embeddings`). None
+            (default): own embeddings.
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -220,6 +275,7 @@ class TaTConnector(BaseModule):
                  anchor_output: str = 'upsample',
                  norm_cfg: dict = dict(type='BN'),
                  keep_attention: Optional[bool] = None,
+                 embeddings_from: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if mode not in _MODES:
@@ -249,6 +305,8 @@ class TaTConnector(BaseModule):
         self.anchor_size = _pair(anchor_size, 'anchor_size')
         self.anchor_output = anchor_output
         self.keep_attention = keep_attention
+        self.embeddings_from = embeddings_from
+        self._embeddings = _SharedEmbeddings()
         self._attention: Optional[torch.Tensor] = None
         # (q, k) of the last forward, for an on-demand map
         self._pending: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
@@ -266,6 +324,32 @@ class TaTConnector(BaseModule):
         self.query = embed(in_channels)  # theta
         self.value = embed(in_channels)  # phi
         self.key = embed(out_channels) if key_embed else nn.Identity()
+
+    def share_embeddings(self, other: 'TaTConnector') -> None:
+        """Use ``other``'s embedding modules (``query``/theta,
+        ``value``/phi, ``key``/gamma: the same parameters) and its
+        embeddings of a step when both see the same features.
+
+        Args:
+            other (TaTConnector): the connector whose embeddings are used.
+        """
+        if not isinstance(other, TaTConnector):
+            raise TypeError('TaTConnector.share_embeddings needs another '
+                            f'TaTConnector, got {type(other).__name__}.')
+        mine = (self.in_channels, self.out_channels,
+                isinstance(self.key, nn.Identity))
+        theirs = (other.in_channels, other.out_channels,
+                  isinstance(other.key, nn.Identity))
+        if mine != theirs:
+            raise ValueError(
+                'TaTConnectors that share embeddings need the same '
+                'in_channels, out_channels and key_embed; got (in, out, no '
+                f'key embedding) {mine} and {theirs}.')
+        if other is self or self._embeddings is other._embeddings:
+            return
+        self.query, self.value, self.key = other.query, other.value, other.key
+        other._embeddings.users += self._embeddings.users
+        self._embeddings = other._embeddings
 
     # ------------------------------------------------------------------ #
     @property
@@ -498,6 +582,17 @@ class TaTConnector(BaseModule):
             return self.pool_teacher(teacher)
         return teacher.detach()
 
+    def _embed(self, student: torch.Tensor, teacher: torch.Tensor
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``theta(S)``, ``gamma(T)``, ``phi(S)`` in one dtype, at least
+        float32."""
+        q = upcast(self.query(student))
+        v = upcast(self.value(student))
+        k = upcast(self.key(teacher))
+        common = torch.promote_types(torch.promote_types(q.dtype, k.dtype),
+                                     v.dtype)
+        return q.to(common), k.to(common), v.to(common)
+
     def forward(self,
                 student: torch.Tensor,
                 teacher: Optional[torch.Tensor] = None,
@@ -520,7 +615,7 @@ class TaTConnector(BaseModule):
         if teacher is None:
             raise ValueError('TaTConnector needs the teacher feature: call '
                              'it as connector(student, teacher).')
-        teacher = teacher.detach()
+        given, teacher = teacher, teacher.detach()
         if student.dim() != 4 or teacher.dim() != 4:
             raise ValueError('TaTConnector expects (N, C, H, W) features, got '
                              f'student {tuple(student.shape)} and teacher '
@@ -544,12 +639,8 @@ class TaTConnector(BaseModule):
         # drop the last forward's map (or its q, k) before the new tensors
         self.last_attention = None
         dtype = student.dtype
-        q = upcast(self.query(student))
-        v = upcast(self.value(student))
-        k = upcast(self.key(teacher))
-        common = torch.promote_types(torch.promote_types(q.dtype, k.dtype),
-                                     v.dtype)
-        q, k, v = q.to(common), k.to(common), v.to(common)
+        q, k, v = self._embeddings.get(
+            student, given, lambda: self._embed(student, teacher))
         if self.mode == 'global':
             out = self._global(q, k, v, keep)
         elif self.mode == 'patch_group':

@@ -188,3 +188,35 @@ def resolve_channels(pairs: Dict[str, Pair],
                     f' needs a feature with a channel axis, but the {side} '
                     'tap gives none: give the number.')
             pair.connector[key] = int(have)
+
+
+def link_shared_embeddings(pairs: Dict[str, Pair], connectors) -> None:
+    """Link each connector whose config names ``embeddings_from`` (TaT's
+    shared theta, phi, gamma) to the connector of that pair.
+
+    Args:
+        pairs: The pairs, by name.
+        connectors: The built connectors, by pair name.
+    """
+    for name, connector in connectors.items():
+        source = getattr(connector, 'embeddings_from', None)
+        if source is None:
+            continue
+        pair = pairs[name]
+        where = f'{pair.config_path("connector")}.embeddings_from'
+        if source == name or source not in connectors:
+            raise ValueError(
+                f'{pair}: {where}={source!r} must name another pair with a '
+                f'connector; the pairs with connectors are '
+                f'{sorted(n for n in connectors if n != name)}.')
+        other = pairs[source]
+        taps = (str(pair.student), str(pair.teacher))
+        if (str(other.student), str(other.teacher)) != taps:
+            raise ValueError(
+                f'{pair}: {where}={source!r} names {other}, which taps other '
+                'layers; pairs that share embeddings tap the same student '
+                'and teacher layers.')
+        try:
+            connector.share_embeddings(connectors[source])
+        except (TypeError, ValueError) as err:
+            raise type(err)(f'{pair}: {where}: {err}') from err

@@ -19,7 +19,8 @@ from .controls import LOSS_PREFIX, DistillControls
 from .guard import DistillGuard
 from .messages import (WRAPPED, channel_problems, channels_of, pair_error,
                        weight_fix)
-from .pairs import Pair, groups_of, parse_pairs, resolve_channels
+from .pairs import (Pair, groups_of, link_shared_embeddings, parse_pairs,
+                    resolve_channels)
 from .taps import FeatureRecorder, TapPathError
 from .teacher import (TeacherInput, TeacherRunner, autocast_enabled,
                       build_teacher, preprocessing_differences)
@@ -163,6 +164,7 @@ class SingleTeacherDistiller(BaseModel):
             params = inspect.signature(
                 self.distill_losses[name].forward).parameters
             self._loss_takes_samples[name] = 'data_samples' in params
+        link_shared_embeddings(self.pairs, self.connectors)
         self._check_channels()
         #: the one object hooks change (schedule, automatic weights, stats)
         self.controls = DistillControls(

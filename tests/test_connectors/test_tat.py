@@ -615,3 +615,65 @@ def test_patch_group_overlap_counts_without_bincount(monkeypatch):
     expected, _ = patch_group_ref(*qkv_ref(conn, student, teacher), (3, 4),
                                   2)
     assert rel_err(out, expected) <= 1e-6
+
+
+# ---------------------------------------------------- shared embeddings ---
+def _calls(module):
+    calls = []
+    module.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def test_shared_embeddings_are_computed_once_with_the_same_values():
+    """patch_group and anchor sharing theta/phi/gamma (the reference code's
+    one set of embeddings for both losses) give the outputs and gradients
+    of two connectors holding copies of the same weights, computing the
+    embeddings once per forward."""
+    torch.manual_seed(0)
+    kwargs = dict(patch_grid=(2, 2), num_groups=2)
+    group = make(6, 10, mode='patch_group', **kwargs)
+    anchor = make(6, 10, mode='anchor', anchor_size=(2, 3),
+                  embeddings_from='patch_group')
+    anchor.share_embeddings(group)
+    assert anchor.query is group.query and anchor.key is group.key
+    assert anchor.value is group.value
+    # the same computation with copied, unshared weights
+    group_copy = make(6, 10, mode='patch_group', **kwargs)
+    anchor_copy = make(6, 10, mode='anchor', anchor_size=(2, 3))
+    group_copy.load_state_dict(group.state_dict())
+    anchor_copy.load_state_dict(group.state_dict())
+    calls = _calls(group.query.conv)
+    student, teacher = inputs(2, 6, 10, (8, 12))
+    student.requires_grad_(True)
+    shared = group(student, teacher).sum() + 0.4 * anchor(
+        student, teacher).sum()
+    assert len(calls) == 1  # the second connector reused the embeddings
+    copied = group_copy(student, teacher).sum() + 0.4 * anchor_copy(
+        student, teacher).sum()
+    assert rel_err(shared, copied) <= 1e-12
+    grads = torch.autograd.grad(shared, [student, group.query.conv.weight])
+    grads_copy = torch.autograd.grad(copied, [student])[0], (
+        torch.autograd.grad(
+            group_copy(student, teacher).sum()
+            + 0.4 * anchor_copy(student, teacher).sum(),
+            [group_copy.query.conv.weight, anchor_copy.query.conv.weight]))
+    assert rel_err(grads[0], grads_copy[0]) <= 1e-12
+    assert rel_err(grads[1], sum(grads_copy[1])) <= 1e-12
+    # the shared entry is gone once both took it: new inputs recompute
+    group(*inputs(2, 6, 10, (8, 12)))
+    anchor(*inputs(2, 6, 10, (8, 12)))
+    assert len(calls) == 3
+    # a shared parameter is listed once
+    params = list(torch.nn.ModuleList([group, anchor]).parameters())
+    assert len(params) == len(list(group.parameters()))
+
+
+def test_shared_embeddings_need_the_same_channels():
+    with pytest.raises(ValueError, match='same in_channels, out_channels'):
+        TaTConnector(4, 8, mode='anchor').share_embeddings(
+            TaTConnector(4, 16))
+    with pytest.raises(ValueError, match='key_embed'):
+        TaTConnector(4, 8).share_embeddings(TaTConnector(4, 8,
+                                                         key_embed=False))
+    with pytest.raises(TypeError, match='another TaTConnector'):
+        TaTConnector(4, 8).share_embeddings(torch.nn.Identity())

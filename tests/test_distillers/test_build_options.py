@@ -121,3 +121,37 @@ def test_own_preprocessing_in_the_distiller(tiny_cfg):
     cfg.model.teacher.data_preprocessor = 'yes'
     with pytest.raises(ValueError, match="takes 'own'"):
         build(cfg)
+
+
+def test_tat_pairs_share_embeddings(tiny_cfg):
+    """``embeddings_from``: the anchor pair uses the patch-group pair's
+    theta/phi/gamma, computed once per step; a wrong name stops the
+    build with the key."""
+    cfg, _ = tiny_cfg('pspnet')
+    (pair, ) = cfg.model.distill.values()
+    taps = dict(student=pair['student'], teacher=pair['teacher'])
+    tat = dict(type='TaTConnector', in_channels='auto', out_channels='auto')
+    cfg.model.distill = dict(
+        patch_group=dict(
+            **taps, loss=dict(type='MSELoss'),
+            connector=dict(tat, mode='patch_group', patch_grid=(2, 2),
+                           num_groups=2)),
+        anchor=dict(
+            **taps, loss=dict(type='MSELoss', loss_weight=0.4),
+            connector=dict(tat, mode='anchor', anchor_size=(2, 2),
+                           embeddings_from='patch_group')))
+    distiller = build(cfg)
+    group, anchor = (distiller.connectors[k] for k in ('patch_group',
+                                                        'anchor'))
+    for name in ('query', 'value', 'key'):
+        assert getattr(anchor, name) is getattr(group, name)
+    calls = []
+    group.query.register_forward_hook(lambda *args: calls.append(1))
+    losses = distiller.loss(**seg_batch(distiller))
+    assert len(calls) == 1
+    assert {'loss_distill_patch_group', 'loss_distill_anchor'} <= set(losses)
+
+    cfg.model.distill.anchor.connector.embeddings_from = 'patch'
+    with pytest.raises(ValueError, match=r"distill\.anchor\.connector\."
+                       r"embeddings_from='patch' must name another pair"):
+        build(cfg)
