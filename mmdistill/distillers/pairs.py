@@ -190,14 +190,20 @@ def resolve_channels(pairs: Dict[str, Pair],
             pair.connector[key] = int(have)
 
 
-def link_shared_embeddings(pairs: Dict[str, Pair], connectors) -> None:
+def link_shared_embeddings(pairs: Dict[str, Pair],
+                           connectors) -> List[List[str]]:
     """Link each connector whose config names ``embeddings_from`` (TaT's
     shared theta, phi, gamma) to the connector of that pair.
 
     Args:
         pairs: The pairs, by name.
         connectors: The built connectors, by pair name.
+
+    Returns:
+        list[list[str]]: The groups of pairs that share embeddings, each in
+        the pairs' order (a step computes a group's embeddings once).
     """
+    group_of = {name: [name] for name in pairs}
     for name, connector in connectors.items():
         source = getattr(connector, 'embeddings_from', None)
         if source is None:
@@ -220,3 +226,13 @@ def link_shared_embeddings(pairs: Dict[str, Pair], connectors) -> None:
             connector.share_embeddings(connectors[source])
         except (TypeError, ValueError) as err:
             raise type(err)(f'{pair}: {where}: {err}') from err
+        merged = group_of[name] + [n for n in group_of[source]
+                                   if n not in group_of[name]]
+        for member in merged:
+            group_of[member] = merged
+    groups = []
+    for name in pairs:
+        group = [n for n in pairs if n in group_of[name]]
+        if len(group) > 1 and group not in groups:
+            groups.append(group)
+    return groups

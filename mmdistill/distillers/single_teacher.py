@@ -164,7 +164,9 @@ class SingleTeacherDistiller(BaseModel):
             params = inspect.signature(
                 self.distill_losses[name].forward).parameters
             self._loss_takes_samples[name] = 'data_samples' in params
-        link_shared_embeddings(self.pairs, self.connectors)
+        #: groups of pairs whose connectors share embeddings (TaT)
+        self.shared_pairs = link_shared_embeddings(self.pairs,
+                                                   self.connectors)
         self._check_channels()
         #: the one object hooks change (schedule, automatic weights, stats)
         self.controls = DistillControls(

@@ -40,6 +40,7 @@ def test_auto_channels_equal_the_numbers(tiny_cfg, name):
         assert [p.shape for p in auto.connectors[key].parameters()] == shapes
     # the dry run leaves the student in training mode
     assert auto.student.training
+    assert auto.shared_pairs == []
 
 
 def test_auto_channels_need_a_channel_axis():
@@ -145,6 +146,7 @@ def test_tat_pairs_share_embeddings(tiny_cfg):
                                                         'anchor'))
     for name in ('query', 'value', 'key'):
         assert getattr(anchor, name) is getattr(group, name)
+    assert distiller.shared_pairs == [['patch_group', 'anchor']]
     calls = []
     group.query.register_forward_hook(lambda *args: calls.append(1))
     losses = distiller.loss(**seg_batch(distiller))

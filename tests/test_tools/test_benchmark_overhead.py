@@ -143,3 +143,23 @@ def test_random_teacher_of_a_stock_config(tmp_path):
     assert cfg.model.teacher.checkpoint == path
     state = read_checkpoint(path)['state_dict']
     assert any(k.startswith('backbone.layer4') for k in state)
+
+
+def test_pairs_sharing_embeddings_are_one_part(tmp_path):
+    """TaT's patch-group and anchor pairs share their embeddings: they are
+    timed together, as one part named after both."""
+    config = tmp_path / 'tat.py'
+    tat = dict(type='TaTConnector', in_channels='auto', out_channels='auto')
+    taps = "student='backbone.layer4', teacher='backbone.layer4'"
+    config.write_text(
+        f'_base_ = [{CONFIG!r}]\n'
+        f'tat = {tat!r}\n'
+        'model = dict(distill=dict(_delete_=True,\n'
+        f'    patch_group=dict({taps}, loss=dict(type="MSELoss"),\n'
+        '        connector=dict(tat, mode="patch_group", patch_grid=(2, 2),\n'
+        '                       num_groups=2)),\n'
+        f'    anchor=dict({taps}, loss=dict(type="MSELoss"),\n'
+        '        connector=dict(tat, mode="anchor", anchor_size=(2, 2),\n'
+        '                       embeddings_from="patch_group"))))\n')
+    saved = run(str(config), tmp_path=tmp_path)
+    check_parts(saved, ['patch_group+anchor'])

@@ -14,7 +14,9 @@ their ratio. On the same batches it times the parts of a distillation step:
   float32 for the saving), and a full teacher forward for comparison;
 * each pair's connector + loss, forward and backward, on features recorded
   from both models (the student's detached, so only the pair's own work is
-  timed);
+  timed); pairs whose connectors share embeddings (TaT's patch-group and
+  anchor pairs, ``embeddings_from``) are one part, ``patch_group+anchor``,
+  as a step computes their embeddings once;
 
 and prints distiller / (sum of parts), which is 1 when distilling costs
 nothing beyond its parts, and distiller / floor (student + teacher to its
@@ -51,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import List, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -210,16 +213,32 @@ def record_pair_inputs(distiller, data, args, device) -> dict:
             for name in distiller.pairs}
 
 
-def pair_step(distiller, name, student, teacher, data_samples, args,
+def pair_units(distiller) -> List[Tuple[str, ...]]:
+    """The pairs timed together: one pair, or a group whose connectors
+    share embeddings (computed once per step, so only timed together)."""
+    units = []
+    for name in distiller.pairs:
+        group = next((tuple(g) for g in getattr(distiller, 'shared_pairs',
+                                                []) if name in g), (name, ))
+        if group not in units:
+            units.append(group)
+    return units
+
+
+def pair_step(distiller, names, student, teacher, data_samples, args,
               device) -> None:
-    """One pair's connector + loss, forward and backward, as in
+    """The pairs' connector + loss, forward and backward, as in
     ``SingleTeacherDistiller.loss`` (the student feature is a leaf, so
-    only the pair's own work runs)."""
+    only the pairs' own work runs; pairs of one unit tap the same
+    layers)."""
     student = student.detach().requires_grad_(True)
+    total = 0
     with amp_context(args, device):
-        student, teacher = distiller.connect(name, student, teacher)
-        value = distiller.pair_loss(name, student, teacher, data_samples)
-    value.backward()
+        for name in names:
+            connected, target = distiller.connect(name, student, teacher)
+            total = total + distiller.pair_loss(name, connected, target,
+                                                data_samples)
+    total.backward()
 
 
 def measure_interleaved(student, distiller, plain_teacher, batches, args,
@@ -252,9 +271,10 @@ def measure_interleaved(student, distiller, plain_teacher, batches, args,
                 timer('teacher_to_tap_float32',
                       lambda: plain_teacher.features(inputs, samples), timed)
         features = record_pair_inputs(distiller, data, args, device)
-        for name, (s, t) in features.items():
-            timer(f'pair/{name}', lambda: pair_step(
-                distiller, name, s, t, samples, args, device), timed)
+        for names in pair_units(distiller):
+            s, t = features[names[0]]
+            timer(f'pair/{"+".join(names)}', lambda: pair_step(
+                distiller, names, s, t, samples, args, device), timed)
         del features, data
     distiller.zero_grad(set_to_none=True)
     return timer
@@ -394,7 +414,8 @@ def main(argv=None) -> dict:
             'teacher_to_tap_float32')
         teacher['saving'] = teacher['to_tap_float32_sec'] / teacher[
             'to_tap_sec']
-    pairs = {name: timer.median(f'pair/{name}') for name in distiller.pairs}
+    pairs = {'+'.join(names): timer.median(f'pair/{"+".join(names)}')
+             for names in pair_units(distiller)}
     parts = dict(student_step_sec=alone['sec_per_iter'],
                  teacher_to_deepest_tap_sec=teacher['to_tap_sec'],
                  pairs_sec=pairs)
@@ -436,6 +457,9 @@ def main(argv=None) -> dict:
 
 def format_result(r: dict) -> str:
     s, d, p, t = r['student'], r['distiller'], r['parts'], r['teacher']
+    labels = {name: f'  pair {name} (conn.+loss f+b)'
+              for name in p['pairs_sec']}
+    w = max([34] + [len(label) + 1 for label in labels.values()])
     precision = [f'AMP {r["amp_dtype"]}'] if r['amp'] else []
     if t.get('dtype'):
         precision.append(f'teacher {t["dtype"]}')
@@ -446,29 +470,29 @@ def format_result(r: dict) -> str:
         f'{r["device"]}, batch {r["batch_size"]} x {r["input_size"][0]}x'
         f'{r["input_size"][1]}, {r["iters"]} timed steps, '
         + ', '.join(precision + [f'{r["torch_threads"]} threads']),
-        f'{"":34}{"s/iter":>10}{"ratio":>8}{"memory MB":>12}{"ratio":>8}',
-        f'{"student alone":34}{s["sec_per_iter"]:>10.4f}{1.0:>8.2f}'
+        f'{"":{w}}{"s/iter":>10}{"ratio":>8}{"memory MB":>12}{"ratio":>8}',
+        f'{"student alone":{w}}{s["sec_per_iter"]:>10.4f}{1.0:>8.2f}'
         f'{s["peak_memory_mb"]:>12.0f}{1.0:>8.2f}',
-        f'{"distiller":34}{d["sec_per_iter"]:>10.4f}{r["time_ratio"]:>8.2f}'
+        f'{"distiller":{w}}{d["sec_per_iter"]:>10.4f}{r["time_ratio"]:>8.2f}'
         f'{d["peak_memory_mb"]:>12.0f}{r["memory_ratio"]:>8.2f}',
         'parts (same batches):',
-        f'{"  student training step":34}{p["student_step_sec"]:>10.4f}',
-        f'{"  teacher to deepest tap":34}'
+        f'{"  student training step":{w}}{p["student_step_sec"]:>10.4f}',
+        f'{"  teacher to deepest tap":{w}}'
         f'{p["teacher_to_deepest_tap_sec"]:>10.4f}',
     ]
     for name, sec in p['pairs_sec'].items():
-        lines.append(f'{"  pair " + name + " (conn.+loss f+b)":34}'
+        lines.append(f'{labels[name]:{w}}'
                      f'{sec:>10.4f}')
     lines += [
-        f'{"  sum of parts":34}{p["sum_sec"]:>10.4f}',
-        f'{"distiller / sum of parts":34}{r["distiller_over_parts"]:>10.2f}',
-        f'{"distiller / (student + teacher)":34}'
+        f'{"  sum of parts":{w}}{p["sum_sec"]:>10.4f}',
+        f'{"distiller / sum of parts":{w}}{r["distiller_over_parts"]:>10.2f}',
+        f'{"distiller / (student + teacher)":{w}}'
         f'{r["distiller_over_floor"]:>10.2f}',
-        f'{"teacher full forward":34}{d["teacher_full_forward_sec"]:>10.4f}',
+        f'{"teacher full forward":{w}}{d["teacher_full_forward_sec"]:>10.4f}',
     ]
     if 'saving' in t:
         lines.append(
-            f'{"teacher to tap in float32":34}'
+            f'{"teacher to tap in float32":{w}}'
             f'{t["to_tap_float32_sec"]:>10.4f}  (saving '
             f'{t["saving"]:.2f}x with the options above)')
     lines.append(f'memory: {r["memory_measure"]}')
