@@ -215,6 +215,11 @@ def link_shared_embeddings(pairs: Dict[str, Pair],
                 f'{pair}: {where}={source!r} must name another pair with a '
                 f'connector; the pairs with connectors are '
                 f'{sorted(n for n in connectors if n != name)}.')
+        if getattr(connectors[source], 'embeddings_from', None) is not None:
+            raise ValueError(
+                f'{pair}: {where}={source!r} names a pair that itself takes '
+                f'its embeddings from '
+                f'{connectors[source].embeddings_from!r}: name that pair.')
         other = pairs[source]
         taps = (str(pair.student), str(pair.teacher))
         if (str(other.student), str(other.teacher)) != taps:

@@ -142,8 +142,8 @@ def test_tat_pairs_share_embeddings(tiny_cfg):
             connector=dict(tat, mode='anchor', anchor_size=(2, 2),
                            embeddings_from='patch_group')))
     distiller = build(cfg)
-    group, anchor = (distiller.connectors[k] for k in ('patch_group',
-                                                        'anchor'))
+    group = distiller.connectors['patch_group']
+    anchor = distiller.connectors['anchor']
     for name in ('query', 'value', 'key'):
         assert getattr(anchor, name) is getattr(group, name)
     assert distiller.shared_pairs == [['patch_group', 'anchor']]
@@ -153,6 +153,12 @@ def test_tat_pairs_share_embeddings(tiny_cfg):
     assert len(calls) == 1
     assert {'loss_distill_patch_group', 'loss_distill_anchor'} <= set(losses)
 
+    # a chain names the pair that owns the embeddings
+    cfg.model.distill.patch_group.connector.embeddings_from = 'anchor'
+    with pytest.raises(ValueError, match=r"itself takes its embeddings from "
+                       r"'patch_group': name that pair"):
+        build(cfg)
+    cfg.model.distill.patch_group.connector.pop('embeddings_from')
     cfg.model.distill.anchor.connector.embeddings_from = 'patch'
     with pytest.raises(ValueError, match=r"distill\.anchor\.connector\."
                        r"embeddings_from='patch' must name another pair"):
