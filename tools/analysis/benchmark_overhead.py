@@ -218,8 +218,8 @@ def pair_units(distiller) -> List[Tuple[str, ...]]:
     share embeddings (computed once per step, so only timed together)."""
     units = []
     for name in distiller.pairs:
-        group = next((tuple(g) for g in getattr(distiller, 'shared_pairs',
-                                                []) if name in g), (name, ))
+        group = next((tuple(g) for g in distiller.shared_pairs
+                      if name in g), (name, ))
         if group not in units:
             units.append(group)
     return units
