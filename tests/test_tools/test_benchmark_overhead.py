@@ -65,9 +65,15 @@ def test_report_of_a_distillation_config(tmp_path, capsys):
     check_parts(saved, ['stage4'])
     assert saved['input_size'] == [64, 64] and saved['iters'] == 2
     assert saved['amp'] is False and saved['amp_dtype'] is None
+    weights = saved['teacher'].pop('weights_mb')
     assert saved['teacher'] == dict(
         dtype=None, channels_last=False,
         to_tap_sec=saved['parts']['teacher_to_deepest_tap_sec'])
+    # peak allocated (also on the CPU): the distiller holds the teacher's
+    # weights on top of what the student's step holds
+    assert saved['distiller']['peak_memory_mb'] >= (
+        saved['student']['peak_memory_mb'] + weights)
+    assert 'peak allocated in a training step' in saved['memory_measure']
     printed = capsys.readouterr().out
     for text in ('student alone', 'teacher to deepest tap',
                  'pair stage4 (conn.+loss f+b)', 'sum of parts',

@@ -23,8 +23,10 @@ nothing beyond its parts, and distiller / floor (student + teacher to its
 tap). All parts are timed on every batch one after the other (medians over
 the timed batches), so a machine whose load changes during the run biases
 no ratio. Peak memory is measured first, each model trained alone for the
-warm-up steps + 1 (CUDA: peak allocated; CPU: the process's peak resident
-memory, which only grows: the student is measured first).
+warm-up steps + 1, the last step measured: the peak of the bytes held by
+tensors (CUDA: the allocator's peak; CPU: the same quantity from the
+model's state and the torch profiler's allocation events, so CPU ratios
+predict GPU ones; see :mod:`mmdistill.analysis.memory`).
 
 Example::
 
@@ -48,7 +50,6 @@ import copy
 import json
 import os
 import os.path as osp
-import resource
 import statistics
 import sys
 import tempfile
@@ -135,13 +136,6 @@ def num_classes_of(model_cfg: dict) -> int:
     return 0
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == 'cuda':
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -164,16 +158,21 @@ def amp_context(args, device):
 
 
 def measure_memory(model, batches, args, device) -> float:
-    """Peak memory over a few ``train_step`` calls of ``model`` alone."""
+    """Peak memory (MiB) of ``model`` trained alone: the last of ``batches``
+    measured, after the others (so the optimizer state exists); see
+    :func:`mmdistill.analysis.memory.peak_step_memory`."""
+    from mmdistill.analysis.memory import peak_step_memory
     model.train()
     wrapper = make_optim_wrapper(model, args)
     if device.type == 'cuda':
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    for batch in batches:
+    for batch in batches[:-1]:
         model.train_step(copy.copy(batch), wrapper)
-    sync(device)
-    return peak_memory_mb(device)
+    peak = peak_step_memory(
+        lambda: model.train_step(copy.copy(batches[-1]), wrapper), model,
+        wrapper.optimizer, device)
+    model.zero_grad(set_to_none=True)
+    return peak / 2**20
 
 
 class Timer:
@@ -366,9 +365,9 @@ def main(argv=None) -> dict:
         for i in range(args.warmup + args.iters)
     ]
     first = batches[:args.warmup + 1]
-    # Memory, each model alone: the student before the teacher exists (on
-    # the CPU the process's peak memory only grows). Both students start
-    # from the same weights (a detector's work per step depends on them).
+    # Memory, each model alone, the student first (one model on the device
+    # at a time). Both students start from the same weights (a detector's
+    # work per step depends on them).
     torch.manual_seed(0)
     student = build_student(cfg)
     weights = copy.deepcopy(student.state_dict())
@@ -408,7 +407,13 @@ def main(argv=None) -> dict:
         peak_memory_mb=distiller_memory,
         teacher_to_deepest_tap_sec=timer.median('teacher_to_tap'),
         teacher_full_forward_sec=timer.median('teacher_full'))
-    teacher = dict(options, to_tap_sec=timer.median('teacher_to_tap'))
+    from mmdistill.analysis.memory import tensor_bytes
+    teacher = dict(
+        options,
+        to_tap_sec=timer.median('teacher_to_tap'),
+        weights_mb=tensor_bytes([
+            *distiller.teacher.parameters(), *distiller.teacher.buffers()
+        ]) / 2**20)
     if plain_teacher is not None:
         teacher['to_tap_float32_sec'] = timer.median(
             'teacher_to_tap_float32')
@@ -441,10 +446,11 @@ def main(argv=None) -> dict:
         distiller_over_parts=distilled['sec_per_iter'] / parts['sum_sec'],
         distiller_over_floor=distilled['sec_per_iter'] / floor,
         memory_ratio=distilled['peak_memory_mb'] / alone['peak_memory_mb'],
-        memory_measure=('peak allocated, each model trained alone'
-                        if device.type == 'cuda' else
-                        'process peak resident memory after each model '
-                        'trained alone, student first (CPU)'))
+        memory_measure=('peak allocated in a training step, each model '
+                        'trained alone' + (
+                            '' if device.type == 'cuda' else
+                            ' (CPU: state held + peak of the step\'s '
+                            'allocations, torch profiler)')))
     print(format_result(result))
     if args.out:
         if osp.dirname(args.out):
@@ -489,6 +495,8 @@ def format_result(r: dict) -> str:
         f'{"distiller / (student + teacher)":{w}}'
         f'{r["distiller_over_floor"]:>10.2f}',
         f'{"teacher full forward":{w}}{d["teacher_full_forward_sec"]:>10.4f}',
+        f'{"teacher weights (MB, in the memory)":{w}}'
+        f'{t["weights_mb"]:>10.0f}',
     ]
     if 'saving' in t:
         lines.append(
