@@ -103,6 +103,69 @@ def _window_upsample_matrix(size: int, out: int, dtype: torch.dtype,
     return mat / mat.sum(dim=1, keepdim=True)
 
 
+def _pool_to(x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, grid)``; when the grid splits the map into
+    equal cells, as the mean over each cell of a view, whose backward keeps
+    no copy of ``x`` (the adaptive pool's keeps ``x`` until the backward:
+    a full-size map per pooled tensor)."""
+    n, c, h, w = x.shape
+    if h % grid[0] or w % grid[1]:
+        return F.adaptive_avg_pool2d(x, grid)
+    cells = x.reshape(n, c, grid[0], h // grid[0], grid[1], w // grid[1])
+    return cells.mean(dim=(3, 5))
+
+
+class _ConvRecompute:
+    """What a norm layer's backward keeps of a 1x1 conv's output under
+    ``with_cp``: the conv's input (held by the conv's own backward anyway)
+    and the conv, to compute the output again when the backward needs it."""
+
+    def __init__(self, conv: nn.Module, x: torch.Tensor,
+                 dtype: torch.dtype) -> None:
+        self.conv, self.x, self.version = conv, x, x._version
+        self.dtype = dtype
+
+    def __call__(self) -> torch.Tensor:
+        if self.x._version != self.version:
+            raise RuntimeError(
+                'TaTConnector(with_cp=True): a tapped feature was changed in '
+                'place after the connector used it, so its embedding cannot '
+                'be computed again for the backward; tap a layer whose output '
+                'is not modified in place, or set with_cp=False.')
+        conv = self.conv
+        # the forward's precision (under autocast: its dtype, which the
+        # backward does not run under)
+        with torch.no_grad():
+            return F.conv2d(
+                self.x.to(self.dtype), conv.weight.to(self.dtype),
+                None if conv.bias is None else conv.bias.to(self.dtype),
+                conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _embed_recomputed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for a conv + norm ``ConvModule``, with the conv's output
+    not kept for the norm's backward but computed again from ``x`` then (one
+    more 1x1 conv per embedding in the backward, a full-size map less held
+    from the forward to the backward)."""
+    out = module.conv(x)
+    # autograd keeps the hooks as long as what they packed: they must not
+    # refer to ``out`` itself, or it would stay alive after all
+    recompute = _ConvRecompute(module.conv, x, out.dtype)
+    ptr, shape, dtype = out.data_ptr(), out.shape, out.dtype
+
+    def pack(saved: torch.Tensor):
+        if (saved.data_ptr() == ptr and saved.shape == shape
+                and saved.dtype == dtype):
+            return recompute
+        return saved
+
+    def unpack(saved):
+        return saved() if isinstance(saved, _ConvRecompute) else saved
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        return module.norm(out)
+
+
 def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``b`` is ``a`` or a detached alias of it, unchanged since
     (same memory, layout and version; nothing is read from the device)."""
@@ -252,6 +315,13 @@ class TaTConnector(BaseModule):
               k^T)`` then ``@ v``, the map in memory) and keeps it; for
               analysis tools that read it after every forward.
             * ``False``: nothing is kept, ``last_attention`` is None.
+        with_cp (bool): Recompute, in the backward, the outputs of the
+            embedding convs that the norm layers' backward needs, instead of
+            keeping them from the forward (as mmcv/mmdet's ``with_cp`` trades
+            time for memory): one full-size map less held per embedding (3
+            with ``key_embed``), for three more 1x1 convs per step. Same
+            values. A connector with ``embeddings_from`` follows that pair's
+            connector. Defaults to False.
         embeddings_from (str, optional): name of another distillation pair
             (same student and teacher taps, a ``TaTConnector`` with the same
             channels) whose embeddings ``theta``, ``phi`` and ``gamma`` this
@@ -275,6 +345,7 @@ class TaTConnector(BaseModule):
                  anchor_output: str = 'upsample',
                  norm_cfg: dict = dict(type='BN'),
                  keep_attention: Optional[bool] = None,
+                 with_cp: bool = False,
                  embeddings_from: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -305,8 +376,12 @@ class TaTConnector(BaseModule):
         self.anchor_size = _pair(anchor_size, 'anchor_size')
         self.anchor_output = anchor_output
         self.keep_attention = keep_attention
+        self.with_cp = bool(with_cp)
         self.embeddings_from = embeddings_from
         self._embeddings = _SharedEmbeddings()
+        # the connector whose _embed computes the embeddings (not a
+        # submodule: no module attribute, no second copy in state_dict)
+        object.__setattr__(self, '_embedder', self)
         self._attention: Optional[torch.Tensor] = None
         # (q, k) of the last forward, for an on-demand map
         self._pending: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
@@ -345,9 +420,15 @@ class TaTConnector(BaseModule):
                 'TaTConnectors that share embeddings need the same '
                 'in_channels, out_channels and key_embed; got (in, out, no '
                 f'key embedding) {mine} and {theirs}.')
+        if self.with_cp and not other.with_cp:
+            raise ValueError(
+                'with_cp=True has no effect on a connector that uses another '
+                "connector's embeddings: set with_cp=True on that one.")
         if other is self or self._embeddings is other._embeddings:
             return
         self.query, self.value, self.key = other.query, other.value, other.key
+        object.__setattr__(self, '_embedder', other._embedder)
+        self.with_cp = self._embedder.with_cp
         other._embeddings.users += self._embeddings.users
         self._embeddings = other._embeddings
 
@@ -479,8 +560,7 @@ class TaTConnector(BaseModule):
                 f'{grid[0]}x{grid[1]} anchor grid of equal cells; adaptive '
                 'average pooling uses cells of unequal size (neighbouring '
                 'cells may share a row or column), nothing is dropped.')
-        out = self._global(*(F.adaptive_avg_pool2d(x, grid)
-                             for x in (q, k, v)), keep)
+        out = self._global(*(_pool_to(x, grid) for x in (q, k, v)), keep)
         if self.anchor_output == 'anchor':
             return out
         if divisible:
@@ -565,8 +645,7 @@ class TaTConnector(BaseModule):
             anchor-point loss.
         """
         teacher = teacher.detach()
-        return F.adaptive_avg_pool2d(teacher,
-                                     self._anchor_grid(*teacher.shape[-2:]))
+        return _pool_to(teacher, self._anchor_grid(*teacher.shape[-2:]))
 
     def teacher_target(self, teacher: torch.Tensor) -> torch.Tensor:
         """The tensor the loss should compare the connector's output with.
@@ -586,9 +665,17 @@ class TaTConnector(BaseModule):
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``theta(S)``, ``gamma(T)``, ``phi(S)`` in one dtype, at least
         float32."""
-        q = upcast(self.query(student))
-        v = upcast(self.value(student))
-        k = upcast(self.key(teacher))
+        if self.with_cp and torch.is_grad_enabled():
+            def embed(module, x):
+                if getattr(module, 'with_norm', False):
+                    return _embed_recomputed(module, x)
+                return module(x)  # nothing kept beyond the conv's input
+        else:
+            def embed(module, x):
+                return module(x)
+        q = upcast(embed(self.query, student))
+        v = upcast(embed(self.value, student))
+        k = upcast(embed(self.key, teacher))
         common = torch.promote_types(torch.promote_types(q.dtype, k.dtype),
                                      v.dtype)
         return q.to(common), k.to(common), v.to(common)
@@ -640,7 +727,7 @@ class TaTConnector(BaseModule):
         self.last_attention = None
         dtype = student.dtype
         q, k, v = self._embeddings.get(
-            student, given, lambda: self._embed(student, teacher))
+            student, given, lambda: self._embedder._embed(student, teacher))
         if self.mode == 'global':
             out = self._global(q, k, v, keep)
         elif self.mode == 'patch_group':

@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 
+from mmdistill.analysis.memory import cpu_peak_allocated
 from mmdistill.connectors import TaTConnector
 from mmdistill.connectors import tat as tat_module
 from mmdistill.registry import MODELS
@@ -677,3 +678,112 @@ def test_shared_embeddings_need_the_same_channels():
                                                          key_embed=False))
     with pytest.raises(TypeError, match='another TaTConnector'):
         TaTConnector(4, 8).share_embeddings(torch.nn.Identity())
+
+
+# -------------------------------------------------------------- with_cp ---
+def _saved_bytes(fn):
+    """Bytes of the distinct storages autograd keeps for the backward of
+    what ``fn`` computes (the tensors it saves directly)."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(storages.values())
+
+
+@pytest.mark.parametrize('mode,kwargs', [
+    ('global', dict(num_heads=2)),
+    ('patch_group', dict(patch_grid=(2, 3), num_groups=3)),
+    ('anchor', dict(anchor_size=(2, 3))),
+])
+def test_with_cp_same_values_and_gradients_less_kept(mode, kwargs):
+    """with_cp recomputes the embedding convs' outputs for the norms'
+    backward: the same outputs, gradients and BN statistics, and three
+    (N, C_t, H, W) maps fewer kept from the forward."""
+    torch.manual_seed(0)
+    plain = make(6, 10, mode=mode, **kwargs)
+    recomputed = make(6, 10, mode=mode, with_cp=True, **kwargs)
+    recomputed.load_state_dict(plain.state_dict())
+    student, teacher = inputs(2, 6, 10, (8, 12))
+    results, peaks = [], []
+    for conn in (plain, recomputed):
+        s = student.clone().requires_grad_(True)
+        out, kept = _saved_bytes(lambda: conn(s, teacher))
+        loss = (out * torch.linspace(-1, 1, out.numel(),
+                                     dtype=out.dtype).view_as(out)).sum()
+        params = [p for p in conn.parameters()]
+        grads = torch.autograd.grad(loss, [s] + params)
+        results.append((out, kept, grads))
+        # what is alive at the peak of a forward + backward (the maps must
+        # be freed, not only left out of what autograd saves)
+        s.grad = None
+        peaks.append(cpu_peak_allocated(
+            lambda: conn(s, teacher, keep_attention=False).square().sum()
+            .backward())[1])
+    (out, kept, grads), (out_cp, kept_cp, grads_cp) = results
+    assert torch.equal(out, out_cp)
+    for g, g_cp in zip(grads, grads_cp):
+        assert rel_err(g_cp, g) <= 1e-12
+    for name, buf in plain.named_buffers():
+        assert torch.equal(buf, dict(recomputed.named_buffers())[name]), name
+    one_map = 2 * 10 * 8 * 12 * 8  # (N, C_t, H, W) float64
+    assert 3 * one_map <= kept - kept_cp < 3 * one_map + one_map // 4
+    assert peaks[0] - peaks[1] >= 2 * one_map, peaks
+
+
+def test_with_cp_under_autocast_recomputes_in_the_forward_dtype():
+    torch.manual_seed(0)
+    plain = TaTConnector(6, 10, mode='patch_group', patch_grid=(2, 2),
+                         num_groups=2)
+    recomputed = TaTConnector(6, 10, mode='patch_group', patch_grid=(2, 2),
+                              num_groups=2, with_cp=True)
+    recomputed.load_state_dict(plain.state_dict())
+    student = torch.randn(2, 6, 8, 8)
+    teacher = torch.randn(2, 10, 8, 8)
+    grads = []
+    for conn in (plain, recomputed):
+        s = student.clone().requires_grad_(True)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = conn(s, teacher)
+        grads.append(torch.autograd.grad(out.float().square().sum(),
+                                         [s, conn.query.conv.weight]))
+    for g, g_cp in zip(*grads):
+        assert torch.equal(g, g_cp)
+
+
+def test_with_cp_follows_the_connector_whose_embeddings_it_uses():
+    def pair(with_cp):
+        owner = make(6, 10, mode='patch_group', patch_grid=(2, 2),
+                     num_groups=2, with_cp=with_cp)
+        anchor = make(6, 10, mode='anchor', anchor_size=(2, 2),
+                      embeddings_from='patch_group')
+        anchor.share_embeddings(owner)
+        return owner, anchor
+
+    torch.manual_seed(0)
+    owner, anchor = pair(True)
+    assert anchor.with_cp
+    plain_owner, plain_anchor = pair(False)
+    plain_owner.load_state_dict(owner.state_dict())
+    student, teacher = inputs(2, 6, 10, (4, 4))
+    student.requires_grad_(True)
+    out_cp, kept_cp = _saved_bytes(
+        lambda: owner(student, teacher).sum() + anchor(student, teacher).sum())
+    out, kept = _saved_bytes(lambda: plain_owner(student, teacher).sum() +
+                             plain_anchor(student, teacher).sum())
+    assert torch.equal(out, out_cp)
+    assert kept - kept_cp >= 3 * 2 * 10 * 4 * 4 * 8  # three conv outputs
+    with pytest.raises(ValueError, match='set with_cp=True on that one'):
+        make(6, 10, mode='anchor', with_cp=True).share_embeddings(
+            plain_owner)
+    # without gradients nothing is recomputed: the plain forward
+    owner.eval()
+    plain_owner.eval()
+    with torch.no_grad():
+        assert torch.equal(owner(student, teacher),
+                           plain_owner(student, teacher))
