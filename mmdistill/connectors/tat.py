@@ -665,14 +665,14 @@ class TaTConnector(BaseModule):
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``theta(S)``, ``gamma(T)``, ``phi(S)`` in one dtype, at least
         float32."""
-        if self.with_cp and torch.is_grad_enabled():
-            def embed(module, x):
-                if getattr(module, 'with_norm', False):
-                    return _embed_recomputed(module, x)
-                return module(x)  # nothing kept beyond the conv's input
-        else:
-            def embed(module, x):
-                return module(x)
+        recompute = self.with_cp and torch.is_grad_enabled()
+
+        def embed(module, x):
+            # without a norm nothing is kept beyond the conv's input
+            if recompute and getattr(module, 'with_norm', False):
+                return _embed_recomputed(module, x)
+            return module(x)
+
         q = upcast(embed(self.query, student))
         v = upcast(embed(self.value, student))
         k = upcast(embed(self.key, teacher))
