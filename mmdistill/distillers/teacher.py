@@ -162,6 +162,56 @@ TEACHER_DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16,
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def _plain_forwards() -> set:
+    """The forwards of the layers whose weights autocast casts to its dtype
+    at every call: torch's convolutions and ``Linear``, and mmcv's wrappers
+    of them, which add only the empty-input case."""
+    classes = [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+               nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear]
+    try:
+        from mmcv.cnn.bricks import wrappers
+        classes += [getattr(wrappers, name) for name in (
+            'Conv2d', 'Conv3d', 'ConvTranspose2d', 'ConvTranspose3d',
+            'Linear') if hasattr(wrappers, name)]
+    except ImportError:  # pragma: no cover - mmcv is a dependency
+        pass
+    return {cls.forward for cls in classes}
+
+
+def cast_layer_weights(model: nn.Module, dtype: torch.dtype) -> list:
+    """Store in ``dtype`` the float32 weights and biases of the layers that
+    autocast runs in ``dtype`` (convolutions, linear layers with their plain
+    forward), which it would otherwise cast at every call; norm layers and
+    anything else keep float32, as under autocast.
+
+    Args:
+        model (nn.Module): A frozen model.
+        dtype (torch.dtype): ``torch.bfloat16`` or ``torch.float16``.
+
+    Returns:
+        list: ``(parameter, float32 data)`` of what was cast, for
+        :func:`restore_weights`.
+    """
+    forwards = _plain_forwards()
+    cast = []
+    for module in model.modules():
+        if type(module).forward not in forwards:
+            continue
+        for name in ('weight', 'bias'):
+            param = getattr(module, name, None)
+            if isinstance(param, torch.Tensor) and \
+                    param.dtype is torch.float32:
+                cast.append((param, param.data))
+                param.data = param.data.to(dtype)
+    return cast
+
+
+def restore_weights(cast: list) -> None:
+    """Undo :func:`cast_layer_weights` (the float32 data it returned)."""
+    for param, data in cast:
+        param.data = data
+
+
 def autocast_enabled(device_type: str) -> bool:
     """Whether autocast is on for ``device_type`` (torch 2.1 to 2.13)."""
     try:
@@ -218,6 +268,16 @@ class TeacherRunner:
     upcast to float32, so connectors (float32 weights, outside autocast when
     the student trains in float32) and losses get what a float32 teacher
     gives them.
+
+    With a half ``dtype`` the weights of the teacher's convolutions and
+    linear layers are stored in that dtype from the first forward on
+    (:func:`cast_layer_weights`): the same values as autocast casting them
+    at every call, half their memory, and no cast kernels per step. Should
+    that forward fail with them (a layer that runs outside autocast), they
+    go back to float32 with a warning and the forward runs again. The cast
+    waits for the first forward so that what reads the teacher's weights
+    before training (``init_student_from_teacher``,
+    :class:`~mmdistill.hooks.TeacherCheckHook`) sees them in float32.
     """
 
     def __init__(self, model: nn.Module, recorder, dtype: Optional[str] = None,
@@ -233,6 +293,8 @@ class TeacherRunner:
         self.channels_last = bool(channels_last)
         self.convert_input = convert_input
         self._checked = set()
+        #: whether the layers' weights are still to be cast to ``dtype``
+        self.cast_pending = self.dtype in _HALF
         if self.dtype is torch.float16 and not torch.cuda.is_available():
             # a CPU-only machine runs the teacher on the CPU: say it now
             check_autocast('cpu', self.dtype)
@@ -262,11 +324,11 @@ class TeacherRunner:
                 check_autocast(device_type, self.dtype)
                 self._checked.add(device_type)
             context = torch.autocast(device_type, dtype=self.dtype)
-        with self.recorder.record(stop_when_done=stop) as features, context:
-            try:
-                self.model(inputs, data_samples, mode='tensor')
-            except StopForward:
-                pass
+        if self.cast_pending:
+            features = self._first_run_cast(inputs, data_samples, stop,
+                                            context)
+        else:
+            features = self._run(inputs, data_samples, stop, context)
         self.recorder.check_complete(features, 'teacher')
         if self.converts:
             for name, value in features.items():
@@ -275,4 +337,31 @@ class TeacherRunner:
                         dtype=(torch.float32 if value.dtype in _HALF else
                                value.dtype),
                         memory_format=torch.contiguous_format)
+        return features
+
+    def _run(self, inputs, data_samples, stop, context) -> dict:
+        with self.recorder.record(stop_when_done=stop) as features, context:
+            try:
+                self.model(inputs, data_samples, mode='tensor')
+            except StopForward:
+                pass
+        return features
+
+    def _first_run_cast(self, inputs, data_samples, stop, context) -> dict:
+        """The first forward, with the layers' weights cast to ``dtype``
+        (kept so if it runs; back to float32, with a warning, if not)."""
+        self.cast_pending = False
+        cast = cast_layer_weights(self.model, self.dtype)
+        try:
+            features = self._run(inputs, data_samples, stop, context)
+        except RuntimeError as err:
+            restore_weights(cast)
+            features = self._run(inputs, data_samples, stop, context)
+            name = str(self.dtype).replace('torch.', '')
+            warnings.warn(
+                f"teacher.dtype='{name}': the teacher does not run with its "
+                f'convolution and linear weights stored in {name} ({err}); '
+                'they stay float32 and autocast casts them at every step '
+                '(same values, more memory and time). A layer of the '
+                'teacher probably runs outside autocast.', UserWarning)
         return features

@@ -167,3 +167,70 @@ def test_trains_in_the_runner(tiny_cfg):
     assert runner.iter == cfg.train_cfg.max_iters
     scalars = runner.message_hub.log_scalars
     assert 'train/loss_distill_stage4' in scalars
+
+
+def weight_bytes(modules):
+    return sum(p.numel() * p.element_size() for m in modules
+               for p in m.parameters(recurse=False))
+
+
+def test_half_teacher_keeps_its_layer_weights_in_its_dtype(pspnet):
+    """From the first forward on, the teacher's convolutions hold bfloat16
+    weights: bitwise the features autocast gives with float32 weights
+    (which it casts at every call), half those weights' memory; norms stay
+    float32."""
+    from mmdistill.distillers.taps import FeatureRecorder
+    from mmdistill.distillers.teacher import TeacherRunner
+    model = build(pspnet, dtype='bfloat16')
+    twin = copy.deepcopy(model.teacher)
+    reference = TeacherRunner(
+        twin, FeatureRecorder(twin, model.teacher_recorder.taps, 'teacher'))
+    convs = [m for m in model.teacher.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    norm = model.teacher.backbone.layer4[0].bn1
+    conv_bytes, total = weight_bytes(convs), weight_bytes(
+        model.teacher.modules())
+    # nothing is cast before the first forward (init_student_from_teacher
+    # and TeacherCheckHook read float32 weights)
+    assert convs[0].weight.dtype == torch.float32
+    for seed in (0, 1):  # the casting forward, then a later one
+        data = batch(model, seed)
+        features = model.teacher_features(data['inputs'],
+                                          data['data_samples'])
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            expected = reference.features(data['inputs'],
+                                          data['data_samples'])
+        assert set(features) == set(expected)
+        for name, value in features.items():
+            assert expected[name].dtype == torch.bfloat16
+            assert value.dtype == torch.float32
+            assert torch.equal(value, expected[name].float()), name
+    assert all(m.weight.dtype == torch.bfloat16 for m in convs)
+    assert norm.weight.dtype == norm.running_var.dtype == torch.float32
+    assert weight_bytes(model.teacher.modules()) == total - conv_bytes // 2
+    assert twin.backbone.layer4[0].conv1.weight.dtype == torch.float32
+
+
+def test_half_teacher_weights_stay_float32_if_a_layer_skips_autocast(
+        pspnet):
+    """A teacher layer that runs outside autocast cannot take bfloat16
+    weights: they go back to float32, with a warning, and the teacher runs
+    as before."""
+    model = build(pspnet, dtype='bfloat16')
+    conv = model.teacher.backbone.layer4[0].conv1
+    plain = conv.forward
+
+    def outside_autocast(x):
+        with torch.autocast('cpu', enabled=False):
+            return plain(x.float())
+
+    conv.forward = outside_autocast
+    data = batch(model)
+    with pytest.warns(UserWarning, match='they stay float32 and autocast '
+                      'casts them at every step'):
+        first = model.teacher_features(data['inputs'], data['data_samples'])
+    assert all(p.dtype == torch.float32
+               for p in model.teacher.parameters())
+    again = model.teacher_features(data['inputs'], data['data_samples'])
+    for name, value in first.items():
+        assert torch.equal(value, again[name])

@@ -386,8 +386,10 @@ def main(argv=None) -> dict:
     plain_teacher = None
     if converted:
         # the teacher as before the options, for the saving: a float32
-        # twin in the default layout (made after the memory was measured)
-        twin = copy.deepcopy(distiller.teacher).to(
+        # twin in the default layout (made after the memory was measured;
+        # a half teacher.dtype has stored its layers' weights in that dtype
+        # by then, which float() takes back, for timing only)
+        twin = copy.deepcopy(distiller.teacher).float().to(
             memory_format=torch.contiguous_format)
         plain_teacher = TeacherRunner(
             twin, FeatureRecorder(twin, distiller.teacher_recorder.taps,
