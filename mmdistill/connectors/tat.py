@@ -9,10 +9,14 @@ and the hierarchical distillation of segmentation: patch-group distillation
 (attention inside groups of stacked patches) and anchor-point distillation
 (attention over average-pooled anchors).
 
-The attention runs through ``torch.nn.functional.scaled_dot_product_attention``
-with ``scale=1.0`` (fused flash / memory-efficient kernels on a GPU, which
-never hold the ``L x L`` attention matrix); the matrix itself (the "TaT
-map") is only formed when it is asked for, see ``keep_attention``.
+Where the ``L x L`` attention matrix (the "TaT map") is larger than the
+queries (global attention over a large map), the attention runs through
+``torch.nn.functional.scaled_dot_product_attention`` with ``scale=1.0``
+(fused flash / memory-efficient kernels on a GPU, which never hold the
+matrix), and the matrix is only formed when it is asked for, see
+``keep_attention``. Where it is no larger (patch groups: 32 positions of
+8192 channels in the paper's setting; anchors), the matrix is formed
+explicitly, which keeps less for the backward.
 """
 import contextlib
 import warnings
@@ -113,6 +117,56 @@ def _pool_to(x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         return F.adaptive_avg_pool2d(x, grid)
     cells = x.reshape(n, c, grid[0], h // grid[0], grid[1], w // grid[1])
     return cells.mean(dim=(3, 5))
+
+
+class _GroupLayout:
+    """Between ``(N, C, n, ph, m, pw)`` patches (``n x m`` patches of ``ph x
+    pw`` positions) and patch-group tokens ``(N, G, ph*pw, P*C)``: ``G``
+    groups of ``P`` consecutive patches (row-major), a token's feature the
+    concatenation of its ``P`` patches' features at that position
+    (patch-major).
+
+    When a group lies within a row of patches (``P`` divides ``m``) or is
+    whole rows (``m`` divides ``P``), each direction is a single copy
+    through one permutation of a view; otherwise patches are first put in
+    row-major order (two copies).
+    """
+
+    def __init__(self, n: int, c: int, grid_h: int, ph: int, grid_w: int,
+                 pw: int, groups: int) -> None:
+        per_group = grid_h * grid_w // groups
+        self.patch_shape = (n, c, grid_h, ph, grid_w, pw)
+        self.token_shape = (n, groups, ph * pw, per_group * c)
+        if grid_w % per_group == 0:  # (n, c, n, ph, m/P, P, pw)
+            self.split = (n, c, grid_h, ph, grid_w // per_group, per_group,
+                          pw)
+            self.order = (0, 2, 4, 3, 6, 5, 1)
+        elif per_group % grid_w == 0:  # (n, c, G, P/m, ph, m, pw)
+            rows = per_group // grid_w
+            self.split = (n, c, grid_h // rows, rows, ph, grid_w, pw)
+            self.order = (0, 2, 4, 6, 3, 5, 1)
+        else:
+            self.split = self.order = None
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, n, ph, m, pw)`` -> ``(N, G, ph*pw, P*C)``, contiguous."""
+        if self.order is None:
+            n, c, grid_h, ph, grid_w, pw = self.patch_shape
+            x = x.permute(0, 2, 4, 1, 3, 5).reshape(
+                n, self.token_shape[1], -1, ph * pw)
+            return x.transpose(-1, -2).contiguous()
+        return x.reshape(self.split).permute(self.order).reshape(
+            self.token_shape)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, G, ph*pw, P*C)`` -> ``(N, C, n, ph, m, pw)``, contiguous."""
+        if self.order is None:
+            n, c, grid_h, ph, grid_w, pw = self.patch_shape
+            x = x.transpose(-1, -2).reshape(n, grid_h, grid_w, c, ph, pw)
+            return x.permute(0, 3, 1, 4, 2, 5).contiguous()
+        permuted = [self.split[i] for i in self.order]
+        inverse = [self.order.index(i) for i in range(len(self.order))]
+        return x.reshape(permuted).permute(inverse).reshape(self.patch_shape)
 
 
 class _ConvRecompute:
@@ -271,12 +325,19 @@ class TaTConnector(BaseModule):
     ``self.last_attention``, detached: ``(N, num_heads, H*W, H*W)`` for
     ``'global'``, ``(N, num_groups, ph*pw, ph*pw)`` for ``'patch_group'`` and
     ``(N, num_heads, a_h*a_w, a_h*a_w)`` for ``'anchor'``; each row sums to
-    1. The forward itself runs ``scaled_dot_product_attention(q, k, v,
+    1. When the map has more entries than the queries (``L > d``, ``L``
+    positions of ``d`` channels per head or group: global attention over a
+    large map), the forward runs ``scaled_dot_product_attention(q, k, v,
     scale=1.0)``, which on a GPU uses the fused kernels that never form the
-    map; the map is formed only when asked for (``keep_attention``). Attention
-    is computed in at least float32 (float64 stays float64; under autocast
-    the attention follows autocast) and the output is cast back to the
-    student's dtype.
+    map, and the map is formed only when asked for (``keep_attention``).
+    Otherwise (patch groups, anchors) the forward forms the map explicitly,
+    ``softmax(q k^T) @ v``: its backward keeps the queries, keys, values and
+    the small map, where the fused one keeps the output too and holds all
+    the gradients at once (in the paper's segmentation setting at 512x1024,
+    about one map of the teacher's size less at the step's peak).
+    Attention is computed in at least float32 (float64 stays float64; under
+    autocast the attention follows autocast) and the output is cast back to
+    the student's dtype.
 
     Args:
         in_channels (int): Channels of the student feature.
@@ -304,13 +365,15 @@ class TaTConnector(BaseModule):
             attention map (``forward(..., keep_attention=...)`` overrides it
             for one call):
 
-            * ``None`` (default), on demand: the forward runs the fused
-              attention and keeps only references to its (detached) queries
-              and keys, the tensors the attention's backward holds anyway;
-              ``last_attention`` forms the map from them the first time it is
-              read, in that forward's precision. Nothing of the size of the
-              map is allocated unless it is read. The references are dropped
-              at the start of the next forward.
+            * ``None`` (default), on demand: where the forward runs the
+              fused attention, it keeps only references to its (detached)
+              queries and keys, the tensors the attention's backward holds
+              anyway; ``last_attention`` forms the map from them the first
+              time it is read, in that forward's precision. Nothing of the
+              size of the map is allocated unless it is read. Where the
+              forward forms the (small) map explicitly, it keeps it,
+              detached. What is kept is dropped at the start of the next
+              forward.
             * ``True``: the forward forms the map explicitly (``softmax(q
               k^T)`` then ``@ v``, the map in memory) and keeps it; for
               analysis tools that read it after every forward.
@@ -458,51 +521,64 @@ class TaTConnector(BaseModule):
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=3)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def _attend(self, qkv: List[torch.Tensor],
                 keep: Optional[bool]) -> torch.Tensor:
         """Softmax attention over positions without ``1/sqrt(d)`` scaling,
         ``softmax(q k^T) v``; keeps the map as ``keep`` says.
 
         Args:
-            q (torch.Tensor): Queries ``(B, G, L, D)``.
-            k (torch.Tensor): Keys ``(B, G, L, D)``.
-            v (torch.Tensor): Values ``(B, G, L, Dv)``.
+            qkv (list[torch.Tensor]): Queries ``(B, G, L, D)``, keys ``(B, G,
+                L, D)`` and values ``(B, G, L, Dv)``; the list is emptied
+                (each tensor is released as soon as it is replaced).
             keep (bool, optional): See ``keep_attention``.
 
         Returns:
             torch.Tensor: Output ``(B, G, L, Dv)``.
         """
-        if keep or not _SDPA_HAS_SCALE:
+        length, dim = qkv[0].shape[-2:]
+        if keep or not _SDPA_HAS_SCALE or length <= dim:
+            # the map is formed: asked for, or no larger than the queries
+            # (patch groups, anchors), where the explicit path keeps less
+            # for the backward than the fused one (the small map instead
+            # of the output) and frees its inputs one by one there
+            q, k, v = qkv
+            qkv.clear()
             attn = _attention_matrix(q, k)
             if keep is not False:
                 self._attention = attn.detach()
             return torch.matmul(attn, v)
         # the fused kernels want the last axis contiguous; these are then
-        # the very tensors the attention's backward saves
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        # the very tensors the attention's backward saves (copied one at a
+        # time, each input released once copied)
+        for i in range(3):
+            qkv[i] = qkv[i].contiguous()
+        q, k, v = qkv
+        qkv.clear()
         if keep is None:
             self._pending = (q.detach(), k.detach())
         return F.scaled_dot_product_attention(q, k, v, scale=1.0)
 
-    def _global(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def _global(self, qkv: List[torch.Tensor],
                 keep: Optional[bool]) -> torch.Tensor:
-        """Multi-head attention over all positions of ``(N, C, H, W)``."""
-        n, c, h, w = v.shape
+        """Multi-head attention over all positions of ``(N, C, H, W)``
+        maps (the list ``qkv`` is emptied)."""
+        n, c, h, w = qkv[2].shape
         heads = self.num_heads
-
-        def tokens(x: torch.Tensor) -> torch.Tensor:
-            return x.reshape(n, heads, c // heads, h * w).transpose(-1, -2)
-
-        out = self._attend(tokens(q), tokens(k), tokens(v), keep)
+        for i in range(3):
+            qkv[i] = qkv[i].reshape(n, heads, c // heads,
+                                    h * w).transpose(-1, -2)
+        out = self._attend(qkv, keep)
         return out.transpose(-1, -2).reshape(n, c, h, w)
 
-    def _patch_group(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def _patch_group(self, qkv: List[torch.Tensor],
                      keep: Optional[bool]) -> torch.Tensor:
-        """Attention inside groups of stacked patches, reassembled."""
-        n, c, h, w = v.shape
+        """Attention inside groups of stacked patches, reassembled (the
+        list ``qkv`` is emptied, each map released once regrouped)."""
+        n, c, h, w = qkv[2].shape
+        device = qkv[2].device
         grid_h, grid_w = self.patch_grid
-        ph, rows = _patch_positions(h, grid_h, v.device)
-        pw, cols = _patch_positions(w, grid_w, v.device)
+        ph, rows = _patch_positions(h, grid_h, device)
+        pw, cols = _patch_positions(w, grid_w, device)
         overlap = grid_h * ph != h or grid_w * pw != w
         if overlap:
             self._warn_once(
@@ -512,32 +588,23 @@ class TaTConnector(BaseModule):
                 f'{ph}x{pw} patches whose starts are spread evenly, so '
                 'neighbouring patches overlap (no row or column is dropped) '
                 'and overlapped positions average their results.')
-        groups = self.num_groups
-        per_group = grid_h * grid_w // groups
-
-        def group_tokens(x: torch.Tensor) -> torch.Tensor:
-            # (N, C, H, W) -> (N, C, n, ph, m, pw) -> (N, n, m, C, ph, pw)
-            if overlap:
+        layout = _GroupLayout(n, c, grid_h, ph, grid_w, pw, self.num_groups)
+        for i in range(3):
+            x = qkv[i]
+            if overlap:  # the patches' rows and columns, gathered
                 x = x[:, :, rows][..., cols]
-            else:  # the patches tile the map: a view
-                x = x.reshape(n, c, grid_h, ph, grid_w, pw)
-            x = x.permute(0, 2, 4, 1, 3, 5)
-            # patch-major channels inside a group: (N, G, per_group*C, L)
-            x = x.reshape(n, groups, per_group * c, ph * pw)
-            return x.transpose(-1, -2)
-
-        out = self._attend(
-            group_tokens(q), group_tokens(k), group_tokens(v), keep)
-        out = out.transpose(-1, -2).reshape(n, grid_h, grid_w, c, ph, pw)
-        out = out.permute(0, 3, 1, 4, 2, 5)  # (N, C, n, ph, m, pw)
+            # (N, C, H, W) -> (N, C, n, ph, m, pw), a view when they tile
+            qkv[i] = layout.tokens(x.reshape(n, c, grid_h, ph, grid_w, pw))
+            del x
+        out = layout.patches(self._attend(qkv, keep))  # (N, C, n, ph, m, pw)
         if not overlap:
             return out.reshape(n, c, h, w)
         index = (rows[:, :, None, None] * w + cols[None, None]).reshape(-1)
         # patches covering each position: rows covering y times columns
         # covering x (computed on the device, no host read-back)
-        per_row = (rows.reshape(-1, 1) == torch.arange(h, device=v.device)
+        per_row = (rows.reshape(-1, 1) == torch.arange(h, device=device)
                    ).sum(dim=0)
-        per_col = (cols.reshape(-1, 1) == torch.arange(w, device=v.device)
+        per_col = (cols.reshape(-1, 1) == torch.arange(w, device=device)
                    ).sum(dim=0)
         count = (per_row[:, None] * per_col[None, :]).reshape(-1)
         merged = out.new_zeros(n, c, h * w).index_add(
@@ -547,10 +614,11 @@ class TaTConnector(BaseModule):
     def _anchor_grid(self, h: int, w: int) -> Tuple[int, int]:
         return min(self.anchor_size[0], h), min(self.anchor_size[1], w)
 
-    def _anchor(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def _anchor(self, qkv: List[torch.Tensor],
                 keep: Optional[bool]) -> torch.Tensor:
-        """Global attention on the anchor grid, optionally spread back."""
-        h, w = v.shape[-2:]
+        """Global attention on the anchor grid, optionally spread back (the
+        list ``qkv`` is emptied)."""
+        h, w = qkv[2].shape[-2:]
         grid = self._anchor_grid(h, w)
         divisible = h % grid[0] == 0 and w % grid[1] == 0
         if not divisible:
@@ -560,7 +628,8 @@ class TaTConnector(BaseModule):
                 f'{grid[0]}x{grid[1]} anchor grid of equal cells; adaptive '
                 'average pooling uses cells of unequal size (neighbouring '
                 'cells may share a row or column), nothing is dropped.')
-        out = self._global(*(_pool_to(x, grid) for x in (q, k, v)), keep)
+        qkv[:] = [_pool_to(x, grid) for x in qkv]
+        out = self._global(qkv, keep)
         if self.anchor_output == 'anchor':
             return out
         if divisible:
@@ -726,14 +795,16 @@ class TaTConnector(BaseModule):
         # drop the last forward's map (or its q, k) before the new tensors
         self.last_attention = None
         dtype = student.dtype
-        q, k, v = self._embeddings.get(
-            student, given, lambda: self._embedder._embed(student, teacher))
+        # a list the mode hands on, so that each embedding is released as
+        # soon as it has been reshaped (no second reference here)
+        qkv = list(self._embeddings.get(
+            student, given, lambda: self._embedder._embed(student, teacher)))
         if self.mode == 'global':
-            out = self._global(q, k, v, keep)
+            out = self._global(qkv, keep)
         elif self.mode == 'patch_group':
-            out = self._patch_group(q, k, v, keep)
+            out = self._patch_group(qkv, keep)
         else:
-            out = self._anchor(q, k, v, keep)
+            out = self._anchor(qkv, keep)
         return out.to(dtype)
 
 

@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmdistill.analysis.memory import cpu_peak_allocated
 from mmdistill.connectors import TaTConnector
@@ -534,15 +535,17 @@ def _count_calls(monkeypatch):
 @needs_sdpa_scale
 @pytest.mark.parametrize('mode,extra,size', [
     ('global', dict(num_heads=2), (4, 6)),
-    ('patch_group', dict(patch_grid=(2, 2), num_groups=2), (4, 6)),
-    ('patch_group', dict(patch_grid=(2, 2), num_groups=2), (5, 7)),
-    ('anchor', dict(anchor_size=(2, 3)), (4, 6)),
+    ('patch_group', dict(patch_grid=(2, 2), num_groups=4), (8, 8)),
+    ('patch_group', dict(patch_grid=(2, 2), num_groups=4), (9, 11)),
+    ('anchor', dict(anchor_size=(3, 4)), (6, 8)),
 ])
 def test_forward_runs_fused_attention_and_forms_no_map(monkeypatch, mode,
                                                        extra, size):
-    """A training forward goes through scaled_dot_product_attention with
-    scale=1.0 and forms no attention matrix; reading last_attention forms
-    it once, equal to the one an eager forward keeps."""
+    """Where the map is larger than the queries (more positions than
+    channels per head), a training forward goes through
+    scaled_dot_product_attention with scale=1.0 and forms no attention
+    matrix; reading last_attention forms it once, equal to the one an eager
+    forward keeps."""
     torch.manual_seed(0)
     lazy = make(4, 6, mode=mode, **extra)
     eager = make(4, 6, mode=mode, keep_attention=True, **extra)
@@ -564,6 +567,45 @@ def test_forward_runs_fused_attention_and_forms_no_map(monkeypatch, mode,
     assert not attn.requires_grad
     assert lazy.last_attention is attn  # formed once
     assert calls['matrix'] == 2
+
+
+@pytest.mark.parametrize('mode,extra,size', [
+    ('global', dict(num_heads=3), (1, 2)),
+    ('patch_group', dict(patch_grid=(2, 2), num_groups=2), (4, 6)),
+    ('anchor', dict(anchor_size=(2, 3)), (4, 6)),
+])
+def test_map_no_larger_than_the_queries_is_formed_and_kept(monkeypatch, mode,
+                                                           extra, size):
+    """Where the map has no more entries than the queries (patch groups and
+    anchors: few positions, many channels), the attention is explicit, which
+    keeps less for the backward than the fused kernel (the small map, not
+    the output); the map of the forward is kept, detached, the values and
+    gradients those of the fused path."""
+    torch.manual_seed(0)
+    conn = make(4, 6, mode=mode, **extra)
+    student, teacher = inputs(2, 4, 6, size)
+    calls = _count_calls(monkeypatch)
+    student.requires_grad_(True)
+    out = conn(student, teacher)
+    assert calls == dict(sdpa=[], matrix=1)
+    grad, = torch.autograd.grad(out.pow(2).sum(), student)
+    attn = conn.last_attention
+    assert not attn.requires_grad and calls['matrix'] == 1
+    assert torch.allclose(attn.sum(-1), torch.ones_like(attn[..., 0]),
+                          atol=1e-6)
+    conn(student, teacher, keep_attention=False)
+    assert conn.last_attention is None
+    if not tat_module._SDPA_HAS_SCALE:
+        return
+    # the fused path on the same q, k, v
+    q, k, v = (torch.randn(2, 3, 4, 5, dtype=torch.float64,
+                           requires_grad=True) for _ in range(3))
+    explicit = torch.matmul(tat_module._attention_matrix(q, k), v)
+    fused = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    assert rel_err(explicit, fused) <= 1e-12
+    assert all(rel_err(a, b) <= 1e-12 for a, b in zip(
+        torch.autograd.grad(explicit.sum(), (q, k, v)),
+        torch.autograd.grad(fused.sum(), (q, k, v))))
 
 
 @needs_sdpa_scale
