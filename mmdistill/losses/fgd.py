@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule, constant_init, kaiming_init
 
+from mmdistill.losses.functional import squared_error_map
 from mmdistill.masks import (BoxMaskCache, channel_attention,
                              spatial_attention)
 from mmdistill.registry import MODELS
@@ -69,8 +70,13 @@ class GcBlock(BaseModule):
         ctx = torch.bmm(x.reshape(n, c, h * w), weights.transpose(1, 2))
         return ctx.reshape(n, c, 1, 1)
 
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """``transform(context(x))``, what the block adds to ``x``, shape
+        ``(N, C, 1, 1)``."""
+        return self.transform(self.context(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.transform(self.context(x))
+        return x + self.delta(x)
 
 
 @MODELS.register_module()
@@ -239,14 +245,17 @@ class FGDLoss(BaseModule):
             device=teacher.device)
 
         # (S - T)^2 weighted by the teacher's attention, summed over channels
-        weighted = ((student - teacher).pow(2) *
-                    ca_t[:, :, None, None]).sum(dim=1) * sa_t  # (N, H, W)
+        # (squared_error_map keeps no full-size difference for the backward)
+        weighted = squared_error_map(
+            student, teacher, weight=ca_t[:, :, None, None]) * sa_t
         fg_loss = (fg_mask * weighted).sum() / n
         bg_loss = (bg_mask * weighted).sum() / n
         attention_loss = ((ca_s - ca_t).abs().sum() +
                           (sa_s - sa_t).abs().sum()) / n
-        global_loss = (self.gc_student(student) -
-                       self.gc_teacher(teacher)).pow(2).sum() / n
+        # GC_s(S) - GC_t(T) = S - T + (delta_s(S) - delta_t(T))
+        global_loss = squared_error_map(
+            student, teacher, offset=self.gc_student.delta(student) -
+            self.gc_teacher.delta(teacher)).sum() / n
 
         self.last_components = {
             'fg': fg_loss.detach(),

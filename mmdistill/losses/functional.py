@@ -60,3 +60,61 @@ def labels_at(sample, size: Tuple[int, int],
     label = gt.data if hasattr(gt, 'data') else gt
     label = label.to(device).reshape(1, 1, *label.shape[-2:]).float()
     return F.interpolate(label, size=tuple(size), mode='nearest')[0, 0].long()
+
+
+class _SquaredError(torch.autograd.Function):
+    """``sum_c w_c (a - b + o)^2`` per position; keeps ``a`` and ``b`` (and
+    the small ``w``, ``o``) for the backward, not their difference."""
+
+    @staticmethod
+    def forward(ctx, a, b, weight, offset):
+        ctx.save_for_backward(a, b, weight, offset)
+        diff = a - b
+        if offset is not None:
+            diff += offset
+        diff.mul_(diff)
+        if weight is not None:
+            diff.mul_(weight)
+        return diff.sum(dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, weight, offset = ctx.saved_tensors
+        need_a, need_b, need_w, need_o = ctx.needs_input_grad
+        diff = a - b
+        if offset is not None:
+            diff += offset
+        grad = grad.unsqueeze(1)
+        grad_w = None
+        if need_w:
+            grad_w = (diff * diff * grad).sum(dim=(2, 3), keepdim=True)
+        grad_diff = diff.mul_(grad).mul_(2)
+        if weight is not None:
+            grad_diff.mul_(weight)
+        grad_o = grad_diff.sum(dim=(2, 3), keepdim=True) if need_o else None
+        return (grad_diff if need_a else None,
+                -grad_diff if need_b else None, grad_w, grad_o)
+
+
+def squared_error_map(a: torch.Tensor,
+                      b: torch.Tensor,
+                      weight: Optional[torch.Tensor] = None,
+                      offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``sum_c weight_c * (a - b + offset_c)^2`` at every position.
+
+    The same values and gradients as writing it out with tensor operations,
+    but the backward keeps ``a`` and ``b`` (which a distillation loss's
+    student and teacher features keep alive anyway) instead of a full-size
+    difference map: one map less held from the forward to the backward.
+
+    Args:
+        a (torch.Tensor): ``(N, C, H, W)``.
+        b (torch.Tensor): ``(N, C, H, W)``.
+        weight (torch.Tensor, optional): per-channel weights ``(N, C, 1, 1)``.
+        offset (torch.Tensor, optional): per-channel offset ``(N, C, 1, 1)``
+            added to the difference.
+
+    Returns:
+        torch.Tensor: ``(N, H, W)``.
+    """
+    return _SquaredError.apply(a, b, weight, offset)
