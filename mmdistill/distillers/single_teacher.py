@@ -315,8 +315,8 @@ class SingleTeacherDistiller(BaseModel):
     def loss(self, inputs: torch.Tensor,
              data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
         """The student's losses plus ``loss_distill_<pair>`` per pair:
-        record the student's taps, run the teacher, connect, compare,
-        weight.
+        run the teacher to its taps, then the student; each pair connects and
+        compares as soon as its student tap is recorded; weight.
 
         Nothing here reads a value back to the host: the checks of the
         values run after the update (:meth:`train_step`)."""
@@ -328,18 +328,37 @@ class SingleTeacherDistiller(BaseModel):
             losses = self.student(inputs, data_samples, mode='loss')
             losses.update(self._zero_losses())
             return losses
-        with self.student_recorder.record() as student_features:
+        # The teacher first: its forward's working memory is freed before
+        # the student's activations build up, so only its tapped features
+        # are held at the step's peak (after the student, that working
+        # memory came on top of all the student's activations).
+        teacher_features = self.teacher_features(inputs, data_samples)
+        values = {}
+        grad_enabled = torch.is_grad_enabled()
+
+        def pair_now(name: str, raw: torch.Tensor) -> None:
+            # Each pair's connector and loss run as soon as its student tap
+            # is recorded, inside the student's forward. Their backward then
+            # comes after that of the student's layers past the tap (the
+            # autograd engine runs the most recently created nodes first),
+            # whose activations are freed by then: the pair's working memory
+            # no longer adds to the step's peak, the activations of all the
+            # student's layers.
+            self._warn_no_grad(name, raw)
+            with torch.set_grad_enabled(grad_enabled):
+                student, teacher = self.connect(
+                    name, raw, teacher_features[name].detach())
+                value = self.pair_loss(name, student, teacher, data_samples,
+                                       raw)
+            self.controls.keep_features(name, raw, student, teacher, value)
+            values[name] = value
+
+        with self.student_recorder.record(
+                on_feature=pair_now) as student_features:
             losses = self.student(inputs, data_samples, mode='loss')
         self.student_recorder.check_complete(student_features, 'student loss')
-        teacher_features = self.teacher_features(inputs, data_samples)
         for name in self.pairs:
-            raw = student_features[name]
-            self._warn_no_grad(name, raw)
-            student, teacher = self.connect(
-                name, raw, teacher_features[name].detach())
-            value = self.pair_loss(name, student, teacher, data_samples, raw)
-            self.controls.keep_features(name, raw, student, teacher, value)
-            weighted = self.controls.weighted(name, value)
+            weighted = self.controls.weighted(name, values[name])
             clash = set(weighted) & set(losses)
             if clash:
                 raise KeyError(

@@ -19,7 +19,7 @@ import difflib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -213,13 +213,19 @@ class FeatureRecorder:
         return value
 
     @contextmanager
-    def record(self, stop_when_done: bool = False) -> Iterator[dict]:
+    def record(self,
+               stop_when_done: bool = False,
+               on_feature: Optional[Callable[[str, torch.Tensor], None]] = None
+               ) -> Iterator[dict]:
         """Attach the hooks; yield the dict that fills with name -> tensor.
 
         Args:
             stop_when_done (bool): Raise :class:`StopForward` as soon as every
                 tap is filled, so the rest of the model does not run. The
                 caller catches it.
+            on_feature (Callable, optional): Called as ``on_feature(name,
+                tensor)`` right after a tap is recorded, inside the model's
+                forward (taps of one module in the order of ``taps``).
         """
         features: Dict[str, torch.Tensor] = {}
         self._versions: Dict[str, int] = {}
@@ -238,6 +244,8 @@ class FeatureRecorder:
                             feature = feature.clone()
                         features[name] = feature
                         self._versions[name] = feature._version
+                        if on_feature is not None:
+                            on_feature(name, feature)
                 if stop_when_done and len(features) == len(self.taps):
                     raise StopForward
 
