@@ -7,10 +7,13 @@
 # gamma) computed once per step, as in the reference code. Weights
 # alpha*gamma and alpha*beta of sihaoevery/TaT-seg train_voc_resnet18.sh
 # (alpha 0.1, beta 1.0, gamma 0.4, n = m = 16, 64 heads).
-# Memory: the anchor pair comes first, so the backward of the (larger)
-# patch-group attention runs before the anchor gradients exist, and with_cp
-# recomputes the embedding convs' outputs in the backward instead of keeping
-# them (same values; README "Cost per method").
+# Memory (same values; README "Cost per method"): the pairs' with_cp keeps
+# nothing of both TaT pairs for the backward but the two tapped maps and
+# runs them again there, after the student's head has freed its
+# activations; the connector's with_cp then recomputes the embedding convs'
+# outputs for their norms instead of keeping them; the anchor pair comes
+# first, so the backward of the (larger) patch-group attention runs before
+# the anchor gradients exist.
 _base_ = [
     '../_base_/distillers/pspnet-r101_pspnet-r18_80k_cityscapes-512x1024.py',
 ]
@@ -29,7 +32,8 @@ model = dict(
                 anchor_output='anchor',
                 with_cp=True,
                 norm_cfg=dict(type='SyncBN')),
-            loss=dict(type='MSELoss', loss_weight=0.04)),
+            loss=dict(type='MSELoss', loss_weight=0.04),
+            with_cp=True),
         patch_group=dict(
             student='backbone.layer4',
             teacher='backbone.layer4',

@@ -28,7 +28,7 @@ from mmdistill.connectors.resize import check_resize
 from .taps import Tap, expand_braces, parse_tap
 
 AUTO = 'auto'
-PAIR_KEYS = ('student', 'teacher', 'connector', 'loss')
+PAIR_KEYS = ('student', 'teacher', 'connector', 'loss', 'with_cp')
 
 
 class Pair:
@@ -49,12 +49,22 @@ class Pair:
         auto_weight (bool): The loss weight is set by ``AutoLossWeightHook``.
         resize (dict | None): The connector config's ``resize``, taken out
             of it (see :mod:`mmdistill.connectors.resize`).
+        with_cp (bool): Keep nothing of the connector and loss from the
+            forward to the backward but their inputs, and run them again in
+            the backward (``torch.utils.checkpoint``), as mmcv's ``with_cp``
+            does for a backbone's blocks. Pairs that share embeddings
+            (``embeddings_from``) are run again together.
     """
 
     def __init__(self, name: str, student: Tap, teacher: Tap,
                  connector: Optional[dict], loss: dict,
                  group: Optional[str] = None, level: Optional[int] = None,
-                 listed: Sequence[str] = ()) -> None:
+                 listed: Sequence[str] = (), with_cp: bool = False) -> None:
+        if not isinstance(with_cp, bool):
+            raise ValueError(
+                f'distill.{name if group is None else group}.with_cp must be '
+                f'True or False, got {with_cp!r}.')
+        self.with_cp = with_cp
         self.name = name
         self.student = student
         self.teacher = teacher
@@ -132,7 +142,8 @@ def _group(name: str, spec) -> List[Pair]:
         Pair(name if count == 1 else f'{name}_{level}',
              parse_tap(students[level]), parse_tap(teachers[level]),
              connectors[level], losses[level], name,
-             None if count == 1 else level, listed)
+             None if count == 1 else level, listed,
+             spec.get('with_cp', False))
         for level in range(count)
     ]
 

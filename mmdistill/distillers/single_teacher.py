@@ -11,6 +11,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
+from torch.utils.checkpoint import checkpoint
 
 from mmdistill.connectors.resize import resize_to
 from mmdistill.registry import MODELS
@@ -167,6 +168,14 @@ class SingleTeacherDistiller(BaseModel):
         #: groups of pairs whose connectors share embeddings (TaT)
         self.shared_pairs = link_shared_embeddings(self.pairs,
                                                    self.connectors)
+        # pair -> the pairs run with it: its group when the group is
+        # recomputed in the backward (with_cp), else itself
+        self._units: Dict[str, Tuple[str, ...]] = {
+            name: (name, ) for name in self.pairs}
+        for group in self.shared_pairs:
+            if any(self.pairs[n].with_cp for n in group):
+                for name in group:
+                    self._units[name] = tuple(group)
         self._check_channels()
         #: the one object hooks change (schedule, automatic weights, stats)
         self.controls = DistillControls(
@@ -333,7 +342,7 @@ class SingleTeacherDistiller(BaseModel):
         # are held at the step's peak (after the student, that working
         # memory came on top of all the student's activations).
         teacher_features = self.teacher_features(inputs, data_samples)
-        values = {}
+        values, recorded = {}, {}
         grad_enabled = torch.is_grad_enabled()
 
         def pair_now(name: str, raw: torch.Tensor) -> None:
@@ -345,13 +354,19 @@ class SingleTeacherDistiller(BaseModel):
             # no longer adds to the step's peak, the activations of all the
             # student's layers.
             self._warn_no_grad(name, raw)
+            recorded[name] = raw
+            unit = self._units[name]
+            if any(n not in recorded for n in unit):
+                return  # pairs recomputed together run with the last one
             with torch.set_grad_enabled(grad_enabled):
-                student, teacher = self.connect(
-                    name, raw, teacher_features[name].detach())
-                value = self.pair_loss(name, student, teacher, data_samples,
-                                       raw)
-            self.controls.keep_features(name, raw, student, teacher, value)
-            values[name] = value
+                results = self._run_pairs(
+                    unit, [recorded[n] for n in unit],
+                    [teacher_features[n].detach() for n in unit],
+                    data_samples)
+            for n, (value, student, teacher) in zip(unit, results):
+                self.controls.keep_features(n, recorded[n], student, teacher,
+                                            value)
+                values[n] = value
 
         with self.student_recorder.record(
                 on_feature=pair_now) as student_features:
@@ -366,6 +381,60 @@ class SingleTeacherDistiller(BaseModel):
             losses.update(weighted)
         self.controls.collect_stats = False
         return losses
+
+    def _run_pairs(self, names: Tuple[str, ...], raws: List[torch.Tensor],
+                   teachers: List[torch.Tensor],
+                   data_samples: Optional[list]) -> list:
+        """Connector and loss of the pairs ``names`` (one pair, or those
+        recomputed together): ``(loss, connected student, target)`` each.
+        With ``with_cp`` only the inputs are kept for the backward, which
+        runs them again (without a second update of the norm layers'
+        running statistics)."""
+
+        inputs = [*raws, *teachers]
+        # each distinct tensor passed once: the backward's recompute gets
+        # new tensor objects, and pairs of one tap must still get one
+        # (TaT's shared embeddings are matched on the student's identity)
+        distinct = []
+        for x in inputs:
+            if not any(x is y for y in distinct):
+                distinct.append(x)
+        where = [next(i for i, y in enumerate(distinct) if x is y)
+                 for x in inputs]
+
+        def run(*tensors) -> tuple:
+            args = [tensors[i] for i in where]
+            out = []
+            for name, raw, teacher in zip(names, args, args[len(names):]):
+                student, target = self.connect(name, raw, teacher)
+                out += [self.pair_loss(name, student, target, data_samples,
+                                       raw), student, target]
+            return tuple(out)
+
+        if not any(self.pairs[n].with_cp for n in names):
+            out = run(*distinct)
+        else:
+            modules = [m for n in names for m in (
+                self.connectors[n] if n in self.connectors else None,
+                self.distill_losses[n]) if m is not None]
+            calls = []
+
+            def run_once(*tensors) -> tuple:
+                calls.append(None)
+                if len(calls) == 1:
+                    return run(*tensors)
+                # again, in the backward: the same values, no side effect
+                buffers = [b for m in modules for b in m.buffers()]
+                kept = [b.clone() for b in buffers]
+                try:
+                    return run(*tensors)
+                finally:
+                    with torch.no_grad():
+                        for buffer, value in zip(buffers, kept):
+                            buffer.copy_(value)
+
+            out = checkpoint(run_once, *distinct, use_reentrant=False)
+        return [out[i:i + 3] for i in range(0, len(out), 3)]
 
     def connect(self, name: str, student: torch.Tensor,
                 teacher: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
