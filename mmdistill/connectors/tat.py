@@ -247,6 +247,7 @@ class _SharedEmbeddings:
         self._outputs: Optional[Tuple[torch.Tensor, ...]] = None
         self._left = 0
         self._grad = True
+        self.warned = False
 
     def get(self, student: torch.Tensor, teacher: torch.Tensor,
             compute) -> Tuple[torch.Tensor, ...]:
@@ -260,7 +261,19 @@ class _SharedEmbeddings:
                 self._inputs = self._outputs = None
             return outputs
         outputs = compute()
-        if self.users > 1:
+        if self._left:
+            # a later connector got other features than the first: the
+            # round is over (nothing kept that no one will take)
+            self._inputs = self._outputs = None
+            self._left = 0
+            if not self.warned:
+                self.warned = True
+                warnings.warn(
+                    'TaTConnector: connectors that share embeddings '
+                    '(embeddings_from) got different features in one step, '
+                    'so the embeddings were computed twice; they should tap '
+                    'the same student and teacher layers.', UserWarning)
+        elif self.users > 1:
             self._inputs, self._outputs = (student, teacher), outputs
             self._left = self.users - 1
             self._grad = torch.is_grad_enabled()

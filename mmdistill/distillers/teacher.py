@@ -331,12 +331,17 @@ class TeacherRunner:
             features = self._run(inputs, data_samples, stop, context)
         self.recorder.check_complete(features, 'teacher')
         if self.converts:
+            # one conversion per tensor: pairs that tap one layer keep
+            # getting one tensor (TaT's shared embeddings need it)
+            converted = {}
             for name, value in features.items():
                 if isinstance(value, torch.Tensor):
-                    features[name] = value.to(
-                        dtype=(torch.float32 if value.dtype in _HALF else
-                               value.dtype),
-                        memory_format=torch.contiguous_format)
+                    if id(value) not in converted:
+                        converted[id(value)] = value.to(
+                            dtype=(torch.float32 if value.dtype in _HALF
+                                   else value.dtype),
+                            memory_format=torch.contiguous_format)
+                    features[name] = converted[id(value)]
         return features
 
     def _run(self, inputs, data_samples, stop, context) -> dict:

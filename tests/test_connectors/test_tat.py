@@ -711,6 +711,30 @@ def test_shared_embeddings_are_computed_once_with_the_same_values():
     assert len(params) == len(list(group.parameters()))
 
 
+def test_shared_embeddings_on_other_features_keep_nothing():
+    """A connector that shares embeddings but gets other features (a
+    teacher copy, not an alias) computes its own, says so once, and no
+    entry is left behind for a later step."""
+    torch.manual_seed(0)
+    group = make(6, 10, mode='patch_group', patch_grid=(2, 2),
+                 num_groups=2)
+    anchor = make(6, 10, mode='anchor', anchor_size=(2, 3),
+                  embeddings_from='patch_group')
+    anchor.share_embeddings(group)
+    calls = _calls(group.query.conv)
+    student, teacher = inputs(2, 6, 10, (8, 12))
+    group(student, teacher)
+    with pytest.warns(UserWarning, match='computed twice'):
+        anchor(student, teacher.clone())
+    assert len(calls) == 2
+    shared = group._embeddings
+    assert shared._outputs is None and shared._inputs is None
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # once
+        group(student, teacher)
+        anchor(student, teacher.clone())
+
+
 def test_shared_embeddings_need_the_same_channels():
     with pytest.raises(ValueError, match='same in_channels, out_channels'):
         TaTConnector(4, 8, mode='anchor').share_embeddings(

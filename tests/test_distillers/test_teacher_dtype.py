@@ -234,3 +234,15 @@ def test_half_teacher_weights_stay_float32_if_a_layer_skips_autocast(
     again = model.teacher_features(data['inputs'], data['data_samples'])
     for name, value in first.items():
         assert torch.equal(value, again[name])
+
+
+def test_pairs_on_one_teacher_layer_get_one_converted_tensor(pspnet):
+    """The teacher's float32 copy of a tapped layer is made once: pairs
+    tapping that layer get the same tensor, as without teacher.dtype (TaT's
+    pairs share embeddings only for the same teacher data)."""
+    pspnet.model.distill.again = copy.deepcopy(pspnet.model.distill.stage4)
+    model = build(pspnet, dtype='bfloat16')
+    data = batch(model)
+    features = model.teacher_features(data['inputs'], data['data_samples'])
+    assert features['stage4'].dtype == torch.float32
+    assert features['stage4'] is features['again']
