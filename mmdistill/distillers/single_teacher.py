@@ -359,7 +359,7 @@ class SingleTeacherDistiller(BaseModel):
             if any(n not in recorded for n in unit):
                 return  # pairs recomputed together run with the last one
             with torch.set_grad_enabled(grad_enabled):
-                results = self._run_pairs(
+                results = self.run_pairs(
                     unit, [recorded[n] for n in unit],
                     [teacher_features[n].detach() for n in unit],
                     data_samples)
@@ -382,9 +382,9 @@ class SingleTeacherDistiller(BaseModel):
         self.controls.collect_stats = False
         return losses
 
-    def _run_pairs(self, names: Tuple[str, ...], raws: List[torch.Tensor],
-                   teachers: List[torch.Tensor],
-                   data_samples: Optional[list]) -> list:
+    def run_pairs(self, names: Tuple[str, ...], raws: List[torch.Tensor],
+                  teachers: List[torch.Tensor],
+                  data_samples: Optional[list]) -> list:
         """Connector and loss of the pairs ``names`` (one pair, or those
         recomputed together): ``(loss, connected student, target)`` each.
         With ``with_cp`` only the inputs are kept for the backward, which

@@ -226,18 +226,15 @@ def pair_units(distiller) -> List[Tuple[str, ...]]:
 
 def pair_step(distiller, names, student, teacher, data_samples, args,
               device) -> None:
-    """The pairs' connector + loss, forward and backward, as in
-    ``SingleTeacherDistiller.loss`` (the student feature is a leaf, so
-    only the pairs' own work runs; pairs of one unit tap the same
-    layers)."""
+    """The pairs' connector + loss, forward and backward, as
+    ``SingleTeacherDistiller.loss`` runs them (with ``with_cp``, run again
+    in the backward; the student feature is a leaf, so only the pairs' own
+    work runs; pairs of one unit tap the same layers)."""
     student = student.detach().requires_grad_(True)
-    total = 0
     with amp_context(args, device):
-        for name in names:
-            connected, target = distiller.connect(name, student, teacher)
-            total = total + distiller.pair_loss(name, connected, target,
-                                                data_samples)
-    total.backward()
+        results = distiller.run_pairs(names, [student] * len(names),
+                                      [teacher] * len(names), data_samples)
+    sum(value for value, _, _ in results).backward()
 
 
 def measure_interleaved(student, distiller, plain_teacher, batches, args,
