@@ -390,7 +390,6 @@ class SingleTeacherDistiller(BaseModel):
         With ``with_cp`` only the inputs are kept for the backward, which
         runs them again (without a second update of the norm layers'
         running statistics)."""
-
         inputs = [*raws, *teachers]
         # each distinct tensor passed once: the backward's recompute gets
         # new tensor objects, and pairs of one tap must still get one
