@@ -392,8 +392,8 @@ def test_pspnet_stage4_shapes(mode, extra):
     """PSPNet stage 4 at 1/8: 512 student, 2048 teacher channels."""
     torch.manual_seed(0)
     conn = TaTConnector(512, 2048, mode=mode, **extra)
-    student, teacher = torch.randn(1, 512, 16, 16), torch.randn(1, 2048, 16,
-                                                                  16)
+    student = torch.randn(1, 512, 16, 16)
+    teacher = torch.randn(1, 2048, 16, 16)
     out = conn(student, teacher)
     assert out.shape == (1, 2048, 16, 16) and torch.isfinite(out).all()
     assert torch.allclose(conn.last_attention.sum(-1),
@@ -406,8 +406,8 @@ def test_fpn_levels():
     torch.manual_seed(0)
     conns = [TaTConnector(256, 256) for _ in range(5)]
     for conn, size in zip(conns, [(16, 12), (8, 6), (4, 3), (2, 2), (1, 1)]):
-        student, teacher = torch.randn(2, 256, *size), torch.randn(2, 256,
-                                                                    *size)
+        student = torch.randn(2, 256, *size)
+        teacher = torch.randn(2, 256, *size)
         out = conn(student, teacher)
         assert out.shape == (2, 256, *size)
         hw = size[0] * size[1]

@@ -129,7 +129,8 @@ def test_mismatched_teacher_checkpoint_lists_the_keys(retina, tmp_path):
     assert 'backbone.conv1.weight' in message
     assert 'unexpected in the checkpoint (1)' in message
     assert 'extra.weight' in message
-    assert 'shape mismatch' in message and 'neck.fpn_convs.0.conv.weight' in message
+    assert 'shape mismatch' in message
+    assert 'neck.fpn_convs.0.conv.weight' in message
     assert 'strict=False' in message
 
     cfg.model.teacher.strict = False

@@ -115,8 +115,8 @@ def test_per_channel_scale_only_cad_is_blind():
     # direction, so CAD is 0 while LAD and PAD see the change.
     torch.manual_seed(4)
     t = torch.randn(1, 3, 4, 4, dtype=torch.float64)
-    s = t * torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)[None, :, None,
-                                                                None]
+    scale = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)
+    s = t * scale[None, :, None, None]
     assert AngularLoss(mode='channel')(s, t).item() < 1e-12
     assert AngularLoss(mode='layer')(s, t).item() > 1e-3
     assert AngularLoss(mode='point')(s, t).item() > 1e-3

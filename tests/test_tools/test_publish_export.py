@@ -185,7 +185,8 @@ def test_publish_refuses_bad_input(tmp_path):
     corrupt.write_bytes(b'\x80\x02not a checkpoint')
     result = run(['tools/publish_model.py', str(corrupt),
                   str(tmp_path / 'out.pth')], check=False)
-    assert result.returncode != 0 and 'not a readable checkpoint' in result.stdout
+    assert result.returncode != 0
+    assert 'not a readable checkpoint' in result.stdout
     assert sorted(os.listdir(tmp_path)) == ['corrupt.pth']
 
 

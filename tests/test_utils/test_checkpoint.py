@@ -229,8 +229,8 @@ def test_student_export_is_plain_and_never_overwritten(tmp_path):
         assert unsafe(path) == []
     # torch's own weights-only reader, with only torch's allowlist
     loaded = ckpt_io.safe_torch_load(path, backend='restricted')
-    assert loaded['meta']['dataset_meta']['palette'] == [[1.0, 0.0],
-                                                          [0.0, 1.0]]
+    palette = loaded['meta']['dataset_meta']['palette']
+    assert palette == [[1.0, 0.0], [0.0, 1.0]]
     with open(path, 'rb') as f:
         assert b'numpy' not in f.read()
     with pytest.raises(FileExistsError, match='overwrite'):
