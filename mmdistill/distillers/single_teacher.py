@@ -234,8 +234,10 @@ class SingleTeacherDistiller(BaseModel):
             with self.student_recorder.record() as student:
                 self.student(data['inputs'], data['data_samples'],
                              mode='loss')
-            teacher = self.teacher_runner.features(data['inputs'],
-                                                   data['data_samples'])
+            # float32 weights stay so: init_student_from_teacher and
+            # TeacherCheckHook read them after the build
+            teacher = self.teacher_runner.features(
+                data['inputs'], data['data_samples'], cast_weights=False)
         finally:
             self.student.train(was_training)
         return {name: (channels_of(student.get(name)),

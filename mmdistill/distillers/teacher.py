@@ -275,8 +275,9 @@ class TeacherRunner:
     at every call, half their memory, and no cast kernels per step. Should
     that forward fail with them (a layer that runs outside autocast), they
     go back to float32 with a warning and the forward runs again. The cast
-    waits for the first forward so that what reads the teacher's weights
-    before training (``init_student_from_teacher``,
+    waits for the first training forward (the build's dry run for
+    ``'auto'`` channels does not cast) so that what reads the teacher's
+    weights before training (``init_student_from_teacher``,
     :class:`~mmdistill.hooks.TeacherCheckHook`) sees them in float32.
     """
 
@@ -308,9 +309,14 @@ class TeacherRunner:
     @torch.no_grad()
     def features(self, inputs: torch.Tensor,
                  data_samples: Optional[list] = None,
-                 stop: bool = True) -> dict:
+                 stop: bool = True,
+                 cast_weights: bool = True) -> dict:
         """Run the teacher up to its deepest tap (the whole model with
-        ``stop=False``, to measure what stopping saves); name -> feature."""
+        ``stop=False``, to measure what stopping saves); name -> feature.
+
+        ``cast_weights=False`` runs it without casting the weights yet
+        (the same values, under autocast): for a dry run while the
+        distiller is built, before what reads the float32 weights."""
         if self.convert_input is not None:
             inputs = self.convert_input(inputs)
         if self.channels_last and inputs.dim() == 4:
@@ -324,7 +330,7 @@ class TeacherRunner:
                 check_autocast(device_type, self.dtype)
                 self._checked.add(device_type)
             context = torch.autocast(device_type, dtype=self.dtype)
-        if self.cast_pending:
+        if self.cast_pending and cast_weights:
             features = self._first_run_cast(inputs, data_samples, stop,
                                             context)
         else:

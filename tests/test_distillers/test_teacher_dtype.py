@@ -246,3 +246,23 @@ def test_pairs_on_one_teacher_layer_get_one_converted_tensor(pspnet):
     features = model.teacher_features(data['inputs'], data['data_samples'])
     assert features['stage4'].dtype == torch.float32
     assert features['stage4'] is features['again']
+
+
+def test_auto_channels_dry_run_leaves_the_teacher_float32(pspnet):
+    """``'auto'`` channels run the teacher once while the distiller is
+    built; that dry run does not cast its weights, so what reads them
+    before training gets float32: ``init_student_from_teacher`` copies the
+    checkpoint's values, and the teacher predicts without autocast (as
+    ``TeacherCheckHook`` runs it)."""
+    cfg = copy.deepcopy(pspnet)
+    cfg.model.distill.stage4.connector.in_channels = 'auto'
+    cfg.model.distill.stage4.connector.out_channels = 'auto'
+    model = build(cfg, dtype='bfloat16')
+    assert model.teacher_runner.cast_pending
+    assert all(p.dtype == torch.float32 for p in model.teacher.parameters())
+    data = batch(model)
+    with torch.no_grad():
+        model.teacher(data['inputs'], data['data_samples'], mode='predict')
+    model.teacher_features(data['inputs'], data['data_samples'])
+    conv = model.teacher.backbone.layer4[0].conv1
+    assert conv.weight.dtype == torch.bfloat16
