@@ -27,6 +27,34 @@ from .teacher import (TeacherInput, TeacherRunner, autocast_enabled,
                       build_teacher, preprocessing_differences)
 
 
+def _pack_in_pair(tensor: torch.Tensor) -> tuple:
+    # a detached alias (an output's own would tie it to its grad_fn in a
+    # cycle) and the version, to stop on an in-place change as autograd does
+    return tensor.detach(), tensor._version
+
+
+def _unpack_in_pair(packed: tuple) -> torch.Tensor:
+    tensor, version = packed
+    if tensor._version != version:
+        raise RuntimeError(
+            'one of the tensors a distillation pair saved for its backward '
+            f'was modified in place afterwards (version {tensor._version}, '
+            f'saved at {version}); tap a layer whose output is not changed '
+            'in place, or record a copy with dict(path=..., clone=True).')
+    return tensor
+
+
+def pair_saved_tensors():
+    """Where a pair keeps what its backward needs: with the pair, whatever
+    saved-tensor hooks surround the student's tapped module. A pair runs
+    inside the student's forward; when the student checkpoints the tapped
+    module (``with_cp``, non-reentrant ``torch.utils.checkpoint``), the
+    checkpoint would otherwise take the pair's tensors for its own, and its
+    recompute, which does not run the pair, would not find them."""
+    hooks = torch.autograd.graph.saved_tensors_hooks
+    return hooks(_pack_in_pair, _unpack_in_pair)
+
+
 def build_component(cfg: dict) -> nn.Module:
     """Build a connector or loss in the ``mmdistill`` scope (the runner's
     default scope is the student's, e.g. ``mmdet``); a scoped type such as
@@ -360,7 +388,7 @@ class SingleTeacherDistiller(BaseModel):
             unit = self._units[name]
             if any(n not in recorded for n in unit):
                 return  # pairs recomputed together run with the last one
-            with torch.set_grad_enabled(grad_enabled):
+            with torch.set_grad_enabled(grad_enabled), pair_saved_tensors():
                 results = self.run_pairs(
                     unit, [recorded[n] for n in unit],
                     [teacher_features[n].detach() for n in unit],
@@ -488,8 +516,10 @@ class SingleTeacherDistiller(BaseModel):
             warnings.warn(
                 f'The student tap of pair {name!r} '
                 f'({self.pairs[name].student}) carries no gradient (a frozen '
-                'stage, e.g. frozen_stages, or no_grad code): its loss cannot '
-                'train the student. Tap a trainable layer.')
+                'stage, e.g. frozen_stages, no_grad code, or a layer inside a '
+                'block the student checkpoints, with_cp=True): its loss '
+                'cannot train the student. Tap a trainable layer, or the '
+                'checkpointed block itself.')
 
     def _zero_losses(self) -> Dict[str, torch.Tensor]:
         """``loss_distill_<pair>`` = 0, connected to every connector and

@@ -20,6 +20,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
 
 from mmdistill.analysis.memory import tensor_bytes
+from mmdistill.distillers import single_teacher
 from mmdistill.testing import random_batch
 
 
@@ -109,7 +110,8 @@ def tat_pairs(with_cp):
             loss=dict(type='MSELoss', loss_weight=0.1)))
 
 
-def test_with_cp_pairs_same_values_gradients_and_statistics(tiny_cfg):
+def test_with_cp_pairs_same_values_gradients_and_statistics(
+        tiny_cfg, monkeypatch):
     """``with_cp=True`` on a pair (here TaT's anchor pair, which the
     patch-group pair takes its embeddings from, so both are run again
     together): the same losses, gradients and norm statistics, and the
@@ -125,17 +127,20 @@ def test_with_cp_pairs_same_values_gradients_and_statistics(tiny_cfg):
     data = plain.data_preprocessor(
         random_batch('seg', (64, 64), 2, 19, seed=0), True)
     results = []
+    pack = single_teacher._pack_in_pair
     for model in models:
         model.train()
         saved = []
 
-        def pack(x):
+        def keep(x):
             saved.append(x)
-            return x
+            return pack(x)
 
+        # what the pairs keep for the backward (the student's tensors are
+        # the same in both)
+        monkeypatch.setattr(single_teacher, '_pack_in_pair', keep)
         torch.manual_seed(0)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-            losses = model(data['inputs'], data['data_samples'], mode='loss')
+        losses = model(data['inputs'], data['data_samples'], mode='loss')
         total, _ = model.parse_losses(losses)
         total.backward()
         results.append((losses, saved))
@@ -151,8 +156,81 @@ def test_with_cp_pairs_same_values_gradients_and_statistics(tiny_cfg):
     for a, b in zip(plain.connectors.buffers(),
                     recomputed.connectors.buffers()):
         assert torch.equal(a, b)
-    # what the step keeps for the backward: less by the TaT maps
+    # what the pairs keep for the backward: less by the TaT maps
     assert tensor_bytes(cp_saved) < tensor_bytes(plain_saved)
+
+
+def student_checkpoints(monkeypatch, reentrant):
+    """mmseg's ResNet blocks with ``with_cp=True`` checkpoint their inner
+    forward through ``cp.checkpoint``, reentrant or not."""
+    import functools
+
+    import mmseg.models.backbones.resnet as resnet
+    from torch.utils import checkpoint as cp
+    monkeypatch.setattr(
+        resnet, 'cp',
+        type('cp', (), {'checkpoint': staticmethod(functools.partial(
+            cp.checkpoint, use_reentrant=reentrant))}))
+
+
+@pytest.mark.parametrize('pair_cp', [False, True])
+def test_tap_inside_a_block_the_student_checkpoints(tiny_cfg, monkeypatch,
+                                                    pair_cp):
+    """A student tap inside a block the student checkpoints (``with_cp``,
+    non-reentrant): the pair, run inside that block's forward, keeps its
+    own tensors (the checkpoint's recompute does not run it), and the
+    student gets the same distillation gradient as without ``with_cp``."""
+    student_checkpoints(monkeypatch, reentrant=False)
+    cfg = tiny_cfg('pspnet')[0]
+    cfg.model.distill.stage4.student = 'backbone.layer4.1.conv2'
+    cfg.model.distill.stage4.with_cp = pair_cp
+    models = []
+    for with_cp in (False, True):
+        cfg.model.student.backbone.with_cp = with_cp
+        models.append(build(cfg, cfg.model))
+    models[1].load_state_dict(models[0].state_dict())
+    grads = []
+    for model in models:
+        model.train()
+        data = model.data_preprocessor(
+            random_batch('seg', (64, 64), 2, 19, seed=0), True)
+        losses = model(data['inputs'], data['data_samples'], mode='loss')
+        losses['loss_distill_stage4'].backward()
+        grads.append({n: p.grad for n, p in model.student.named_parameters()
+                      if p.grad is not None})
+    plain, checkpointed = grads
+    assert len(plain) > 20 and plain.keys() == checkpointed.keys()
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-4,
+                                   atol=1e-7, msg=name)
+
+
+def test_tap_inside_a_reentrant_checkpoint_is_named(tiny_cfg, monkeypatch):
+    """Under a reentrant checkpoint the tapped layer runs without
+    gradients: the warning says so and what to tap instead."""
+    student_checkpoints(monkeypatch, reentrant=True)
+    cfg = tiny_cfg('pspnet')[0]
+    cfg.model.distill.stage4.student = 'backbone.layer4.1.conv2'
+    cfg.model.student.backbone.with_cp = True
+    model = build(cfg, cfg.model)
+    model.train()
+    data = model.data_preprocessor(
+        random_batch('seg', (64, 64), 2, 19, seed=0), True)
+    with pytest.warns(UserWarning, match='a layer inside a block the student '
+                      r'checkpoints, with_cp=True\): its loss cannot train'):
+        model(data['inputs'], data['data_samples'], mode='loss')
+
+
+def test_pair_tensors_changed_in_place_stop_the_backward():
+    """What a pair keeps for its backward is still checked for in-place
+    changes, as autograd does without hooks."""
+    x = torch.randn(4, requires_grad=True)
+    with single_teacher.pair_saved_tensors():
+        y = x.exp()  # keeps its output
+        total = (y * 2).sum()
+    y.add_(1)
+    with pytest.raises(RuntimeError, match='modified in place afterwards'):
+        total.backward()
 
 
 def test_with_cp_must_be_a_bool(tiny_cfg):
