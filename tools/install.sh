@@ -142,7 +142,9 @@ else
     -r requirements/cls.txt -r requirements/demo.txt -r requirements/tests.txt
 fi
 if [ "$("$PY" -m pip show -f mmdistill 2>/dev/null | grep -c "$(pwd)")" -gt 0 ] \
-   && [ -e mmdistill/.mim/configs ]; then
+   && [ -L mmdistill/.mim/configs ]; then
+  # links, not copies: a wheel built from this checkout (pip install .,
+  # pip wheel .) leaves copies there that would go stale
   log "mmdistill installed from this checkout"
 else
   log "installing mmdistill (editable) from $(pwd)"
