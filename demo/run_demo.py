@@ -503,6 +503,33 @@ def plot(table: dict, path: str) -> None:
     plt.close(fig)
 
 
+def methods_of(task: str) -> List[str]:
+    """The distillation methods the demo has configs for in ``task``."""
+    return [role for role in TASKS[task]['configs']
+            if role not in ('teacher', 'student')]
+
+
+def check_methods(parser, tasks: List[str],
+                  methods: Optional[List[str]]) -> None:
+    """Stop (argparse's usage error) on a ``--methods`` name that has no
+    config in any of ``tasks``: a typo would otherwise run only the teacher
+    and the student alone."""
+    if not methods:
+        return
+    chosen = {m for task in tasks for m in methods_of(task)}
+    wrong = [m for m in methods if m not in chosen]
+    if wrong:
+        known = {m for task in TASKS for m in methods_of(task)}
+        what = ', '.join(
+            f'{m!r} (unknown method)' if m not in known else
+            f'{m!r} (no config for --tasks {" ".join(tasks)})'
+            for m in wrong)
+        per_task = '; '.join(f'{task}: {" ".join(methods_of(task))}'
+                             for task in TASKS)
+        parser.error(f'--methods {what}. The methods per task are '
+                     f'{per_task}.')
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
@@ -520,8 +547,11 @@ def parse_args(argv=None):
         help='tasks to run (default: all: seg det cls)')
     parser.add_argument(
         '--methods', nargs='+', default=None,
-        help='distil only with these methods (mlp, cwd, fgd, kd, dkd; '
-        'default: all); the teacher and the student alone always run')
+        help='distil only with these methods (default: all of the chosen '
+        'tasks; per task: ' + '; '.join(
+            f'{task}: {" ".join(methods_of(task))}' for task in TASKS) +
+        '); each must be one of a chosen task; the teacher and the student '
+        'alone always run')
     parser.add_argument(
         '--settings', type=json.loads, default=None,
         help='JSON merged into the data/schedule settings, e.g. '
@@ -536,6 +566,7 @@ def parse_args(argv=None):
         'measured so, and one thread per process copes best with a shared '
         'machine; 0 keeps torch\'s choice)')
     args = parser.parse_args(argv)
+    check_methods(parser, args.tasks, args.methods)
     fast_env = os.environ.get('DEMO_FAST', '')
     args.fast = args.fast or fast_env not in ('', '0')
     if args.seeds is None:

@@ -69,3 +69,29 @@ def test_classification_student_and_validation_size(run_demo, tmp_path):
         model = cfg.model.get('student', cfg.model)
         assert model.backbone.base_channels == 8
         assert model.head.in_channels == 8 * model.backbone.base_channels
+
+
+@pytest.mark.parametrize('argv, wrong', [
+    (['--tasks', 'cls', '--methods', 'kdd'], "'kdd' (unknown method)"),
+    (['--tasks', 'cls', '--methods', 'kd', 'mlp'],
+     "'mlp' (no config for --tasks cls)"),
+    (['--tasks', 'seg', 'det', '--methods', 'dkd'],
+     "'dkd' (no config for --tasks seg det)"),
+])
+def test_a_method_without_a_config_stops(run_demo, capsys, argv, wrong):
+    """A typo in --methods used to run only the teacher and the student
+    alone, and exit 0."""
+    with pytest.raises(SystemExit) as exc:
+        run_demo.parse_args(['--fast', *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert wrong in err
+    assert ('methods per task are seg: mlp cwd; det: mlp fgd; cls: kd dkd'
+            in err)
+
+
+def test_methods_of_any_chosen_task_are_accepted(run_demo):
+    args = run_demo.parse_args(['--tasks', 'seg', 'det', '--methods', 'cwd',
+                                'fgd'])
+    assert args.methods == ['cwd', 'fgd']
+    assert run_demo.methods_of('cls') == ['kd', 'dkd']
