@@ -1,7 +1,8 @@
 """Train a distillation (or any OpenMMLab) config with mmengine's Runner.
 
-Usage: python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
-       [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+Usage: python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
+       [--resume [CKPT]] [--cfg-options KEY=VALUE ...]
+       [--launcher {none,pytorch,slurm,mpi}]
 
 Several processes: ``tools/dist_train.sh CONFIG N`` (torchrun) or
 ``tools/slurm_train.sh``. Without a CUDA device the processes use the gloo
@@ -10,9 +11,15 @@ backend on the CPU (see ``mmdistill.utils.setup_env``).
 import argparse
 import os
 import os.path as osp
+import sys
+from typing import Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+
+#: the device types mmengine's AmpOptimWrapper trains on (it asserts one of
+#: them is available)
+AMP_DEVICES = ('cuda', 'npu', 'mlu', 'musa')
 
 
 def parse_args(argv=None):
@@ -20,14 +27,24 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--amp', action='store_true', help='enable automatic mixed precision')
+        '--amp',
+        action='store_true',
+        help='enable automatic mixed precision (mmengine\'s AmpOptimWrapper: '
+        'needs a CUDA, NPU, MLU or MUSA device)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the real batch size (processes x '
+        'train_dataloader.batch_size) over the config\'s '
+        'auto_scale_lr.base_batch_size, as mmdet\'s and mmpretrain\'s '
+        'train.py do')
     parser.add_argument(
         '--resume',
         nargs='?',
         type=str,
         const='auto',
-        help='resume from this checkpoint; without a value, from the latest '
-        'checkpoint of the work dir')
+        help='resume from this checkpoint (a path or URL); without a value, '
+        'from the latest checkpoint of the work dir')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -46,6 +63,61 @@ def parse_args(argv=None):
     return args
 
 
+def amp_device_error(device: str, option: str,
+                     teacher_dtype: Optional[str] = None) -> Optional[str]:
+    """Why ``option`` (mixed precision with mmengine's ``AmpOptimWrapper``)
+    cannot train on ``device`` (a device type: ``'cuda'``, ``'cpu'``, ...),
+    or None when it can. ``teacher_dtype``, for a distiller, is how the
+    tool's user sets ``model.teacher.dtype``: the cheaper teacher that works
+    on the CPU. Also the check of ``tools/analysis/benchmark_overhead.py``.
+    """
+    if device in AMP_DEVICES:
+        return None
+    message = (f'{option} needs a CUDA, NPU, MLU or MUSA device (mmengine\'s '
+               f'AmpOptimWrapper trains only there); this runs on '
+               f'{device!r}. Drop {option}')
+    if device == 'cpu' and teacher_dtype:
+        message += (f' on the CPU; for a cheaper teacher there, '
+                    f'{teacher_dtype} runs the teacher in bfloat16 (CPU '
+                    'autocast; the student and the losses stay float32)')
+    return message + '.'
+
+
+def check_resume(resume: str, work_dir: str) -> None:
+    """Stop when ``--resume CKPT`` names a local file that does not exist
+    (URLs and other ``scheme://`` sources are left to the loader)."""
+    if '://' in resume:
+        return
+    path = osp.expanduser(resume)
+    if osp.isfile(path):
+        return
+    what = 'is a directory, not a checkpoint file' if osp.isdir(
+        path) else 'does not exist'
+    sys.exit(f'error: the checkpoint given to --resume, {resume!r}, {what}. '
+             'Give an existing checkpoint, or --resume without a value to '
+             'resume from the latest checkpoint of the work dir '
+             f'({work_dir}).')
+
+
+def enable_auto_scale_lr(cfg: Config) -> None:
+    """``--auto-scale-lr``: mmengine's Runner scales the learning rate by
+    the real batch size over ``auto_scale_lr.base_batch_size``."""
+    scale = cfg.get('auto_scale_lr', None)
+    base = scale.get('base_batch_size', None) if isinstance(
+        scale, dict) else None
+    if (not isinstance(base, (int, float)) or isinstance(base, bool)
+            or base <= 0):
+        found = ('has no auto_scale_lr' if scale is None else
+                 f'has auto_scale_lr = {scale!r}')
+        sys.exit('error: --auto-scale-lr needs auto_scale_lr = '
+                 'dict(base_batch_size=N) in the config, N the total batch '
+                 'size its learning rate is set for (mmdet\'s configs: 16, '
+                 f'8 GPUs x 2 images); the config {found}. Add it to the '
+                 'config or pass --cfg-options '
+                 'auto_scale_lr.base_batch_size=N.')
+    cfg.auto_scale_lr.enable = True
+
+
 def setup_cfg(args) -> Config:
     """Apply the command line to the config, as mmdet's/mmseg's tools do."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
@@ -54,6 +126,15 @@ def setup_cfg(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.amp:
+        from mmengine.device import get_device
+        teacher = isinstance(cfg.get('model'), dict) and isinstance(
+            cfg.model.get('teacher'), dict)
+        error = amp_device_error(
+            get_device(), '--amp',
+            '--cfg-options model.teacher.dtype=bfloat16' if teacher else None)
+        if error:
+            sys.exit(f'error: {error}')
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -66,10 +147,13 @@ def setup_cfg(args) -> Config:
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
+        check_resume(args.resume, cfg.work_dir)
         cfg.resume = True
         cfg.load_from = args.resume
     prepare_config(cfg)

@@ -123,9 +123,15 @@ def test_amp_options():
     assert args.amp and args.amp_dtype == 'bfloat16'
     args = tool.parse_args(['x.py', '--amp'])
     assert args.amp and args.amp_dtype == 'float16'
-    with pytest.raises(ValueError, match='need a CUDA device'):
+    # tools/train.py's check (shared), before anything is built
+    with pytest.raises(ValueError) as exc:
         tool.main([CONFIG, '--amp-dtype', 'bfloat16', '--device', 'cpu',
                    '--random-teacher'])
+    assert str(exc.value) == tool.train_tool().amp_device_error(
+        'cpu', '--amp/--amp-dtype', '--teacher-dtype bfloat16')
+    assert ('--amp/--amp-dtype needs a CUDA, NPU, MLU or MUSA device'
+            in str(exc.value))
+    assert '--teacher-dtype bfloat16 runs the teacher' in str(exc.value)
 
 
 def test_refuses_a_config_without_a_distiller():

@@ -63,6 +63,20 @@ from mmengine.registry import MODELS, DefaultScope
 
 AMP_DTYPES = ('float16', 'bfloat16')
 TEACHER_DTYPES = ('float32', 'bfloat16', 'float16')
+TRAIN_TOOL = osp.join(
+    osp.dirname(osp.dirname(osp.abspath(__file__))), 'train.py')
+
+
+def train_tool():
+    """``tools/train.py`` as a module: its checks, shared with it."""
+    import importlib.util
+    name = 'mmdistill_tools_train'
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TRAIN_TOOL)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def parse_args(argv=None):
@@ -350,10 +364,11 @@ def main(argv=None) -> dict:
     size = input_size(cfg, args, kind)
     if args.iters < 1 or args.warmup < 0:
         raise ValueError('--iters must be >= 1 and --warmup >= 0.')
-    if args.amp and device.type != 'cuda':
-        raise ValueError('--amp/--amp-dtype need a CUDA device (mmengine\'s '
-                         'AmpOptimWrapper); drop them on the CPU '
-                         '(--teacher-dtype bfloat16 works there).')
+    if args.amp:
+        error = train_tool().amp_device_error(
+            device.type, '--amp/--amp-dtype', '--teacher-dtype bfloat16')
+        if error:
+            raise ValueError(error)
     options = teacher_options(cfg, args)
     converted = bool(options['dtype'] or options['channels_last'])
     classes = num_classes_of(cfg.model.student)

@@ -1,0 +1,160 @@
+"""tools/train.py's command line, checked before the Runner is built:
+``--amp`` without a device mmengine's AmpOptimWrapper trains on,
+``--auto-scale-lr`` (mmdet's and mmpretrain's semantics) and ``--resume``
+with a checkpoint that does not exist. In process, on shrunken shipped
+configs; nothing trains."""
+import importlib.util
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+
+from tools_support import ROOT, write_tiny_config
+
+TOOL = osp.join(ROOT, 'tools', 'train.py')
+
+
+@pytest.fixture(scope='module')
+def train():
+    spec = importlib.util.spec_from_file_location('mmdistill_tools_train',
+                                                  TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def configs(tmp_path_factory):
+    """A detection config (its mmdet base has ``auto_scale_lr``) and a
+    segmentation one (mmseg's have none)."""
+    root = str(tmp_path_factory.mktemp('train_args'))
+    return dict(det=write_tiny_config('retinanet', root, length=1,
+                                      probe=False),
+                seg=write_tiny_config('pspnet', root, length=1,
+                                      probe=False))
+
+
+def stops(train, argv) -> str:
+    """The one-line message ``main(argv)`` stops with."""
+    with pytest.raises(SystemExit) as exc:
+        train.main(argv)
+    message = exc.value.code
+    assert isinstance(message, str) and message.startswith('error: ')
+    assert '\n' not in message
+    return message
+
+
+@pytest.mark.parametrize('device', ['cpu', 'mps'])
+def test_amp_without_an_amp_device_stops_before_the_runner(
+        train, configs, tmp_path, monkeypatch, device):
+    """It ended in mmengine's AssertionError 'AmpOptimizerWrapper is only
+    available training on gpu, npu, mlu or musa' from the Runner."""
+    import mmengine.device
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: device)
+    work_dir = str(tmp_path / 'work')
+    message = stops(train, [configs['det'], '--work-dir', work_dir, '--amp'])
+    assert '--amp needs a CUDA, NPU, MLU or MUSA device' in message
+    assert f"this runs on '{device}'. Drop --amp" in message
+    # the cheaper teacher that works on the CPU (a distillation config)
+    assert ('--cfg-options model.teacher.dtype=bfloat16' in message) == (
+        device == 'cpu')
+    assert not osp.exists(work_dir)
+
+
+def test_amp_check_is_the_benchmarks_too(train):
+    from test_benchmark_overhead import load_tool
+    shared = load_tool().train_tool()
+    assert shared.__file__ == train.__file__
+    assert shared.AMP_DEVICES == ('cuda', 'npu', 'mlu', 'musa')
+    for device in train.AMP_DEVICES:
+        assert train.amp_device_error(device, '--amp') is None
+    assert 'Drop --amp.' in train.amp_device_error('cpu', '--amp')
+
+
+@pytest.mark.parametrize('device', ['cuda', 'npu'])
+def test_amp_on_an_amp_device(train, configs, monkeypatch, device):
+    import mmengine.device
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: device)
+    cfg = train.setup_cfg(train.parse_args([configs['det'], '--amp']))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+
+
+def test_auto_scale_lr(train, configs, tmp_path):
+    """As mmdet's and mmpretrain's train.py: the flag enables the config's
+    ``auto_scale_lr``; the Runner then scales the learning rate by the
+    real batch size over ``base_batch_size``."""
+    assert Config.fromfile(configs['det']).auto_scale_lr.enable is False
+    args = train.parse_args([configs['det'], '--work-dir',
+                             str(tmp_path / 'work')])
+    assert not args.auto_scale_lr
+    assert train.setup_cfg(args).auto_scale_lr.enable is False
+    cfg = train.setup_cfg(train.parse_args([
+        configs['det'], '--work-dir', str(tmp_path / 'work'),
+        '--auto-scale-lr', '--cfg-options', 'auto_scale_lr.base_batch_size=1'
+    ]))
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=1)
+
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)
+    assert runner.auto_scale_lr == cfg.auto_scale_lr
+    wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
+    lr = wrapper.optimizer.param_groups[0]['lr']
+    runner.scale_lr(wrapper, runner.auto_scale_lr)
+    batch_size = cfg.train_dataloader.batch_size
+    assert batch_size > 1
+    assert wrapper.optimizer.param_groups[0]['lr'] == pytest.approx(
+        lr * batch_size)
+
+
+@pytest.mark.parametrize('options, found', [
+    ([], 'has no auto_scale_lr'),
+    (['--cfg-options', 'auto_scale_lr.enable=False'],
+     "has auto_scale_lr = {'enable': False}"),
+])
+def test_auto_scale_lr_without_a_base_batch_size(train, configs, tmp_path,
+                                                 options, found):
+    work_dir = str(tmp_path / 'work')
+    message = stops(train, [
+        configs['seg'], '--work-dir', work_dir, '--auto-scale-lr', *options
+    ])
+    assert ('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) '
+            'in the config') in message
+    assert f'the config {found}.' in message
+    assert '--cfg-options auto_scale_lr.base_batch_size=N' in message
+    assert not osp.exists(work_dir)
+
+
+@pytest.mark.parametrize('missing', ['no_such.pth', 'a_directory'])
+def test_resume_from_a_checkpoint_that_does_not_exist(
+        train, configs, tmp_path, missing):
+    """It ended in a traceback with mmengine's FileNotFoundError after the
+    Runner was built."""
+    (tmp_path / 'a_directory').mkdir()
+    path = str(tmp_path / missing)
+    work_dir = str(tmp_path / 'work')
+    message = stops(train, [
+        configs['det'], '--work-dir', work_dir, '--resume', path
+    ])
+    assert f'the checkpoint given to --resume, {path!r},' in message
+    assert ('is a directory' if missing == 'a_directory' else
+            'does not exist') in message
+    assert ('--resume without a value to resume from the latest checkpoint '
+            f'of the work dir ({work_dir})') in message
+    assert not osp.exists(work_dir)
+
+
+@pytest.mark.parametrize('resume', [
+    None, 'https://download.openmmlab.com/no/such/file.pth',
+    'open-mmlab://no_such_model', 'teacher'
+])
+def test_resume_without_a_value_from_a_url_or_a_file(train, configs,
+                                                     resume):
+    """No value: the work dir's latest checkpoint; a URL is the loader's to
+    fetch (not checked here); an existing file."""
+    if resume == 'teacher':
+        resume = Config.fromfile(configs['det']).model.teacher.checkpoint
+    cfg = train.setup_cfg(train.parse_args(
+        [configs['det'], '--resume'] + ([resume] if resume else [])))
+    assert cfg.resume is True
+    assert cfg.load_from == resume
