@@ -134,6 +134,39 @@ def test_amp_options():
     assert '--teacher-dtype bfloat16 runs the teacher' in str(exc.value)
 
 
+@pytest.mark.parametrize('teacher', [
+    'http://127.0.0.1:9/no_such_benchmark_teacher.pth', 'no_such_teacher.pth'
+])
+def test_a_teacher_checkpoint_it_cannot_read_names_random_teacher(
+        tmp_path, monkeypatch, teacher):
+    """Without network, a URL teacher said to download it elsewhere or to
+    put it in torch's hub cache, not that --random-teacher measures the
+    same cost without it."""
+    import torch
+
+    from mmdistill.utils.checkpoint import CheckpointError
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    if '://' not in teacher:
+        teacher = str(tmp_path / teacher)
+    tool = load_tool()
+    argv = [CONFIG, '--size', '32', '32', '--iters', '1', '--warmup', '0',
+            '--device', 'cpu', '--cfg-options',
+            f'model.teacher.checkpoint={teacher}']
+    with pytest.raises((CheckpointError, FileNotFoundError)) as exc:
+        tool.main(argv)
+    message = str(exc.value)
+    if '://' in teacher:
+        assert isinstance(exc.value, CheckpointError)
+        assert f'Could not download the checkpoint {teacher}' in message
+    else:
+        assert isinstance(exc.value, FileNotFoundError)
+        assert 'was not found' in message
+    assert ('--random-teacher gives the teacher random weights instead of '
+            f'loading {teacher!r}') in message
+    saved = tool.main(argv + ['--random-teacher'])
+    assert saved['distiller']['sec_per_iter'] > 0
+
+
 def test_refuses_a_config_without_a_distiller():
     student = osp.join(ROOT, 'demo', 'configs', 'seg',
                        'pspnet_r18-w8_student_synth.py')

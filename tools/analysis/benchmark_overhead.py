@@ -309,6 +309,7 @@ def build_distiller(cfg: Config, args, workdir: str):
     """The distiller (with its teacher), on CPU, its teacher in plain
     float32 (the options are applied by :func:`main` after the baseline)."""
     from mmdistill.testing import use_random_teacher
+    from mmdistill.utils.checkpoint import CheckpointError
     if args.random_teacher:
         use_random_teacher(cfg, osp.join(workdir, 'teacher.pth'))
     model = copy.deepcopy(cfg.model)
@@ -316,8 +317,19 @@ def build_distiller(cfg: Config, args, workdir: str):
         model.teacher.pop(key, None)
     # speed is measured here, not training health (a random teacher)
     model.guard = dict(model.get('guard') or {}, action='warn')
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        return MODELS.build(model)
+    try:
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            return MODELS.build(model)
+    except (CheckpointError, FileNotFoundError) as err:
+        # the teacher's checkpoint (the only one read here) could not be
+        # read: not needed to measure the cost
+        if args.random_teacher:
+            raise
+        raise type(err)(
+            f'{err}\nFor this measurement the weights are not needed: '
+            '--random-teacher gives the teacher random weights instead of '
+            f'loading {cfg.model.teacher.get("checkpoint")!r} (the same time '
+            'and memory).') from None
 
 
 def input_size(cfg: Config, args, kind: str) -> tuple:
