@@ -1,8 +1,8 @@
 """Test (and evaluate) a checkpoint with mmengine's Runner.
 
 Usage: python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-       [--show] [--show-dir DIR] [--tta] [--cfg-options KEY=VALUE ...]
-       [--launcher {none,pytorch,slurm,mpi}]
+       [--show] [--show-dir DIR] [--interval N] [--tta]
+       [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
 
 CONFIG and CHECKPOINT may be
 
@@ -17,8 +17,11 @@ CONFIG and CHECKPOINT may be
 
 Both give the same predictions and metrics. ``--out`` dumps the predictions
 to a ``.pkl`` file; for an mmseg config a folder instead keeps the predicted
-label maps (mmseg's ``IoUMetric(output_dir=...)``). Several processes:
-``tools/dist_test.sh CONFIG CHECKPOINT N``.
+label maps (mmseg's ``IoUMetric(output_dir=...)``). ``--show-dir`` paints
+the predictions where, and as often as, the config's own codebase's
+``tools/test.py`` does (see ``--help``: mmseg's and mmpretrain's save
+relative to the current directory, mmdet's under the work dir). Several
+processes: ``tools/dist_test.sh CONFIG CHECKPOINT N``.
 """
 import argparse
 import inspect
@@ -31,6 +34,11 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 PICKLE_EXTENSIONS = ('.pkl', '.pickle')
+#: the visualization hook of each codebase (by the config's default_scope)
+VISUALIZATION_HOOKS = dict(
+    mmdet='DetVisualizationHook',
+    mmseg='SegVisualizationHook',
+    mmpretrain='VisualizationHook')
 
 
 def parse_args(argv=None):
@@ -49,8 +57,26 @@ def parse_args(argv=None):
         '--show', action='store_true', help='show the prediction results')
     parser.add_argument(
         '--show-dir',
-        help='save images painted with the predictions into this folder '
-        '(under work_dir/<timestamp>/ when relative, as mmdet does)')
+        metavar='DIR',
+        help='save images painted with the predictions, where and how often '
+        'each codebase\'s own test.py does. mmdet configs: into '
+        'work_dir/<timestamp>/DIR (DIR itself when absolute), every test '
+        'image. mmseg configs: DIR is the visualizer\'s save_dir, relative '
+        'to the current directory; the images go to DIR/vis_data/vis_image/ '
+        '(beside a copy of the run\'s config in DIR/vis_data/), '
+        'and only test batches N, 2N, ... are drawn, N = '
+        'default_hooks.visualization.interval (50 in mmseg\'s configs: none '
+        'for fewer than 50 batches; --cfg-options '
+        'default_hooks.visualization.interval=1 draws every batch). '
+        'mmpretrain configs: into DIR, relative to the current directory, '
+        'every --interval-th test image')
+    parser.add_argument(
+        '--interval',
+        type=int,
+        default=None,
+        metavar='N',
+        help='mmpretrain configs, as mmpretrain\'s test.py: with --show/'
+        '--show-dir, draw every N-th test image (default 1)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
@@ -78,42 +104,82 @@ def parse_args(argv=None):
     return args
 
 
-def _hook_parameters(hook_type, scope) -> set:
-    """The ``__init__`` arguments of the visualization hook ``hook_type``."""
+def _hook_parameters(hook_type, scope) -> dict:
+    """The ``__init__`` arguments of the visualization hook ``hook_type``
+    (name -> ``inspect.Parameter``)."""
     from mmengine.registry import HOOKS, DefaultScope
-    if not isinstance(hook_type, str):
-        return set(inspect.signature(hook_type).parameters)
-    with DefaultScope.overwrite_default_scope(scope):
-        with HOOKS.switch_scope_and_registry(scope) as registry:
-            cls = registry.get(hook_type)
-    if cls is None:
-        raise KeyError(f'Visualization hook {hook_type!r} is not registered '
-                       f'in scope {scope!r}.')
-    return set(inspect.signature(cls.__init__).parameters)
+    cls = hook_type
+    if isinstance(hook_type, str):
+        with DefaultScope.overwrite_default_scope(scope):
+            with HOOKS.switch_scope_and_registry(scope) as registry:
+                cls = registry.get(hook_type)
+        if cls is None:
+            raise KeyError(f'Visualization hook {hook_type!r} is not '
+                           f'registered in scope {scope!r}.')
+    return dict(inspect.signature(cls).parameters)
 
 
 def enable_visualization(cfg: Config, args) -> Config:
     """Turn the config's visualization hook on for ``--show``/``--show-dir``
-    (mmdet's ``DetVisualizationHook``, mmseg's ``SegVisualizationHook``,
-    mmpretrain's ``VisualizationHook`` differ in their arguments)."""
+    as each codebase's own ``tools/test.py`` does (mmdet's
+    ``DetVisualizationHook``, mmseg's ``SegVisualizationHook``, mmpretrain's
+    ``VisualizationHook`` differ in their arguments, in where they save and
+    in how often they draw), and log where the images go."""
+    scope = cfg.get('default_scope', None)
     hook = (cfg.get('default_hooks', None) or {}).get('visualization', None)
     if hook is None:
+        name = VISUALIZATION_HOOKS.get(scope)
+        known = ', '.join(f'{h} for {s}'
+                          for s, h in VISUALIZATION_HOOKS.items())
         sys.exit('error: --show/--show-dir need a visualization hook in '
-                 'default_hooks, e.g. --cfg-options '
-                 'default_hooks.visualization.type=DetVisualizationHook')
-    params = _hook_parameters(hook['type'], cfg.get('default_scope', None))
+                 f'default_hooks; the config (default_scope {scope!r}) has '
+                 'none. Add --cfg-options default_hooks.visualization.type='
+                 + (f'{name}.' if name else
+                    f'HOOK, the hook of its codebase ({known}).'))
+    params = _hook_parameters(hook['type'], scope)
+    samples = 'out_dir' in params  # mmpretrain: counts images, not batches
+    if args.interval is not None:
+        if not samples:
+            sys.exit(
+                f'error: --interval is mmpretrain\'s option; {hook["type"]} '
+                + ('draws every test image.' if 'test_out_dir' in params else
+                   'draws one batch in default_hooks.visualization.interval: '
+                   'set --cfg-options default_hooks.visualization.interval=N.'
+                   ))
+        if args.interval < 1:
+            sys.exit('error: --interval must be at least 1')
     hook['draw' if 'draw' in params else 'enable'] = True
+    if samples:  # mmpretrain's test.py sets its --interval, default 1
+        hook['interval'] = args.interval or 1
     if args.show:
         hook['show'] = True
         if 'wait_time' in params or 'kwargs' in params:
             hook['wait_time'] = args.wait_time
-    if args.show_dir:
-        if 'test_out_dir' in params:  # mmdet
-            hook['test_out_dir'] = args.show_dir
-        elif 'out_dir' in params:  # mmpretrain
-            hook['out_dir'] = args.show_dir
-        else:  # mmseg: the visualizer's save_dir
-            cfg.visualizer['save_dir'] = args.show_dir
+    if not args.show_dir:
+        return cfg
+    if 'test_out_dir' in params:  # mmdet: under the run's log dir
+        hook['test_out_dir'] = args.show_dir
+        where = (osp.join(cfg.work_dir, '<timestamp>', args.show_dir) +
+                 ', every test image')
+    elif samples:  # mmpretrain: as given
+        hook['out_dir'] = args.show_dir
+        where = (f'{args.show_dir}, every test image' if hook['interval'] == 1
+                 else f'{args.show_dir}, every {hook["interval"]}-th test '
+                 'image')
+    else:  # mmseg: the visualizer's save_dir, as given
+        cfg.visualizer['save_dir'] = args.show_dir
+        interval = hook.get('interval', None) or getattr(
+            params.get('interval'), 'default', None)
+        where = osp.join(args.show_dir, 'vis_data', 'vis_image')
+        if interval == 1:
+            where += ', every test batch'
+        elif isinstance(interval, int):
+            where += (f', test batches {interval}, {2 * interval}, ... only '
+                      f'({hook["type"]}\'s interval; --cfg-options '
+                      'default_hooks.visualization.interval=1 draws every '
+                      'batch)')
+    print_log(f'--show-dir: the painted predictions go to {where}.',
+              logger='current')
     return cfg
 
 
