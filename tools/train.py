@@ -12,14 +12,9 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
-
-#: the device types mmengine's AmpOptimWrapper trains on (it asserts one of
-#: them is available)
-AMP_DEVICES = ('cuda', 'npu', 'mlu', 'musa')
 
 
 def parse_args(argv=None):
@@ -61,26 +56,6 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def amp_device_error(device: str, option: str,
-                     teacher_dtype: Optional[str] = None) -> Optional[str]:
-    """Why ``option`` (mixed precision with mmengine's ``AmpOptimWrapper``)
-    cannot train on ``device`` (a device type: ``'cuda'``, ``'cpu'``, ...),
-    or None when it can. ``teacher_dtype``, for a distiller, is how the
-    tool's user sets ``model.teacher.dtype``: the cheaper teacher that works
-    on the CPU. Also the check of ``tools/analysis/benchmark_overhead.py``.
-    """
-    if device in AMP_DEVICES:
-        return None
-    message = (f'{option} needs a CUDA, NPU, MLU or MUSA device (mmengine\'s '
-               f'AmpOptimWrapper trains only there); this runs on '
-               f'{device!r}. Drop {option}')
-    if device == 'cpu' and teacher_dtype:
-        message += (f' on the CPU; for a cheaper teacher there, '
-                    f'{teacher_dtype} runs the teacher in bfloat16 (CPU '
-                    'autocast; the student and the losses stay float32)')
-    return message + '.'
 
 
 def check_resume(resume: str, work_dir: str) -> None:
@@ -128,6 +103,8 @@ def setup_cfg(args) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     if args.amp:
         from mmengine.device import get_device
+
+        from mmdistill.utils.setup_env import amp_device_error
         teacher = isinstance(cfg.get('model'), dict) and isinstance(
             cfg.model.get('teacher'), dict)
         error = amp_device_error(

@@ -11,7 +11,7 @@ backend. With CUDA they change nothing.
 import copy
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -91,6 +91,40 @@ def _cpu_distributed(cfg: Config) -> None:
         _log_once(f'No CUDA device: {replaced} SyncBN layer config(s) use '
                   'BN in each CPU process; SyncBuffersHook averages their '
                   'running statistics.')
+
+
+#: the device types mmengine's AmpOptimWrapper trains on (it asserts one of
+#: them is available)
+AMP_DEVICES = ('cuda', 'npu', 'mlu', 'musa')
+
+
+def amp_device_error(device: str, option: str,
+                     teacher_dtype: Optional[str] = None) -> Optional[str]:
+    """Why ``option`` (mixed precision with mmengine's ``AmpOptimWrapper``)
+    cannot train on ``device`` (a device type: ``'cuda'``, ``'cpu'``, ...),
+    or None when it can. ``teacher_dtype``, for a distiller, is how the
+    tool's user sets ``model.teacher.dtype``: the cheaper teacher that works
+    on the CPU. The check of ``tools/train.py --amp`` and
+    ``tools/analysis/benchmark_overhead.py --amp``.
+
+    Args:
+        device (str): The device type.
+        option (str): The option to name in the message.
+        teacher_dtype (str, optional): How to set the teacher's dtype.
+
+    Returns:
+        str | None: The message, or None.
+    """
+    if device in AMP_DEVICES:
+        return None
+    message = (f'{option} needs a CUDA, NPU, MLU or MUSA device (mmengine\'s '
+               f'AmpOptimWrapper trains only there); this runs on '
+               f'{device!r}. Drop {option}')
+    if device == 'cpu' and teacher_dtype:
+        message += (f' on the CPU; for a cheaper teacher there, '
+                    f'{teacher_dtype} runs the teacher in bfloat16 (CPU '
+                    'autocast; the student and the losses stay float32)')
+    return message + '.'
 
 
 def prepare_config(cfg: Config) -> Config:

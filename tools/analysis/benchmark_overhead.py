@@ -63,20 +63,6 @@ from mmengine.registry import MODELS, DefaultScope
 
 AMP_DTYPES = ('float16', 'bfloat16')
 TEACHER_DTYPES = ('float32', 'bfloat16', 'float16')
-TRAIN_TOOL = osp.join(
-    osp.dirname(osp.dirname(osp.abspath(__file__))), 'train.py')
-
-
-def train_tool():
-    """``tools/train.py`` as a module: its checks, shared with it."""
-    import importlib.util
-    name = 'mmdistill_tools_train'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TRAIN_TOOL)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 def parse_args(argv=None):
@@ -377,7 +363,8 @@ def main(argv=None) -> dict:
     if args.iters < 1 or args.warmup < 0:
         raise ValueError('--iters must be >= 1 and --warmup >= 0.')
     if args.amp:
-        error = train_tool().amp_device_error(
+        from mmdistill.utils.setup_env import amp_device_error
+        error = amp_device_error(
             device.type, '--amp/--amp-dtype', '--teacher-dtype bfloat16')
         if error:
             raise ValueError(error)
