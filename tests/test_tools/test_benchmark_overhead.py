@@ -1,11 +1,12 @@
 """tools/analysis/benchmark_overhead.py on small real configs (structure
 and consistency of its report, its parts and ratios; timings are never
 asserted)."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
+
+from tools_support import load_script
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'benchmark_overhead.py')
@@ -16,10 +17,7 @@ FGD_CONFIG = osp.join(ROOT, 'demo', 'configs', 'det',
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_overhead', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'benchmark_overhead')
 
 
 def run(config, *extra, tmp_path):

@@ -1,22 +1,19 @@
 """tools/analysis/cost_table.py (README's cost table from benchmark JSON)
 and tools/analysis/gpu_cost.sh (the prepared GPU run of that table)."""
-import importlib.util
 import json
 import os.path as osp
 import re
 import shlex
 import subprocess
 
+from tools_support import load_script
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(ROOT, 'tools', 'analysis')
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(osp.join(TOOLS, f'{name}.py'), name)
 
 
 def result(config, amp_dtype=None, teacher_dtype=None):

@@ -7,7 +7,6 @@ The models are real mmdet/mmseg configs shrunk by ``mmdistill.testing``
 the tool fills in are checked by the distiller's own build-time check and
 by training), dumped to config files the tool reads; the teacher gets a
 random checkpoint."""
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -22,15 +21,14 @@ from tiny_configs import (CASCADE_X101, DEEPLABV3_R18, FASTER_R50,
 
 from mmdistill.testing import use_random_teacher
 
+from tools_support import load_script
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'suggest_pairs.py')
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('suggest_pairs', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'suggest_pairs')
 
 
 def test_filled_in_checkpoint_is_required(pair_files, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from mmengine.config import Config
 
 from conftest import run_tool
-from tools_support import ROOT, write_tiny_config
+from tools_support import ROOT, load_script, write_tiny_config
 
 TOOL = osp.join(ROOT, 'tools', 'test.py')
 DEMO = osp.join(ROOT, 'demo', 'configs')
@@ -29,11 +29,7 @@ HOOKS = dict(mmdet='DetVisualizationHook', mmseg='SegVisualizationHook',
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('mmdistill_tools_test',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'mmdistill_tools_test')
 
 
 def setup(tool, scope, *options, work_dir='W'):
@@ -57,11 +53,7 @@ def own_tool_function(package: str):
                     'test.py')
     if not osp.exists(path):
         pytest.skip(f'{package} is installed without its tools')
-    spec = importlib.util.spec_from_file_location(f'{package}_own_test',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.trigger_visualization_hook
+    return load_script(path, f'{package}_own_test').trigger_visualization_hook
 
 
 def test_help_says_where_each_codebase_saves(tool, capsys):

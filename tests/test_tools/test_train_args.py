@@ -3,24 +3,19 @@
 ``--auto-scale-lr`` (mmdet's and mmpretrain's semantics) and ``--resume``
 with a checkpoint that does not exist. In process, on shrunken shipped
 configs; nothing trains."""
-import importlib.util
 import os.path as osp
 
 import pytest
 from mmengine.config import Config
 
-from tools_support import ROOT, write_tiny_config
+from tools_support import ROOT, load_script, write_tiny_config
 
 TOOL = osp.join(ROOT, 'tools', 'train.py')
 
 
 @pytest.fixture(scope='module')
 def train():
-    spec = importlib.util.spec_from_file_location('mmdistill_tools_train',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'mmdistill_tools_train')
 
 
 @pytest.fixture(scope='module')

@@ -1,12 +1,13 @@
 """tools/analysis/visualize_features.py: the pictures of every pair, the TaT
 map, from a runner checkpoint, and no overwriting."""
-import importlib.util
 import os.path as osp
 
 import mmcv
 import numpy as np
 import pytest
 import torch
+
+from tools_support import load_script
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'visualize_features.py')
@@ -29,10 +30,7 @@ model = dict(
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('visualize_features', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'visualize_features')
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ package.
 """
 import copy
 import hashlib
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -31,6 +32,15 @@ BOXES = 'boxes_rank{rank}.json'
 #: tools/train.py runs with this variable set kill themselves (SIGKILL) right
 #: after the runner checkpoint of this iteration is saved
 KILL_AFTER_ITER = 'MMDISTILL_TEST_KILL_AFTER_ITER'
+
+
+def load_script(path: str, name: str):
+    """A tool script (``tools/...py``, not a package module) imported as
+    the module ``name``, for tests that call its functions in process."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def state_sha256(state) -> str:
