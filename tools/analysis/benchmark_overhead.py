@@ -227,11 +227,13 @@ def pair_units(distiller) -> List[Tuple[str, ...]]:
 def pair_step(distiller, names, student, teacher, data_samples, args,
               device) -> None:
     """The pairs' connector + loss, forward and backward, as
-    ``SingleTeacherDistiller.loss`` runs them (with ``with_cp``, run again
-    in the backward; the student feature is a leaf, so only the pairs' own
-    work runs; pairs of one unit tap the same layers)."""
+    ``SingleTeacherDistiller.loss`` runs them (keeping their own saved
+    tensors; with ``with_cp``, run again in the backward; the student
+    feature is a leaf, so only the pairs' own work runs; pairs of one unit
+    tap the same layers)."""
+    from mmdistill.distillers.single_teacher import pair_saved_tensors
     student = student.detach().requires_grad_(True)
-    with amp_context(args, device):
+    with amp_context(args, device), pair_saved_tensors():
         results = distiller.run_pairs(names, [student] * len(names),
                                       [teacher] * len(names), data_samples)
     sum(value for value, _, _ in results).backward()
