@@ -7,12 +7,13 @@ Hooks never set attributes of the distiller; they reach its
 * ``AutoLossWeightHook`` reads the measured losses and sets
   ``loss_weights`` of the pairs configured with ``loss_weight='auto'``;
 * ``FeatureStatsHook`` sets ``collect_stats`` for the next iteration and
-  takes the recorded features with :meth:`take_features`.
+  takes the pairs' statistics, computed as each pair runs, with
+  :meth:`take_features`.
 
 The distiller asks it, per pair, what to add to its losses
 (:meth:`weighted`); nothing here reads a value back to the host.
 """
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional
 
 import torch
 
@@ -38,8 +39,8 @@ class DistillControls:
             for the ``loss_weight='auto'`` pairs only; None until set. While
             None, the pair's loss is computed and logged as
             ``distill_raw_<pair>`` but adds zero to the optimised loss.
-        collect_stats (bool): Whether the next ``loss()`` keeps its pairs'
-            features for :meth:`take_features`.
+        collect_stats (bool): Whether the next ``loss()`` computes its
+            pairs' feature statistics for :meth:`take_features`.
         feature_stats (dict[str, dict[str, float]]): The last statistics
             ``FeatureStatsHook`` computed, per pair, for other hooks.
     """
@@ -52,7 +53,7 @@ class DistillControls:
             name: None for name in auto_weight}
         self.collect_stats = False
         self.feature_stats: Dict[str, Dict[str, float]] = {}
-        self._features: Dict[str, Tuple[torch.Tensor, ...]] = {}
+        self._features: Dict[str, Dict[str, torch.Tensor]] = {}
 
     def factor(self, name: str) -> Optional[float]:
         """What the pair's loss is multiplied by: schedule factor times
@@ -65,8 +66,11 @@ class DistillControls:
 
     @property
     def teacher_needed(self) -> bool:
-        """False when every pair is scheduled off (and none is measured)."""
-        return any(self.loss_scales.get(name, 1.0) for name in self.pairs)
+        """False when every pair is scheduled off and none has its
+        automatic weight measured (that needs the pair's loss, whatever its
+        schedule factor)."""
+        return self.measuring or any(
+            self.loss_scales.get(name, 1.0) for name in self.pairs)
 
     @property
     def measuring(self) -> bool:
@@ -87,14 +91,18 @@ class DistillControls:
     def keep_features(self, name: str, raw: torch.Tensor,
                       student: torch.Tensor, teacher: torch.Tensor,
                       value: torch.Tensor) -> None:
-        """Keep (detached) the pair's features when statistics were asked
-        for this iteration."""
+        """When statistics were asked for this iteration, compute the
+        pair's now, as it runs (0-d tensors on the device, nothing read
+        back), so that no feature map is kept for them past the pair's own
+        backward (nor the connector's output a pair's ``with_cp`` drops)."""
         if self.collect_stats:
-            self._features[name] = tuple(
-                x.detach() for x in (raw, student, teacher, value))
+            from mmdistill.hooks.feature_stats import feature_stats_tensors
+            self._features[name] = feature_stats_tensors(
+                raw, student, teacher, value)
 
-    def take_features(self) -> Dict[str, Tuple[torch.Tensor, ...]]:
-        """Pair -> (raw student, student after the connector, teacher,
-        loss) of the last ``loss()`` with ``collect_stats``; cleared."""
+    def take_features(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Pair -> its statistics (name -> 0-d tensor, see
+        :func:`~mmdistill.hooks.feature_stats.feature_stats_tensors`) of the
+        last ``loss()`` with ``collect_stats``; cleared."""
         features, self._features = self._features, {}
         return features

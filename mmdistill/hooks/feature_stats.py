@@ -47,8 +47,15 @@ def feature_stats(features: Dict[str, tuple]) -> Dict[str, Dict[str, float]]:
     similarity of each sample's flattened features, averaged. Entries that
     need equal shapes are left out when the shapes differ.
     """
-    tensors = {name: feature_stats_tensors(*values)
-               for name, values in features.items()}
+    return read_stats({name: feature_stats_tensors(*values)
+                       for name, values in features.items()})
+
+
+def read_stats(
+        tensors: Dict[str, Dict[str, torch.Tensor]]
+) -> Dict[str, Dict[str, float]]:
+    """Pair -> name -> 0-d tensor (:func:`feature_stats_tensors`) read
+    back to floats in one transfer."""
     flat = [v for values in tensors.values() for v in values.values()]
     if not flat:
         return {}
@@ -70,11 +77,12 @@ class FeatureStatsHook(Hook):
     The values go to the visualiser's backends (``vis_data/scalars.json``,
     TensorBoard, W&B, as configured) under ``distill_stats/<pair>/<name>``
     at the iteration's step, and one compact line per pair to the log.
-    They are computed without gradients on the iteration's own features, so
-    the model runs no extra forward, on each rank's own batch (rank 0's are
-    logged). ``loss`` is the pair's loss before a
-    :class:`DistillLossScheduleHook` factor; with a ``TaTConnector`` in
-    anchor-output mode the teacher entries describe its pooled target.
+    They are computed without gradients on the iteration's own features, as
+    each pair runs (no feature map is kept for them), so the model runs no
+    extra forward, on each rank's own batch (rank 0's are logged). ``loss``
+    is the pair's loss before a :class:`DistillLossScheduleHook` factor;
+    with a ``TaTConnector`` in anchor-output mode the teacher entries
+    describe its pooled target.
 
     Example::
 
@@ -112,7 +120,7 @@ class FeatureStatsHook(Hook):
             return
         controls = distiller_of(runner, 'FeatureStatsHook').controls
         controls.collect_stats = False
-        stats = feature_stats(controls.take_features())
+        stats = read_stats(controls.take_features())
         # kept until the next collection, for other hooks
         controls.feature_stats = stats
         if not stats:

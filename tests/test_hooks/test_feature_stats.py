@@ -68,3 +68,48 @@ def test_logged_to_the_visualiser_and_the_log(tiny_cfg):
 def test_interval_must_be_positive():
     with pytest.raises(ValueError, match='interval'):
         FeatureStatsHook(interval=0)
+
+
+def test_statistics_computed_as_the_pair_runs(tiny_cfg):
+    """With statistics asked for, the step keeps no feature map for them:
+    each pair's statistics are 0-d tensors computed as it runs (here with
+    the pair's ``with_cp``, whose connector output is not kept either),
+    equal to those of its features."""
+    import copy
+
+    from mmengine.registry import MODELS, DefaultScope
+
+    from mmdistill.testing import random_batch
+    cfg, _ = tiny_cfg('pspnet')
+    cfg.model.distill.stage4.with_cp = True
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(copy.deepcopy(cfg.model))
+    model.train()
+    seen = []
+    model.connectors.stage4.register_forward_hook(
+        lambda module, args, output: seen.append((args[0], output)))
+    data = model.data_preprocessor(
+        random_batch('seg', (64, 64), 2, 19, seed=0), True)
+    model.controls.collect_stats = True
+    losses = model(data['inputs'], data['data_samples'], mode='loss')
+    kept = model.controls.take_features()['stage4']
+    assert all(value.dim() == 0 for value in kept.values())
+    raw, student = seen[0]  # the forward's, not the backward's re-run
+    teacher = model.teacher_features(data['inputs'],
+                                     data['data_samples'])['stage4']
+    expected = feature_stats(dict(stage4=(
+        raw, student, teacher, losses['loss_distill_stage4'])))['stage4']
+    assert set(kept) == set(expected)
+    for key, value in expected.items():
+        assert kept[key].item() == pytest.approx(value, rel=1e-5), key
+
+
+def test_teacher_runs_while_a_weight_is_measured():
+    """A pair whose automatic weight is being measured needs its loss, and
+    so the teacher, even when its schedule factor is 0."""
+    from mmdistill.distillers.controls import DistillControls
+    controls = DistillControls(['a', 'b'], auto_weight=['a'])
+    controls.loss_scales.update(a=0.0, b=0.0)
+    assert controls.teacher_needed
+    controls.loss_weights['a'] = 2.0
+    assert not controls.teacher_needed
