@@ -29,6 +29,7 @@ Anything else in a file is refused with :class:`UnsafeCheckpointError`.
 """
 import collections
 import io
+import os
 import pickle
 import re
 import types
@@ -186,15 +187,14 @@ class RestrictedUnpickler(pickle._Unpickler):
         value = self.allowed().get(key)
         if value is None:
             raise UnsafeCheckpointError(
-                f'Unsupported global: GLOBAL {key} is not allowed in a '
-                'checkpoint')
+                f'it holds {key}, which is not allowed in a checkpoint')
         return value
 
     def load_build(self) -> None:
         inst = self.stack[-2]  # below the state BUILD pops
         if not isinstance(inst, _build_targets()):
             raise UnsafeCheckpointError(
-                f'setting the state of a {type(inst).__name__} is not '
+                f'it sets the state of a {type(inst).__name__}, which is not '
                 'allowed in a checkpoint')
         pickle._Unpickler.load_build(self)
 
@@ -234,6 +234,35 @@ def register_torch_allowlist() -> None:
 
 _UNSAFE_GLOBAL = re.compile(
     r'(?:Unsupported global: GLOBAL|Unsupported class|GLOBAL)\s+([\w.]+)')
+_BUILD_TARGET = re.compile(r"Can only build .* but got <class '([\w.]+)'>")
+
+
+def _weights_only_refusal(message: str) -> Optional[str]:
+    """What torch's weights-only unpickler refused, worded as the
+    restricted unpickler words it; None when the message names no object
+    (an opcode it does not read: a corrupt file, or another kind of
+    pickle)."""
+    found = _UNSAFE_GLOBAL.search(message)
+    if found or 'getattr(' in message:
+        name = found.group(1) if found else 'getattr'
+        return f'it holds {name}, which is not allowed in a checkpoint'
+    found = _BUILD_TARGET.search(message)
+    if found:
+        return (f'it sets the state of a {found.group(1)}, which is not '
+                'allowed in a checkpoint')
+    return None
+
+
+def _rewind(file) -> bool:
+    """Whether ``file`` can be read again from its start (a path, bytes,
+    or a seekable file object, rewound)."""
+    if isinstance(file, (str, bytes, bytearray, os.PathLike)):
+        return True
+    try:
+        file.seek(0)
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def safe_torch_load(file, map_location=None, backend: Optional[str] = None
@@ -262,13 +291,18 @@ def safe_torch_load(file, map_location=None, backend: Optional[str] = None
             return torch.load(file, map_location=map_location,
                               weights_only=True)
         except pickle.UnpicklingError as err:
-            found = _UNSAFE_GLOBAL.search(str(err))
-            if found or 'getattr(' in str(err):
-                name = found.group(1) if found else 'getattr'
-                raise UnsafeCheckpointError(
-                    f'it holds {name}, which is not allowed in a checkpoint'
-                ) from None
-            raise
+            refusal = _weights_only_refusal(str(err))
+            if refusal:
+                raise UnsafeCheckpointError(refusal) from None
+            if ('WeightsUnpickler error' not in str(err)
+                    or not _rewind(file)):
+                raise
+            # an opcode torch's unpickler does not read (protocol 0
+            # strings, INST, FRAME...): the restricted one reads every
+            # opcode, against the same allowlist, so the file gets the
+            # answer it gets on torch < 2.6 (refused naming what it holds,
+            # loaded, or unreadable)
+            backend = 'restricted'
     if backend != 'restricted':
         raise ValueError(f'backend must be torch or restricted, not '
                          f'{backend!r}')

@@ -159,3 +159,46 @@ def test_restricted_allowlist_covers_torchs_own():
         pytest.skip('this torch has no weights-only allowlist to compare')
     theirs = set(wou._get_allowed_globals())
     assert theirs - set(_torch_globals()) <= {'_codecs.encode'}
+
+
+#: hand-written checkpoints whose pickle avoids GLOBAL/STACK_GLOBAL, or
+#: builds a function; what the refusal names
+UNUSUAL_PICKLES = {
+    # protocol 0 string, then INST os.system
+    'inst': (b"(S'echo hi'\nios\nsystem\n.", 'it holds os.system'),
+    # OBJ on a class from GLOBAL
+    'obj': (b'\x80\x02(cos\nsystem\nX\x04\x00\x00\x00trueo.',
+            'it holds os.system'),
+    # BUILD that sets __defaults__ of an allowed function
+    'build': (b'\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x0c\x00\x00'
+              b'\x00__defaults__Nsb.', 'it sets the state of a function'),
+}
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('case', sorted(UNUSUAL_PICKLES))
+def test_refusals_read_the_same_on_both_backends(tmp_path, backend, case):
+    """Opcodes torch's weights-only unpickler does not read (protocol 0
+    strings, INST, OBJ) and a BUILD on a function are refused as unsafe,
+    naming what the file holds, as the restricted unpickler does (not
+    called corrupt)."""
+    body, named = UNUSUAL_PICKLES[case]
+    path = str(tmp_path / f'{case}.pth')
+    torch.save(dict(a=1), path)
+    rewrite_pickle(path, lambda data: body)
+    with pytest.raises(UnsafeCheckpointError) as err:
+        safe_torch_load(path, backend=backend)
+    assert str(err.value).startswith(named)
+    assert 'not allowed in a checkpoint' in str(err.value)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_a_benign_pickle_of_another_protocol_loads(tmp_path, backend):
+    """A protocol-4 pickle (FRAME, which torch's unpickler does not read)
+    of allowed objects loads, as on torch < 2.6."""
+    path = str(tmp_path / 'p4.pth')
+    torch.save(dict(a=1), path)
+    rewrite_pickle(path, lambda data: pickle.dumps(
+        dict(x=1.5, names=['a', 'b']), protocol=4))
+    assert safe_torch_load(path, backend=backend) == dict(x=1.5,
+                                                          names=['a', 'b'])
