@@ -126,6 +126,26 @@ class StudentCheckpointHook(Hook):
                 f'{osp.basename(checkpoint)} no longer exists.',
                 logger='current')
 
+    def _set_aside_replaced(self, checkpoint: str) -> None:
+        """This run saved ``checkpoint`` again (it resumed from an earlier
+        one, and mmengine wrote the same name): the exports found at the
+        start belong to the file it replaced. They keep their weights under
+        ``<export>-replaced`` names, so that the plain name pairs with the
+        new file."""
+        for export in self._found.pop(checkpoint, []):
+            if not osp.exists(export) or not self._is_export_of(
+                    export, checkpoint):
+                continue
+            stem, ext = osp.splitext(export)
+            aside = free_path(f'{stem}-replaced{ext}')
+            os.rename(export, aside)
+            print_log(
+                f'{osp.basename(checkpoint)} was saved again by this run '
+                '(resumed from an earlier checkpoint): the export of the '
+                f'file it replaced is kept as {osp.basename(aside)}.',
+                logger='current',
+                level=logging.WARNING)
+
     def _remove_stale_temporaries(self, folder: str, names: List[str],
                                   is_export) -> None:
         """``<export>.tmp-<pid>`` files that an export killed while writing
@@ -267,6 +287,7 @@ class StudentCheckpointHook(Hook):
             self._done.add(checkpoint)
             if self._saved_state is None:
                 return
+            self._set_aside_replaced(checkpoint)
             dataset = getattr(runner.train_dataloader, 'dataset', None)
             epoch, iteration = self._saved_step
             path = self._write_export(

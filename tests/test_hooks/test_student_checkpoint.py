@@ -137,3 +137,23 @@ def test_missing_export_of_an_existing_checkpoint_is_written(tiny_cfg):
                         weights_only=True)
     assert export['meta']['iter'] == 1
     assert export['meta']['dataset_meta']['classes'][0] == 'road'
+
+
+def test_resume_from_an_earlier_checkpoint_pairs_the_resaved_one(tiny_cfg):
+    """Resumed from iter_2.pth, the run saves iter_3.pth again: its export
+    has the plain name and holds the new file's student; the export of the
+    file it replaced keeps its weights as ``iter_3_student-replaced.pth``
+    (nothing lost)."""
+    cfg, _ = tiny_cfg('pspnet', iters=3)
+    cfg.default_hooks.checkpoint.update(interval=1)
+    work_dir = cfg.work_dir
+    Runner.from_cfg(cfg).train()
+    old = open(osp.join(work_dir, 'iter_3_student.pth'), 'rb').read()
+    cfg.resume = True
+    cfg.load_from = osp.join(work_dir, 'iter_2.pth')
+    cfg.experiment_name = 'again'
+    Runner.from_cfg(cfg).train()
+    assert_export_matches(work_dir, 'iter_3')
+    aside = osp.join(work_dir, 'iter_3_student-replaced.pth')
+    assert open(aside, 'rb').read() == old
+    assert not osp.exists(osp.join(work_dir, 'iter_3_student-1.pth'))
