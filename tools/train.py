@@ -74,6 +74,29 @@ def check_resume(resume: str, work_dir: str) -> None:
              f'({work_dir}).')
 
 
+def check_auto_resume(work_dir: str) -> None:
+    """Stop when ``--resume`` without a value would resume from a
+    checkpoint that is gone: mmengine resumes from the file the work dir's
+    ``last_checkpoint`` names, and fails after building the Runner when it
+    was deleted (e.g. a corrupt last checkpoint removed by hand)."""
+    record = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(record):
+        return
+    with open(record) as f:
+        last = f.read().strip()
+    if not last or '://' in last or osp.isfile(last):
+        return
+    left = [osp.join(work_dir, n) for n in os.listdir(work_dir)
+            if n.endswith('.pth') and not n.endswith('_student.pth')
+            and osp.isfile(osp.join(work_dir, n))]
+    hint = (f' The latest one left here: --resume '
+            f'{max(left, key=osp.getmtime)}' if left else
+            ' No runner checkpoint is left there.')
+    sys.exit(f'error: --resume without a value resumes from the checkpoint '
+             f'{record} names, {last}, which no longer exists. Give the '
+             f'checkpoint to resume from: --resume CKPT.{hint}')
+
+
 def enable_auto_scale_lr(cfg: Config) -> None:
     """``--auto-scale-lr``: mmengine's Runner scales the learning rate by
     the real batch size over ``auto_scale_lr.base_batch_size``."""
@@ -127,6 +150,7 @@ def setup_cfg(args) -> Config:
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
     if args.resume == 'auto':
+        check_auto_resume(cfg.work_dir)
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:

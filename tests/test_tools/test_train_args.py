@@ -151,3 +151,29 @@ def test_resume_without_a_value_from_a_url_or_a_file(train, configs,
         [configs['det'], '--resume'] + ([resume] if resume else [])))
     assert cfg.resume is True
     assert cfg.load_from == resume
+
+
+def test_resume_without_a_value_after_the_last_checkpoint_went(
+        train, configs, tmp_path):
+    """mmengine resumes from the file ``last_checkpoint`` names; when it
+    was deleted (a corrupt last checkpoint removed by hand), the tool names
+    it and the checkpoint left to resume from, before building anything."""
+    import os
+    import time
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    for name in ('iter_1.pth', 'iter_2.pth', 'iter_2_student.pth'):
+        (work_dir / name).write_bytes(b'x')
+        time.sleep(0.01)
+    os.utime(work_dir / 'iter_1.pth', (0, 0))
+    gone = str(work_dir / 'iter_3.pth')
+    (work_dir / 'last_checkpoint').write_text(gone)
+    message = stops(train, [configs['det'], '--work-dir', str(work_dir),
+                            '--resume'])
+    assert f'names, {gone}, which no longer exists' in message
+    assert f"--resume {work_dir / 'iter_2.pth'}" in message
+    # a last_checkpoint that names an existing file: resumed as before
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_2.pth'))
+    cfg = train.setup_cfg(train.parse_args(
+        [configs['det'], '--work-dir', str(work_dir), '--resume']))
+    assert cfg.resume is True and cfg.load_from is None
