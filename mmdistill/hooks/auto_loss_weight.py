@@ -86,6 +86,17 @@ class AutoLossWeightHook(Hook):
                 'AutoLossWeightHook: weights restored from the checkpoint: '
                 + self._describe(controls.loss_weights))
 
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        # a pair's raw loss is logged while its weight is measured; the
+        # message hub keeps a key's last value, which the logs would go on
+        # printing (also after a resume, from the checkpoint's hub)
+        controls = distiller_of(runner, 'AutoLossWeightHook').controls
+        scalars = runner.message_hub.log_scalars
+        for name, weight in controls.loss_weights.items():
+            if weight is not None:
+                scalars.pop(f'train/{RAW_PREFIX}{name}', None)
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
         controls = distiller_of(runner, 'AutoLossWeightHook').controls

@@ -51,6 +51,8 @@ def test_weight_measured_frozen_dumped_and_resumed(tiny_cfg, tmp_path):
     for row in rows[2:]:
         assert 'distill_raw_stage4' not in row
         assert row['loss_distill_stage4'] > 0
+    # nor logged any more (the message hub would repeat the last value)
+    assert 'train/distill_raw_stage4' not in runner.message_hub.log_scalars
     # the dumped config holds the number: the run can be repeated exactly
     dumped = Config.fromfile(osp.join(work, osp.basename(cfg.filename)))
     assert dumped.model.distill.stage4.loss.loss_weight == \
@@ -69,6 +71,7 @@ def test_weight_measured_frozen_dumped_and_resumed(tiny_cfg, tmp_path):
     assert runner2.model.controls.loss_weights['stage4'] == weight
     assert len(spy2.rows) == 2
     assert all('distill_raw_stage4' not in r for r in spy2.rows)
+    assert 'train/distill_raw_stage4' not in runner2.message_hub.log_scalars
 
 
 def test_needs_an_auto_pair_and_good_arguments(tiny_cfg):
