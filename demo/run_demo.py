@@ -509,6 +509,12 @@ def methods_of(task: str) -> List[str]:
             if role not in ('teacher', 'student')]
 
 
+def methods_per_task() -> str:
+    """``'seg: mlp cwd; det: ...'``, for messages."""
+    return '; '.join(f'{task}: {" ".join(methods_of(task))}'
+                     for task in TASKS)
+
+
 def check_methods(parser, tasks: List[str],
                   methods: Optional[List[str]]) -> None:
     """Stop (argparse's usage error) on a ``--methods`` name that has no
@@ -524,10 +530,8 @@ def check_methods(parser, tasks: List[str],
             f'{m!r} (unknown method)' if m not in known else
             f'{m!r} (no config for --tasks {" ".join(tasks)})'
             for m in wrong)
-        per_task = '; '.join(f'{task}: {" ".join(methods_of(task))}'
-                             for task in TASKS)
         parser.error(f'--methods {what}. The methods per task are '
-                     f'{per_task}.')
+                     f'{methods_per_task()}.')
 
 
 def parse_args(argv=None):
@@ -548,10 +552,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--methods', nargs='+', default=None,
         help='distil only with these methods (default: all of the chosen '
-        'tasks; per task: ' + '; '.join(
-            f'{task}: {" ".join(methods_of(task))}' for task in TASKS) +
-        '); each must be one of a chosen task; the teacher and the student '
-        'alone always run')
+        'tasks; per task: ' + methods_per_task() + '); each must be one '
+        'of a chosen task; the teacher and the student alone always run')
     parser.add_argument(
         '--settings', type=json.loads, default=None,
         help='JSON merged into the data/schedule settings, e.g. '

@@ -99,6 +99,12 @@ def parse_args(argv=None):
     # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.interval is not None:
+        if not (args.show or args.show_dir):
+            parser.error('--interval sets how often --show/--show-dir '
+                         'draw: give one of them too')
+        if args.interval < 1:
+            parser.error('--interval must be at least 1')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -146,8 +152,6 @@ def enable_visualization(cfg: Config, args) -> Config:
                    'draws one batch in default_hooks.visualization.interval: '
                    'set --cfg-options default_hooks.visualization.interval=N.'
                    ))
-        if args.interval < 1:
-            sys.exit('error: --interval must be at least 1')
     hook['draw' if 'draw' in params else 'enable'] = True
     if samples:  # mmpretrain's test.py sets its --interval, default 1
         hook['interval'] = args.interval or 1

@@ -11,6 +11,7 @@ backend on the CPU (see ``mmdistill.utils.setup_env``).
 import argparse
 import os
 import os.path as osp
+import re
 import sys
 
 from mmengine.config import Config, DictAction
@@ -60,7 +61,12 @@ def parse_args(argv=None):
 
 def check_resume(resume: str, work_dir: str) -> None:
     """Stop when ``--resume CKPT`` names a local file that does not exist
-    (URLs and other ``scheme://`` sources are left to the loader)."""
+    (URLs and other ``scheme://`` sources are left to the loader).
+
+    Args:
+        resume (str): The value of ``--resume``.
+        work_dir (str): The run's work dir (named in the message).
+    """
     if '://' in resume:
         return
     path = osp.expanduser(resume)
@@ -78,7 +84,11 @@ def check_auto_resume(work_dir: str) -> None:
     """Stop when ``--resume`` without a value would resume from a
     checkpoint that is gone: mmengine resumes from the file the work dir's
     ``last_checkpoint`` names, and fails after building the Runner when it
-    was deleted (e.g. a corrupt last checkpoint removed by hand)."""
+    was deleted (e.g. a corrupt last checkpoint removed by hand).
+
+    Args:
+        work_dir (str): The run's work dir.
+    """
     record = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(record):
         return
@@ -86,12 +96,15 @@ def check_auto_resume(work_dir: str) -> None:
         last = f.read().strip()
     if not last or '://' in last or osp.isfile(last):
         return
-    left = [osp.join(work_dir, n) for n in os.listdir(work_dir)
-            if n.endswith('.pth') and not n.endswith('_student.pth')
-            and osp.isfile(osp.join(work_dir, n))]
-    hint = (f' The latest one left here: --resume '
-            f'{max(left, key=osp.getmtime)}' if left else
-            ' No runner checkpoint is left there.')
+    # runner checkpoints (not best_* nor student exports) where it was
+    folder = osp.dirname(last) or work_dir
+    steps = {}
+    for name in (os.listdir(folder) if osp.isdir(folder) else []):
+        found = re.fullmatch(r'(?:iter|epoch)_(\d+)\.pth', name)
+        if found:
+            steps[int(found.group(1))] = osp.join(folder, name)
+    hint = (f' The latest one left there: --resume {steps[max(steps)]}'
+            if steps else f' No runner checkpoint is left in {folder}.')
     sys.exit(f'error: --resume without a value resumes from the checkpoint '
              f'{record} names, {last}, which no longer exists. Give the '
              f'checkpoint to resume from: --resume CKPT.{hint}')
@@ -99,7 +112,12 @@ def check_auto_resume(work_dir: str) -> None:
 
 def enable_auto_scale_lr(cfg: Config) -> None:
     """``--auto-scale-lr``: mmengine's Runner scales the learning rate by
-    the real batch size over ``auto_scale_lr.base_batch_size``."""
+    the real batch size over ``auto_scale_lr.base_batch_size``; stops when
+    the config has no such base.
+
+    Args:
+        cfg (Config): The config, changed in place.
+    """
     scale = cfg.get('auto_scale_lr', None)
     base = scale.get('base_batch_size', None) if isinstance(
         scale, dict) else None

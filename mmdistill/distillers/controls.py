@@ -16,11 +16,51 @@ The distiller asks it, per pair, what to add to its losses
 from typing import Dict, Iterable, Optional
 
 import torch
+import torch.nn.functional as F
 
 LOSS_PREFIX = 'loss_distill_'
 #: logged (not optimised: no 'loss' in the name) while a pair's automatic
 #: weight is measured
 RAW_PREFIX = 'distill_raw_'
+
+
+@torch.no_grad()
+def feature_stats_tensors(raw: torch.Tensor, student: torch.Tensor,
+                          teacher: torch.Tensor,
+                          loss: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """A pair's feature statistics as 0-d float32 tensors, computed on the
+    features' device without reading anything back to the host (what
+    :class:`~mmdistill.hooks.FeatureStatsHook` logs; see
+    :func:`~mmdistill.hooks.feature_stats.feature_stats`).
+
+    Args:
+        raw (torch.Tensor): The student tap, before the connector.
+        student (torch.Tensor): The student after the connector.
+        teacher (torch.Tensor): The teacher tap (the loss's target).
+        loss (torch.Tensor): The pair's loss.
+
+    Returns:
+        dict[str, torch.Tensor]: Name -> 0-d tensor.
+    """
+
+    def std(x):
+        if x.numel() > 1:
+            return x.float().std()
+        return x.new_zeros((), dtype=torch.float32)
+
+    out = dict(loss=loss.detach().float().reshape(()),
+               student_mean=raw.float().mean(),
+               student_std=std(raw),
+               teacher_mean=teacher.float().mean(),
+               teacher_std=std(teacher))
+    for tag, x in (('before', raw), ('after', student)):
+        if x.shape == teacher.shape:
+            x, t = x.float(), teacher.float()
+            out[f'mse_{tag}_connector'] = (x - t).pow(2).mean()
+            out[f'cos_{tag}_connector'] = F.cosine_similarity(
+                x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
+                dim=1).mean()
+    return out
 
 
 class DistillControls:
@@ -96,13 +136,12 @@ class DistillControls:
         back), so that no feature map is kept for them past the pair's own
         backward (nor the connector's output a pair's ``with_cp`` drops)."""
         if self.collect_stats:
-            from mmdistill.hooks.feature_stats import feature_stats_tensors
             self._features[name] = feature_stats_tensors(
                 raw, student, teacher, value)
 
     def take_features(self) -> Dict[str, Dict[str, torch.Tensor]]:
         """Pair -> its statistics (name -> 0-d tensor, see
-        :func:`~mmdistill.hooks.feature_stats.feature_stats_tensors`) of the
+        :func:`feature_stats_tensors`) of the
         last ``loss()`` with ``collect_stats``; cleared."""
         features, self._features = self._features, {}
         return features

@@ -50,7 +50,14 @@ def pair_saved_tensors():
     inside the student's forward; when the student checkpoints the tapped
     module (``with_cp``, non-reentrant ``torch.utils.checkpoint``), the
     checkpoint would otherwise take the pair's tensors for its own, and its
-    recompute, which does not run the pair, would not find them."""
+    recompute, which does not run the pair, would not find them.
+
+    Returns:
+        torch.autograd.graph.saved_tensors_hooks: The context to run the
+        pair in; it keeps detached aliases (no reference cycle through a
+        saved output) and stops the backward on an in-place change, as
+        autograd does.
+    """
     hooks = torch.autograd.graph.saved_tensors_hooks
     return hooks(_pack_in_pair, _unpack_in_pair)
 

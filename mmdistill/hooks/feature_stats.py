@@ -2,50 +2,28 @@
 from typing import Dict
 
 import torch
-import torch.nn.functional as F
 from mmengine.hooks import Hook
 
+from mmdistill.distillers.controls import feature_stats_tensors
 from mmdistill.registry import HOOKS
 from .utils import distiller_of
-
-
-@torch.no_grad()
-def feature_stats_tensors(raw: torch.Tensor, student: torch.Tensor,
-                          teacher: torch.Tensor,
-                          loss: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """:func:`feature_stats` as 0-d float32 tensors, computed on the
-    features' device without reading anything back to the host."""
-
-    def std(x):
-        if x.numel() > 1:
-            return x.float().std()
-        return x.new_zeros((), dtype=torch.float32)
-
-    out = dict(loss=loss.detach().float().reshape(()),
-               student_mean=raw.float().mean(),
-               student_std=std(raw),
-               teacher_mean=teacher.float().mean(),
-               teacher_std=std(teacher))
-    for tag, x in (('before', raw), ('after', student)):
-        if x.shape == teacher.shape:
-            x, t = x.float(), teacher.float()
-            out[f'mse_{tag}_connector'] = (x - t).pow(2).mean()
-            out[f'cos_{tag}_connector'] = F.cosine_similarity(
-                x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
-                dim=1).mean()
-    return out
 
 
 def feature_stats(features: Dict[str, tuple]) -> Dict[str, Dict[str, float]]:
     """Statistics of the distillation pairs, read back in one transfer.
 
-    ``features`` maps a pair to ``(raw, student, teacher, loss)``
-    (``DistillControls.take_features``): ``raw`` is the student tap before
-    the connector, ``student`` after it. Distances are mean squared
-    differences per element (the MLP-connector paper, Table 6, compares the
-    L2 distance before and after the connector); ``cos`` is the cosine
-    similarity of each sample's flattened features, averaged. Entries that
-    need equal shapes are left out when the shapes differ.
+    Distances are mean squared differences per element (the MLP-connector
+    paper, Table 6, compares the L2 distance before and after the
+    connector); ``cos`` is the cosine similarity of each sample's flattened
+    features, averaged. Entries that need equal shapes are left out when
+    the shapes differ.
+
+    Args:
+        features (dict): Pair -> ``(raw, student, teacher, loss)``: ``raw``
+            is the student tap before the connector, ``student`` after it.
+
+    Returns:
+        dict[str, dict[str, float]]: Pair -> name -> value.
     """
     return read_stats({name: feature_stats_tensors(*values)
                        for name, values in features.items()})
@@ -54,8 +32,15 @@ def feature_stats(features: Dict[str, tuple]) -> Dict[str, Dict[str, float]]:
 def read_stats(
         tensors: Dict[str, Dict[str, torch.Tensor]]
 ) -> Dict[str, Dict[str, float]]:
-    """Pair -> name -> 0-d tensor (:func:`feature_stats_tensors`) read
-    back to floats in one transfer."""
+    """Statistics computed on the device, read back in one transfer.
+
+    Args:
+        tensors (dict): Pair -> name -> 0-d tensor
+            (:func:`feature_stats_tensors`, ``DistillControls.take_features``).
+
+    Returns:
+        dict[str, dict[str, float]]: Pair -> name -> value.
+    """
     flat = [v for values in tensors.values() for v in values.values()]
     if not flat:
         return {}

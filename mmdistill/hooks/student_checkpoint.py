@@ -138,7 +138,10 @@ class StudentCheckpointHook(Hook):
                 continue
             stem, ext = osp.splitext(export)
             aside = free_path(f'{stem}-replaced{ext}')
-            os.rename(export, aside)
+            try:
+                os.rename(export, aside)
+            except FileNotFoundError:
+                continue  # removed meanwhile (by hand)
             print_log(
                 f'{osp.basename(checkpoint)} was saved again by this run '
                 '(resumed from an earlier checkpoint): the export of the '

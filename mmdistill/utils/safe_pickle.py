@@ -253,13 +253,26 @@ def _weights_only_refusal(message: str) -> Optional[str]:
     return None
 
 
-def _rewind(file) -> bool:
-    """Whether ``file`` can be read again from its start (a path, bytes,
-    or a seekable file object, rewound)."""
+def _position(file) -> Optional[int]:
+    """Where a file object's stream is (what torch reads from); 0 for a
+    path or bytes; None when it cannot be told (not seekable)."""
+    if isinstance(file, (str, bytes, bytearray, os.PathLike)):
+        return 0
+    try:
+        return file.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _rewind(file, position: Optional[int]) -> bool:
+    """Put ``file`` back at ``position`` to read it again; whether it
+    could be."""
+    if position is None:
+        return False
     if isinstance(file, (str, bytes, bytearray, os.PathLike)):
         return True
     try:
-        file.seek(0)
+        file.seek(position)
         return True
     except (AttributeError, OSError, ValueError):
         return False
@@ -287,6 +300,7 @@ def safe_torch_load(file, map_location=None, backend: Optional[str] = None
     backend = backend or ('torch' if TORCH_ALLOWLIST else 'restricted')
     if backend == 'torch':
         register_torch_allowlist()
+        start = _position(file)
         try:
             return torch.load(file, map_location=map_location,
                               weights_only=True)
@@ -295,7 +309,7 @@ def safe_torch_load(file, map_location=None, backend: Optional[str] = None
             if refusal:
                 raise UnsafeCheckpointError(refusal) from None
             if ('WeightsUnpickler error' not in str(err)
-                    or not _rewind(file)):
+                    or not _rewind(file, start)):
                 raise
             # an opcode torch's unpickler does not read (protocol 0
             # strings, INST, FRAME...): the restricted one reads every

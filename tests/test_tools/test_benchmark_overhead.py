@@ -166,6 +166,17 @@ def test_a_teacher_checkpoint_it_cannot_read_names_random_teacher(
     assert saved['distiller']['sec_per_iter'] > 0
 
 
+def test_a_missing_teacher_config_gets_no_random_teacher_hint(tmp_path):
+    """--random-teacher cannot help when the teacher's config is missing:
+    the hint is only for a checkpoint it cannot read."""
+    missing = str(tmp_path / 'no_such_teacher_config.py')
+    with pytest.raises(FileNotFoundError) as exc:
+        load_tool().main([CONFIG, '--size', '32', '32', '--iters', '1',
+                          '--device', 'cpu', '--cfg-options',
+                          f'model.teacher.config={missing}'])
+    assert '--random-teacher' not in str(exc.value)
+
+
 def test_refuses_a_config_without_a_distiller():
     student = osp.join(ROOT, 'demo', 'configs', 'seg',
                        'pspnet_r18-w8_student_synth.py')

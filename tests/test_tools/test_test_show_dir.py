@@ -116,6 +116,18 @@ def test_interval_is_mmpretrains_option(tool, scope):
         scope == 'mmseg')
 
 
+@pytest.mark.parametrize('argv,problem', [
+    (['--interval', '2'], 'give one of them too'),
+    (['--show-dir', 'vis', '--interval', '0'], 'must be at least 1'),
+])
+def test_interval_needs_show_and_a_positive_value(tool, capsys, argv,
+                                                  problem):
+    """It was dropped without --show/--show-dir."""
+    with pytest.raises(SystemExit):
+        tool.parse_args(['c.py', 'x.pth', *argv])
+    assert problem in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain', 'mmfoo'])
 def test_no_visualization_hook_names_the_codebases_hook(tool, scope):
     """It suggested DetVisualizationHook whatever the task."""

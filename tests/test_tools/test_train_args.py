@@ -158,14 +158,14 @@ def test_resume_without_a_value_after_the_last_checkpoint_went(
     """mmengine resumes from the file ``last_checkpoint`` names; when it
     was deleted (a corrupt last checkpoint removed by hand), the tool names
     it and the checkpoint left to resume from, before building anything."""
-    import os
-    import time
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
-    for name in ('iter_1.pth', 'iter_2.pth', 'iter_2_student.pth'):
+    # the latest runner checkpoint left is suggested: not a best_* one nor
+    # a student export (newer files)
+    for name in ('iter_1.pth', 'iter_2.pth', 'best_mIoU_iter_9.pth',
+                 'iter_2_student.pth', 'iter_2_student-replaced.pth',
+                 'iter_12_student-1.pth'):
         (work_dir / name).write_bytes(b'x')
-        time.sleep(0.01)
-    os.utime(work_dir / 'iter_1.pth', (0, 0))
     gone = str(work_dir / 'iter_3.pth')
     (work_dir / 'last_checkpoint').write_text(gone)
     message = stops(train, [configs['det'], '--work-dir', str(work_dir),

@@ -202,3 +202,19 @@ def test_a_benign_pickle_of_another_protocol_loads(tmp_path, backend):
         dict(x=1.5, names=['a', 'b']), protocol=4))
     assert safe_torch_load(path, backend=backend) == dict(x=1.5,
                                                           names=['a', 'b'])
+
+
+@pytest.mark.skipif(not TORCH_ALLOWLIST,
+                    reason="torch's weights-only reader hands over to the "
+                    'restricted one only on torch >= 2.6')
+def test_a_file_object_is_read_from_where_it_stands(tmp_path):
+    """A stream positioned past other data: the restricted reader that
+    takes over from torch's starts where torch started, not at byte 0."""
+    path = str(tmp_path / 'p4.pth')
+    torch.save(dict(a=1), path)
+    rewrite_pickle(path, lambda data: pickle.dumps(dict(x=2.5), protocol=4))
+    with open(path, 'rb') as f:
+        data = f.read()
+    stream = io.BytesIO(b'HEADER' + data)
+    stream.seek(len(b'HEADER'))
+    assert safe_torch_load(stream, backend='torch') == dict(x=2.5)

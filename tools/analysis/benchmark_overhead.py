@@ -309,15 +309,16 @@ def build_distiller(cfg: Config, args, workdir: str):
         with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
             return MODELS.build(model)
     except (CheckpointError, FileNotFoundError) as err:
-        # the teacher's checkpoint (the only one read here) could not be
-        # read: not needed to measure the cost
-        if args.random_teacher:
+        # the teacher's checkpoint could not be read: not needed to measure
+        # the cost (a missing teacher config is another matter)
+        checkpoint = cfg.model.teacher.get('checkpoint')
+        if args.random_teacher or not checkpoint or str(
+                checkpoint) not in str(err):
             raise
         raise type(err)(
             f'{err}\nFor this measurement the weights are not needed: '
             '--random-teacher gives the teacher random weights instead of '
-            f'loading {cfg.model.teacher.get("checkpoint")!r} (the same time '
-            'and memory).') from None
+            f'loading {checkpoint!r} (the same time and memory).') from None
 
 
 def input_size(cfg: Config, args, kind: str) -> tuple:
