@@ -8,7 +8,7 @@ Hooks never set attributes of the distiller; they reach its
   ``loss_weights`` of the pairs configured with ``loss_weight='auto'``;
 * ``FeatureStatsHook`` sets ``collect_stats`` for the next iteration and
   takes the pairs' statistics, computed as each pair runs, with
-  :meth:`take_features`.
+  :meth:`take_stats`.
 
 The distiller asks it, per pair, what to add to its losses
 (:meth:`weighted`); nothing here reads a value back to the host.
@@ -80,7 +80,7 @@ class DistillControls:
             None, the pair's loss is computed and logged as
             ``distill_raw_<pair>`` but adds zero to the optimised loss.
         collect_stats (bool): Whether the next ``loss()`` computes its
-            pairs' feature statistics for :meth:`take_features`.
+            pairs' feature statistics for :meth:`take_stats`.
         feature_stats (dict[str, dict[str, float]]): The last statistics
             ``FeatureStatsHook`` computed, per pair, for other hooks.
     """
@@ -93,7 +93,7 @@ class DistillControls:
             name: None for name in auto_weight}
         self.collect_stats = False
         self.feature_stats: Dict[str, Dict[str, float]] = {}
-        self._features: Dict[str, Dict[str, torch.Tensor]] = {}
+        self._stats: Dict[str, Dict[str, torch.Tensor]] = {}
 
     def factor(self, name: str) -> Optional[float]:
         """What the pair's loss is multiplied by: schedule factor times
@@ -128,20 +128,20 @@ class DistillControls:
             return {key: value * 0.0, RAW_PREFIX + name: value.detach()}
         return {key: value if factor == 1.0 else value * factor}
 
-    def keep_features(self, name: str, raw: torch.Tensor,
-                      student: torch.Tensor, teacher: torch.Tensor,
-                      value: torch.Tensor) -> None:
+    def record_stats(self, name: str, raw: torch.Tensor,
+                     student: torch.Tensor, teacher: torch.Tensor,
+                     value: torch.Tensor) -> None:
         """When statistics were asked for this iteration, compute the
         pair's now, as it runs (0-d tensors on the device, nothing read
         back), so that no feature map is kept for them past the pair's own
         backward (nor the connector's output a pair's ``with_cp`` drops)."""
         if self.collect_stats:
-            self._features[name] = feature_stats_tensors(
+            self._stats[name] = feature_stats_tensors(
                 raw, student, teacher, value)
 
-    def take_features(self) -> Dict[str, Dict[str, torch.Tensor]]:
+    def take_stats(self) -> Dict[str, Dict[str, torch.Tensor]]:
         """Pair -> its statistics (name -> 0-d tensor, see
-        :func:`feature_stats_tensors`) of the
-        last ``loss()`` with ``collect_stats``; cleared."""
-        features, self._features = self._features, {}
-        return features
+        :func:`feature_stats_tensors`) of the last ``loss()`` with
+        ``collect_stats``; cleared."""
+        stats, self._stats = self._stats, {}
+        return stats

@@ -401,8 +401,8 @@ class SingleTeacherDistiller(BaseModel):
                     [teacher_features[n].detach() for n in unit],
                     data_samples)
             for n, (value, student, teacher) in zip(unit, results):
-                self.controls.keep_features(n, recorded[n], student, teacher,
-                                            value)
+                self.controls.record_stats(n, recorded[n], student, teacher,
+                                           value)
                 values[n] = value
 
         with self.student_recorder.record(

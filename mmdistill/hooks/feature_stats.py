@@ -36,7 +36,7 @@ def read_stats(
 
     Args:
         tensors (dict): Pair -> name -> 0-d tensor
-            (:func:`feature_stats_tensors`, ``DistillControls.take_features``).
+            (:func:`feature_stats_tensors`, ``DistillControls.take_stats``).
 
     Returns:
         dict[str, dict[str, float]]: Pair -> name -> value.
@@ -95,7 +95,7 @@ class FeatureStatsHook(Hook):
         controls = distiller_of(runner, 'FeatureStatsHook').controls
         collect = self.every_n_train_iters(runner, self.interval)
         if collect:
-            controls.take_features()  # an iteration that raised left some
+            controls.take_stats()  # an iteration that raised left some
         # set every iteration: an iteration that raised may have left it on
         controls.collect_stats = collect
 
@@ -105,7 +105,7 @@ class FeatureStatsHook(Hook):
             return
         controls = distiller_of(runner, 'FeatureStatsHook').controls
         controls.collect_stats = False
-        stats = read_stats(controls.take_features())
+        stats = read_stats(controls.take_stats())
         # kept until the next collection, for other hooks
         controls.feature_stats = stats
         if not stats:

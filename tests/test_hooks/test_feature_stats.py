@@ -92,7 +92,7 @@ def test_statistics_computed_as_the_pair_runs(tiny_cfg):
         random_batch('seg', (64, 64), 2, 19, seed=0), True)
     model.controls.collect_stats = True
     losses = model(data['inputs'], data['data_samples'], mode='loss')
-    kept = model.controls.take_features()['stage4']
+    kept = model.controls.take_stats()['stage4']
     assert all(value.dim() == 0 for value in kept.values())
     raw, student = seen[0]  # the forward's, not the backward's re-run
     teacher = model.teacher_features(data['inputs'],
