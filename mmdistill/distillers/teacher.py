@@ -2,6 +2,7 @@
 checkpoint loaded weights-only with a report of what fits."""
 import contextlib
 import copy
+import math
 import warnings
 from typing import Optional
 
@@ -317,19 +318,56 @@ class TeacherRunner:
         ``cast_weights=False`` runs it without casting the weights yet
         (the same values, under autocast): for a dry run while the
         distiller is built, before what reads the float32 weights."""
+        return self._features(inputs, data_samples, stop, cast_weights,
+                              self.dtype)
+
+    @torch.no_grad()
+    def half_precision_error(self, inputs: torch.Tensor,
+                             data_samples: Optional[list] = None) -> dict:
+        """How far the tapped features at a half ``dtype`` are from float32
+        on one batch: tap name -> ``(relative difference, all finite)``,
+        the relative difference being ``||half - float32|| / ||float32||``
+        (inf where the half features are not all finite; taps not finite
+        in float32 either are left out). Empty without a
+        half ``dtype``, or once the weights are stored in it (after the
+        first training forward: no float32 teacher is left to compare)."""
+        if self.dtype not in _HALF or not self.cast_pending:
+            return {}
+        half = self._features(inputs, data_samples, True, False, self.dtype)
+        full = self._features(inputs, data_samples, True, False,
+                              torch.float32)
+        errors = {}
+        for name, value in half.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            reference = full[name].double()
+            if not bool(torch.isfinite(reference).all()):
+                continue  # not the dtype's doing
+            finite = bool(torch.isfinite(value).all())
+            diff = (value.double() - reference).norm()
+            size = reference.norm()
+            errors[name] = (float(diff / size) if finite and size > 0 else
+                            0.0 if finite and diff == 0 else math.inf,
+                            finite)
+        return errors
+
+    def _features(self, inputs: torch.Tensor, data_samples: Optional[list],
+                  stop: bool, cast_weights: bool,
+                  dtype: Optional[torch.dtype]) -> dict:
+        """:meth:`features` in ``dtype`` (see the class's ``dtype``)."""
         if self.convert_input is not None:
             inputs = self.convert_input(inputs)
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         context = contextlib.nullcontext()
-        if self.dtype is torch.float32:
+        if dtype is torch.float32:
             context = torch.autocast(inputs.device.type, enabled=False)
-        elif self.dtype is not None:
+        elif dtype is not None:
             device_type = inputs.device.type
             if device_type not in self._checked:
-                check_autocast(device_type, self.dtype)
+                check_autocast(device_type, dtype)
                 self._checked.add(device_type)
-            context = torch.autocast(device_type, dtype=self.dtype)
+            context = torch.autocast(device_type, dtype=dtype)
         if self.cast_pending and cast_weights:
             features = self._first_run_cast(inputs, data_samples, stop,
                                             context)

@@ -1,5 +1,6 @@
 """Check the teacher on validation batches before training starts."""
 import copy
+import logging
 import math
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -172,6 +173,13 @@ class TeacherCheckHook(Hook):
     teacher is rebuilt from its checkpoint each time); it costs
     ``num_batches`` teacher predictions.
 
+    The score is that of the float32 teacher. With ``teacher.dtype``
+    (``'bfloat16'``/``'float16'``, how the teacher runs in training), the
+    hook also runs the teacher to its taps on the first batch in that
+    dtype and in float32, logs how far the tapped features are apart
+    (a warning above 10%), and stops when they hold inf or NaN in the half
+    dtype only (float16 overflowing), naming the taps and the fix.
+
     Example::
 
         custom_hooks = [
@@ -209,6 +217,9 @@ class TeacherCheckHook(Hook):
         self.check_chance = check_chance
         #: the teacher's metrics of the last check
         self.metrics: Dict[str, object] = {}
+        #: with a half ``teacher.dtype``: tap -> (relative difference from
+        #: float32, all finite) on the first batch of the last check
+        self.precision: Dict[str, Tuple[float, bool]] = {}
 
     # ------------------------------------------------------------ pieces
     @staticmethod
@@ -283,10 +294,15 @@ class TeacherCheckHook(Hook):
                 evaluator.dataset_meta = dataset.metainfo
             notes = self._watch_metrics(evaluator)
             teacher.eval()
+            self.precision = {}
             for index, batch in enumerate(loader):
                 if index >= self.num_batches:
                     break
                 data = distiller.data_preprocessor(batch, False)
+                if index == 0:  # teacher.dtype: half against float32
+                    self.precision = \
+                        distiller.teacher_runner.half_precision_error(
+                            data['inputs'], data.get('data_samples'))
                 convert = distiller.teacher_runner.convert_input
                 if convert is not None:  # teacher.data_preprocessor='own'
                     data['inputs'] = convert(data['inputs'])
@@ -357,11 +373,43 @@ class TeacherCheckHook(Hook):
         if self._no_detections:
             problems.append('the teacher predicted no box above its '
                             "test_cfg's score threshold")
+        self._check_precision(runner)
         if problems:
             raise TeacherCheckError(self._message(runner, key, score,
                                                   problems))
         print_log(f'TeacherCheckHook: the teacher passes ({key} = '
                   f'{score:.4g}).', logger='current')
+
+    def _check_precision(self, runner) -> None:
+        """Log how far ``teacher.dtype``'s features are from float32 on the
+        first batch; stop (every rank) when they are not finite there."""
+        distiller = distiller_of(runner, 'TeacherCheckHook')
+        if distiller.teacher_runner.dtype not in (torch.float16,
+                                                  torch.bfloat16):
+            return
+        dtype = str(distiller.teacher_runner.dtype).replace('torch.', '')
+        overflow = sorted(n for n, (_, ok) in self.precision.items()
+                          if not ok)
+        flag = torch.tensor(int(bool(overflow)), dtype=torch.int64)
+        all_reduce(flag)  # a no-op outside a distributed run
+        if int(flag):
+            where = (', '.join(overflow) if overflow
+                     else 'on another process')
+            raise TeacherCheckError(
+                f"teacher.dtype='{dtype}': the teacher's tapped features "
+                f'hold inf or NaN on the first validation batch ({where}), '
+                'where they are finite in float32: its activations overflow '
+                f'{dtype}. Set teacher.dtype=\'bfloat16\' (float32\'s '
+                "range) or remove teacher.dtype.")
+        if self.precision:
+            worst = max(self.precision, key=lambda n: self.precision[n][0])
+            error = self.precision[worst][0]
+            print_log(
+                f"TeacherCheckHook: teacher.dtype='{dtype}': its tapped "
+                f'features differ from float32 by at most {100 * error:.2g}% '
+                f'(relative norm, {worst}) on the first validation batch.',
+                logger='current',
+                level=logging.WARNING if error > 0.1 else logging.INFO)
 
     def _message(self, runner, key: str, score: float,
                  problems: List[str]) -> str:

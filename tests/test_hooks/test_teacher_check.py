@@ -259,6 +259,67 @@ def test_min_score_stops_a_working_teacher(tiny_cfg):
         runner.train()
 
 
+# ------------------------------------------- teacher.dtype against float32
+def _float16_cpu_autocast() -> bool:
+    """Whether this torch autocasts a CPU conv to float16 (2.1 does not)."""
+    try:
+        with torch.autocast('cpu', dtype=torch.float16):
+            return torch.nn.Conv2d(3, 3, 1)(
+                torch.ones(1, 3, 2, 2)).dtype == torch.float16
+    except RuntimeError:
+        return False
+
+
+def test_half_teacher_features_are_compared_with_float32(tiny_cfg):
+    cfg, _ = tiny_cfg('pspnet')
+    cfg.model.teacher.dtype = 'bfloat16'
+    _hook(cfg, num_batches=1, check_chance=False)
+    runner = Runner.from_cfg(cfg)
+    hook = _the_hook(runner)
+    hook.evaluate_teacher(runner)
+    (tap, (error, finite)), = hook.precision.items()
+    assert tap == 'stage4' and finite  # the pair's tap name
+    # bfloat16 keeps 8 bits of mantissa: about a percent apart, not 0
+    assert 1e-4 < error < 0.05
+    # compared before training: the weights are still float32 then
+    distiller = runner.model
+    assert distiller.teacher_runner.cast_pending
+    assert all(p.dtype == torch.float32
+               for p in distiller.teacher.parameters())
+    hook.before_train(runner)  # passes (no chance check here)
+
+    # a float32 teacher: nothing compared
+    cfg, _ = tiny_cfg('pspnet')
+    _hook(cfg, num_batches=1, check_chance=False)
+    runner = Runner.from_cfg(cfg)
+    _the_hook(runner).evaluate_teacher(runner)
+    assert _the_hook(runner).precision == {}
+
+
+@pytest.mark.skipif(not _float16_cpu_autocast(),
+                    reason='this torch does not autocast the CPU to float16')
+def test_float16_overflow_stops_before_training(tiny_cfg):
+    cfg, checkpoint = tiny_cfg('pspnet')
+    cfg.model.teacher.dtype = 'float16'
+    _hook(cfg, num_batches=1, check_chance=False)
+    # the tapped block's last norm scales its output past float16's range
+    # (65504); float32 holds it
+    weights = torch.load(checkpoint, weights_only=True)
+    state = weights.get('state_dict', weights)
+    scale = sorted(k for k in state if k.startswith('backbone.layer4.')
+                   and k.endswith('.weight') and '.bn' in k)[-1]
+    state[scale] = torch.full_like(state[scale], 1e6)  # was 0: zero init
+    torch.save(weights, checkpoint)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TeacherCheckError,
+                       match=r"teacher.dtype='float16': .*inf or NaN .*"
+                       r"\(stage4\).*overflow float16. Set "
+                       r"teacher.dtype='bfloat16'"):
+        runner.train()
+    assert runner.iter == 0
+    assert _checkpoints(cfg.work_dir) == []
+
+
 # --------------------------------------------- a trained teacher passes
 @pytest.fixture(scope='module')
 def trained_teacher(tmp_path_factory, cityscapes_root):
