@@ -91,6 +91,9 @@ class DistillControls:
         self.loss_scales: Dict[str, float] = {}
         self.loss_weights: Dict[str, Optional[float]] = {
             name: None for name in auto_weight}
+        #: set by ``AutoLossWeightHook`` when training starts: without it
+        #: nothing would ever set the automatic weights
+        self.auto_weights_hooked = False
         self.collect_stats = False
         self.feature_stats: Dict[str, Dict[str, float]] = {}
         self._stats: Dict[str, Dict[str, torch.Tensor]] = {}

@@ -212,6 +212,7 @@ class SingleTeacherDistiller(BaseModel):
                 for name in group:
                     self._units[name] = tuple(group)
         self._check_channels()
+        self._check_loss_taps()
         #: the one object hooks change (schedule, automatic weights, stats)
         self.controls = DistillControls(
             self.pairs, [n for n, p in self.pairs.items() if p.auto_weight])
@@ -291,6 +292,25 @@ class SingleTeacherDistiller(BaseModel):
             raise ValueError('Connector channels do not fit their taps:\n' +
                              '\n'.join(problems))
 
+    def _check_loss_taps(self) -> None:
+        """Stop at build time when a loss's settings contradict its tapped
+        layers, for losses that can tell (``tap_problems``, e.g.
+        ``ViTAttentionLoss``'s head counts)."""
+        problems = []
+        for name, loss in self.distill_losses.items():
+            check = getattr(loss, 'tap_problems', None)
+            if check is None:
+                continue
+            pair = self.pairs[name]
+            problems += [
+                f'{pair.config_path("loss")}.{problem}'
+                for problem in check(self.student, pair.student.path,
+                                     self.teacher, pair.teacher.path)
+            ]
+        if problems:
+            raise ValueError('Loss settings do not fit their taps:\n' +
+                             '\n'.join(problems))
+
     def _warn_preprocessing(self) -> None:
         found = preprocessing_differences(self.data_preprocessor,
                                           self.teacher.data_preprocessor)
@@ -367,6 +387,16 @@ class SingleTeacherDistiller(BaseModel):
         Nothing here reads a value back to the host: the checks of the
         values run after the update (:meth:`train_step`)."""
         self._check_last_iteration(inputs, data_samples)
+        if self.training and self.controls.measuring and \
+                not self.controls.auto_weights_hooked:
+            names = [n for n, w in self.controls.loss_weights.items()
+                     if w is None]
+            raise ValueError(
+                f"The pairs {names} have loss_weight='auto', which "
+                'AutoLossWeightHook sets, and no such hook runs: add '
+                "dict(type='mmdistill.AutoLossWeightHook', target_ratio=0.5,"
+                ' warmup_iters=100) to custom_hooks, or give each '
+                'loss_weight as a number.')
         self._amp = autocast_enabled(inputs.device.type)
         if self.training and not self.controls.teacher_needed:
             # Every distillation loss is scheduled off: the student trains
@@ -506,8 +536,9 @@ class SingleTeacherDistiller(BaseModel):
         loss = self.distill_losses[name]
         try:
             if self._loss_takes_samples[name]:
-                return loss(student, teacher, data_samples=data_samples)
-            return loss(student, teacher)
+                value = loss(student, teacher, data_samples=data_samples)
+            else:
+                value = loss(student, teacher)
         except WRAPPED as err:
             if type(err) not in WRAPPED:
                 raise
@@ -515,6 +546,17 @@ class SingleTeacherDistiller(BaseModel):
             raise pair_error(self.pairs[name], 'loss', err,
                              self.connectors[name] if name in self.connectors
                              else None, loss, raw, teacher, student)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            # mmengine would log and optimise the mean of a map
+            got = (f'a tensor of shape {tuple(value.shape)}'
+                   if isinstance(value, torch.Tensor) else
+                   f'a {type(value).__name__}')
+            raise ValueError(
+                f'{self.pairs[name].config_path("loss")} '
+                f'({type(loss).__name__}) returned {got}; a distillation '
+                'loss must return one number (a 0-d tensor): reduce it in '
+                "the loss's forward (e.g. .sum() or .mean()).")
+        return value
 
     def _warn_no_grad(self, name: str, student: torch.Tensor) -> None:
         if (self.training and not student.requires_grad

@@ -36,7 +36,9 @@ class AutoLossWeightHook(Hook):
 
     * it is logged, and written into the run's dumped config (the
       ``work_dir`` copy of the config, and the config stored in later
-      checkpoints) as the number, so that the run can be repeated exactly;
+      checkpoints) as this hook's ``weights``: rerunning that config
+      repeats the run exactly (the same warm-up, then those weights rather
+      than the ones it measures again);
     * it is stored in each checkpoint and restored by ``--resume`` (not
       measured again); a run resumed before the end of the measurement
       measures again from the resumed iteration;
@@ -54,19 +56,32 @@ class AutoLossWeightHook(Hook):
         target_ratio (float): Distillation loss / student loss wanted at
             the end of the measurement. Defaults to 1.0.
         warmup_iters (int): Iterations measured. Defaults to 100.
+        weights (dict[str, float], optional): Pair -> the weight an earlier
+            run set (its dumped config holds them): after the same warm-up
+            these pairs take these weights instead of the measured ones.
+            Defaults to None (measure them all).
     """
     priority = 'BELOW_NORMAL'
 
     def __init__(self, target_ratio: float = 1.0,
-                 warmup_iters: int = 100) -> None:
+                 warmup_iters: int = 100,
+                 weights: Optional[Dict[str, float]] = None) -> None:
         if not target_ratio > 0:
             raise ValueError(
                 f'target_ratio must be > 0, got {target_ratio}.')
         if int(warmup_iters) != warmup_iters or warmup_iters < 1:
             raise ValueError(
                 f'warmup_iters must be an integer >= 1, got {warmup_iters}.')
+        weights = dict(weights or {})
+        for name, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(
+                    weight, (int, float)) or not weight > 0:
+                raise ValueError(
+                    f'AutoLossWeightHook: weights[{name!r}] must be a '
+                    f'number > 0, got {weight!r}.')
         self.target_ratio = float(target_ratio)
         self.warmup_iters = int(warmup_iters)
+        self.weights = {name: float(w) for name, w in weights.items()}
         self._reset()
 
     def _reset(self) -> None:
@@ -80,6 +95,13 @@ class AutoLossWeightHook(Hook):
                 'AutoLossWeightHook: no distillation pair has '
                 "loss_weight='auto': set it in the pairs' loss configs or "
                 'remove the hook from custom_hooks.')
+        unknown = sorted(set(self.weights) - set(controls.loss_weights))
+        if unknown:
+            raise ValueError(
+                f'AutoLossWeightHook: weights names {unknown}, which are not '
+                "pairs with loss_weight='auto' (those are "
+                f'{sorted(controls.loss_weights)}).')
+        controls.auto_weights_hooked = True
         self._reset()
         if not controls.measuring:
             runner.logger.info(
@@ -129,6 +151,9 @@ class AutoLossWeightHook(Hook):
             if not count:
                 continue  # the pair did not run (scheduled off): wait
             raw = raw_sum / count
+            if name in self.weights:  # set by an earlier run: repeated
+                chosen[name] = self.weights[name]
+                continue
             if not raw > 0 or not task > 0:
                 raise ValueError(
                     f'AutoLossWeightHook: pair {name!r} measured a mean '
@@ -159,24 +184,20 @@ class AutoLossWeightHook(Hook):
             name].config_path('loss')
 
     def _write_config(self, runner, chosen: Dict[str, float]) -> None:
-        """Put the numbers into ``runner.cfg`` (stored in later
-        checkpoints) and rewrite the config mmengine dumped into the work
-        dir with them."""
-        pairs = distiller_of(runner, 'AutoLossWeightHook').pairs
-        distill = runner.cfg.model.distill
-        for name, weight in chosen.items():
-            pair = pairs[name]
-            group = distill[pair.group]
-            if pair.level is not None and 'loss' not in pair.listed:
-                # one config shared by the levels becomes one per level
-                count = sum(p.group == pair.group for p in pairs.values())
-                group['loss'] = [dict(group['loss']) for _ in range(count)]
-                for other in pairs.values():
-                    if other.group == pair.group:
-                        other.listed.add('loss')
-            loss = group['loss'][pair.level] if 'loss' in pair.listed \
-                else group['loss']
-            loss['loss_weight'] = float(weight)
+        """Put the numbers into this hook's ``weights`` in ``runner.cfg``
+        (stored in later checkpoints) and rewrite the config mmengine dumped
+        into the work dir with them."""
+        entries = [h for h in runner.cfg.get('custom_hooks') or []
+                   if isinstance(h, dict) and str(h.get('type')).split(
+                       '.')[-1] == type(self).__name__]
+        if len(entries) != 1:
+            runner.logger.warning(
+                'AutoLossWeightHook: the config does not list this hook once '
+                'in custom_hooks, so the weights are not written into it.')
+            return
+        weights = dict(entries[0].get('weights') or {})
+        weights.update((n, float(w)) for n, w in chosen.items())
+        entries[0]['weights'] = weights
         if is_main_process():
             name = osp.basename(runner.cfg.filename) \
                 if runner.cfg.filename else f'{runner.timestamp}.py'

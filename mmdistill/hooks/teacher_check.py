@@ -285,7 +285,7 @@ class TeacherCheckHook(Hook):
         # stream must not see them
         states = get_rng_state()
         was_training = teacher.training
-        count = 0
+        count = batches = 0
         try:
             loader = self._dataloader(runner)
             evaluator = self._evaluator(runner)
@@ -309,6 +309,7 @@ class TeacherCheckHook(Hook):
                 outputs = teacher(**data, mode='predict')
                 evaluator.process(data_samples=outputs, data_batch=batch)
                 count += len(outputs)
+                batches += 1
         finally:
             teacher.train(was_training)
             set_rng_state(states)
@@ -333,6 +334,7 @@ class TeacherCheckHook(Hook):
             metrics[empty] = 0.0  # not one box above the score threshold
         self.metrics = metrics
         self._num_samples = size
+        self._num_batches = batches  # this rank's (fewer if the set ends)
         self._constant_miou = notes.get('constant_miou')
         classes = getattr(dataset, 'metainfo', {}).get('classes')
         self._num_classes = len(classes) if classes else None
@@ -344,7 +346,7 @@ class TeacherCheckHook(Hook):
         text = ', '.join(f'{k}: {v:.4g}' for k, v in numbers.items())
         runner.logger.info(
             f'TeacherCheckHook: the teacher on {self._num_samples} '
-            f'validation images ({self.num_batches} batches per rank): '
+            f'validation images ({self._num_batches} batches per rank): '
             f'{text}')
         for key, value in numbers.items():
             runner.message_hub.update_scalar(key, value)

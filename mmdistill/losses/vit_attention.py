@@ -15,7 +15,7 @@ does. The class-token half of the method (projector + MSE) is
 ``TokenProjector`` with ``MSELoss``.
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -163,8 +163,13 @@ class ViTAttentionLoss(nn.Module):
 
     The head counts cannot be read from the tensors: they must be those of
     the tapped layers (mmpretrain: 3 for DeiT-tiny, 6 for DeiT-small /
-    ViT-S, 12 for ViT-B). Settings of the authors' scripts: weight 0.1,
-    ``tau`` 10, bicubic resizing.
+    ViT-S, 12 for ViT-B); the distiller checks them against the tapped
+    layers' ``num_heads`` when it is built (:meth:`tap_problems`). Unlike
+    the authors' code, the attention is not clamped to [1e-5, 0.996] and
+    renormalised before the divergence: the loss is the paper's ``L_a`` on
+    the exact attention (the clamp changes little at ``tau`` 10, much on
+    very peaked attention at ``tau`` 1). Settings of the authors' scripts:
+    weight 0.1, ``tau`` 10, bicubic resizing.
 
     Args:
         student_heads (int): Heads of the student's tapped attention layer.
@@ -236,6 +241,39 @@ class ViTAttentionLoss(nn.Module):
         self.num_extra_tokens = extras  # (student, teacher)
         self.interpolation = interpolation
         self.loss_weight = loss_weight
+
+    def tap_problems(self, student: nn.Module, student_tap: str,
+                     teacher: nn.Module, teacher_tap: str) -> List[str]:
+        """What contradicts the tapped layers, before anything runs: where
+        the module holding a tapped ``qkv`` projection says its head count
+        (mmpretrain's ``MultiheadAttention.num_heads``), ``student_heads``
+        and ``teacher_heads`` must be it. A wrong count that still divides
+        the width would otherwise give another loss without a word.
+
+        Args:
+            student (nn.Module): The student model.
+            student_tap (str): The student tap's module path.
+            teacher (nn.Module): The teacher model.
+            teacher_tap (str): The teacher tap's module path.
+
+        Returns:
+            list[str]: One ``'<argument>=... : fix'`` line per problem.
+        """
+        problems = []
+        for arg, heads, model, tap in (
+                ('student_heads', self.student_heads, student, student_tap),
+                ('teacher_heads', self.teacher_heads, teacher, teacher_tap)):
+            owner = tap.rpartition('.')[0]
+            try:
+                layer = model.get_submodule(owner)
+            except AttributeError:
+                continue
+            actual = getattr(layer, 'num_heads', None)
+            if isinstance(actual, int) and actual != heads:
+                problems.append(
+                    f'{arg}={heads}, but the tapped layer {owner!r} has '
+                    f'num_heads={actual}: set {arg}={actual}.')
+        return problems
 
     def log_attention(
             self, student: torch.Tensor,

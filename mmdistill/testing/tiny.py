@@ -196,12 +196,40 @@ def tiny_segmentation(cfg: Config,
 
 def shrink_classifier(model: dict, width: int = 8,
                       size: int = 32) -> dict:
-    """Shrink an mmpretrain ``ImageClassifier`` with a ``VisionTransformer``
-    (ViT, DeiT) backbone in place: the same number of layers and heads (so
-    taps such as ``backbone.layers.11.attn.qkv`` and the heads a loss names
-    stay valid), ``width`` channels per head, ``size`` x ``size`` inputs."""
-    from mmpretrain.models import VisionTransformer
+    """Shrink an mmpretrain ``ImageClassifier`` config in place, keeping
+    its depth, classes and module names (so taps stay valid):
+
+    * ``VisionTransformer`` (ViT, DeiT): the same number of layers and
+      heads (taps such as ``backbone.layers.11.attn.qkv`` and the heads a
+      loss names stay valid), ``width`` channels per head, ``size`` x
+      ``size`` inputs;
+    * ``ResNet`` / ``ResNetV1c`` / ``ResNetV1d``: ``width`` stem and base
+      channels;
+    * ``MobileNetV2``: widen factor 0.25 (``width`` is not used).
+
+    Raises:
+        ValueError: for another backbone type, naming it.
+    """
     backbone = model['backbone']
+    kind = backbone.get('type', '')
+    if kind in ('ResNet', 'ResNetV1c', 'ResNetV1d', 'mmpretrain.ResNet'):
+        backbone.update(stem_channels=width, base_channels=width,
+                        init_cfg=None)
+        expansion = 1 if backbone.get('depth', 50) in (18, 34) else 4
+        model['head']['in_channels'] = width * expansion * 8
+        model.pop('pretrained', None)
+        return model
+    if kind in ('MobileNetV2', 'mmpretrain.MobileNetV2'):
+        backbone.update(widen_factor=0.25, init_cfg=None)  # 1280 outputs
+        model.pop('pretrained', None)
+        return model
+    if kind not in ('VisionTransformer', 'DistilledVisionTransformer',
+                    'mmpretrain.VisionTransformer',
+                    'mmpretrain.DistilledVisionTransformer'):
+        raise ValueError(
+            f'shrink_classifier shrinks ViT/DeiT, ResNet and MobileNet-V2 '
+            f'classifiers, not a {kind!r} backbone.')
+    from mmpretrain.models import VisionTransformer
     arch = backbone.get('arch', 'base')
     if isinstance(arch, str):
         arch = VisionTransformer.arch_zoo[arch.lower()]
@@ -301,7 +329,7 @@ def write_imagenet_layout(root: str,
 
 def tiny_model(model: dict, kind: str, **kwargs) -> dict:
     """Shrink a copy of a model config; ``kind`` is 'det', 'seg' or 'cls'
-    (an mmpretrain ViT classifier)."""
+    (an mmpretrain classifier, see :func:`shrink_classifier`)."""
     model = copy.deepcopy(model)
     if kind == 'det':
         return shrink_detector(model, **kwargs)

@@ -5,7 +5,6 @@ gives the logits of both models, the teacher stops at them, the student's
 own cross-entropy stays in the loss dict next to ``loss_distill_logits``,
 and each config trains in the mmengine Runner (DKD also under Mixup/CutMix
 with its warm-up)."""
-import copy
 import os.path as osp
 
 import numpy as np
@@ -19,7 +18,8 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
 from mmdistill.testing import (random_batch, random_checkpoint,
-                               teacher_overrides, tiny_classification)
+                               teacher_overrides, tiny_classification,
+                               tiny_model)
 from mmdistill.utils.config import load_config
 
 pytest.importorskip(
@@ -38,31 +38,13 @@ CONFIGS = {
 SIZE = 32  # crops of the generated ImageNet layout
 
 
-def shrink_cnn_classifier(model: dict, width: int) -> dict:
-    """A copy of an mmpretrain ResNet or MobileNet-V2 ``ImageClassifier``
-    config with ``width`` base channels (MobileNet-V2: widen factor 0.25),
-    the same depth, head and 1000 classes."""
-    model = copy.deepcopy(model)
-    backbone = model['backbone']
-    if backbone['type'] == 'ResNet':
-        backbone.update(stem_channels=width, base_channels=width,
-                        init_cfg=None)
-        expansion = 1 if backbone['depth'] in (18, 34) else 4
-        model['head']['in_channels'] = width * expansion * 8
-    elif backbone['type'] == 'MobileNetV2':
-        backbone.update(widen_factor=0.25, init_cfg=None)  # 1280 outputs
-    else:
-        raise ValueError(f'no shrinking for {backbone["type"]}')
-    return model
-
-
 def shrunken(name: str, tmp_path) -> Config:
     """The shipped config ``name`` with a width-8 student and a width-16
     teacher of random weights."""
     cfg = Config.fromfile(osp.join(ROOT, CONFIGS[name]))
-    cfg.model.student = shrink_cnn_classifier(cfg.model.student, 8)
+    cfg.model.student = tiny_model(cfg.model.student, 'cls', width=8)
     teacher_cfg = load_config(cfg.model.teacher.config)
-    teacher = shrink_cnn_classifier(teacher_cfg.model, 16)
+    teacher = tiny_model(teacher_cfg.model, 'cls', width=16)
     cfg.model.teacher.checkpoint = random_checkpoint(
         teacher, str(tmp_path / f'{name}_teacher.pth'), scope='mmpretrain')
     cfg.model.teacher.cfg_options = teacher_overrides(teacher)
@@ -264,3 +246,22 @@ def test_two_iterations_in_the_runner(name, tmp_path, imagenet_root,
         assert len(targets) == 2
         for got, argmax in targets:
             assert torch.equal(got.cpu(), argmax.cpu())
+
+
+def test_tiny_model_shrinks_the_shipped_cnn_classifiers():
+    """mmdistill.testing's shrinking keeps depth, classes and module names
+    of the ResNet and MobileNet-V2 classifiers of the shipped configs, and
+    names a backbone it cannot shrink."""
+    for config, width, features in (
+            ('mmpretrain::resnet/resnet18_8xb32_in1k.py', 8, 64),
+            ('mmpretrain::resnet/resnet50_8xb32_in1k.py', 8, 256),
+            ('mmpretrain::mobilenet_v2/mobilenet-v2_8xb32_in1k.py', 8,
+             1280)):
+        model = tiny_model(load_config(config).model, 'cls', width=width)
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            built = MODELS.build(model)
+        logits = built.eval()(torch.zeros(1, 3, 32, 32), mode='tensor')
+        assert logits.shape == (1, 1000)
+        assert built.head.fc.in_features == features
+    with pytest.raises(ValueError, match="not a 'ConvNeXt' backbone"):
+        tiny_model(dict(backbone=dict(type='ConvNeXt')), 'cls')

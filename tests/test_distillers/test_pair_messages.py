@@ -178,3 +178,26 @@ def test_other_errors_pass_unchanged(retina):
     model = build(cfg)
     with pytest.raises(NotImplementedError, match='^left as is$'):
         forward(model)
+
+
+def test_a_loss_that_returns_a_map_is_named(retina):
+    """mmengine would log and optimise the mean of the map without a
+    word: a new loss that forgot to reduce is stopped at its first call."""
+    @MODELS.register_module(force=True)
+    class _MapLoss(torch.nn.Module):
+
+        def forward(self, student, teacher):
+            return (student - teacher).abs()
+
+    cfg = retina
+    cfg.model.distill = ConfigDict(p3=dict(
+        student='neck.fpn_convs.0.conv', teacher='neck.fpn_convs.0.conv',
+        connector=dict(type='MLPConnector', in_channels=16, out_channels=32),
+        loss=dict(type='_MapLoss')))
+    model = build(cfg)
+    with pytest.raises(ValueError,
+                       match=r'^distill.p3.loss \(_MapLoss\) returned a '
+                       r'tensor of shape \(2, 32, 8, 8\); a distillation '
+                       r'loss must return one number .*\.sum\(\) or '
+                       r'\.mean\(\)'):
+        forward(model)

@@ -264,3 +264,12 @@ def test_teacher_gets_its_config_level_data_preprocessor(tmp_path):
             distiller = ROOT_MODELS.build(model)
     assert distiller.teacher.data_preprocessor.to_rgb is True
     assert not [w for w in caught if 'BGR to RGB' in str(w.message)]
+
+    # the loss's head counts are checked against the tapped layers
+    model["distill"].class_attention.loss.student_heads = 6  # DeiT-tiny: 3
+    with pytest.raises(ValueError, match=r'Loss settings do not fit their '
+                       r'taps:\ndistill.class_attention.loss.student_heads=6'
+                       r", but the tapped layer 'backbone.layers.11.attn' "
+                       'has num_heads=3: set student_heads=3.'):
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            ROOT_MODELS.build(model)

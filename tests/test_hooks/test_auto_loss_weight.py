@@ -25,6 +25,7 @@ def auto_cfg(tiny_cfg, work_dir=None, iters=4):
     cfg, _ = tiny_cfg('pspnet', work_dir=work_dir, iters=iters)
     cfg.model.distill.stage4.loss.loss_weight = 'auto'
     cfg.default_hooks.checkpoint.interval = 2
+    cfg.randomness = dict(seed=0)
     cfg.custom_hooks = [dict(type='mmdistill.AutoLossWeightHook',
                              target_ratio=0.5, warmup_iters=2)]
     return cfg
@@ -54,11 +55,22 @@ def test_weight_measured_frozen_dumped_and_resumed(tiny_cfg, tmp_path):
     # nor logged any more (the message hub would repeat the last value)
     assert 'train/distill_raw_stage4' not in runner.message_hub.log_scalars
     # the dumped config holds the number: the run can be repeated exactly
-    dumped = Config.fromfile(osp.join(work, osp.basename(cfg.filename)))
-    assert dumped.model.distill.stage4.loss.loss_weight == \
-        pytest.approx(weight, rel=1e-9)
+    dumped_path = osp.join(work, osp.basename(cfg.filename))
+    dumped = Config.fromfile(dumped_path)
+    assert dumped.custom_hooks[0]['weights'] == {'stage4': weight}
     log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
     assert 'stage4: loss_weight=' in log
+
+    # rerun as it was dumped: the same warm-up, then the same weight, the
+    # same losses at every iteration (it measures again, and keeps the
+    # dumped weight)
+    dumped.work_dir = str(tmp_path / 'rerun')
+    rerun = Runner.from_cfg(dumped)
+    spy_rerun = Spy()
+    rerun.register_hook(spy_rerun)
+    rerun.train()
+    assert rerun.model.controls.loss_weights['stage4'] == weight
+    assert spy_rerun.rows == rows
 
     # resumed from iteration 2: the weight is restored, not measured again
     cfg2 = auto_cfg(tiny_cfg, str(tmp_path / 'resumed'), iters=4)
@@ -85,3 +97,29 @@ def test_needs_an_auto_pair_and_good_arguments(tiny_cfg):
         AutoLossWeightHook(target_ratio=0)
     with pytest.raises(ValueError, match='warmup_iters'):
         AutoLossWeightHook(warmup_iters=0)
+    with pytest.raises(ValueError, match=r"weights\['stage4'\] must be a "
+                       'number > 0, got 0'):
+        AutoLossWeightHook(weights=dict(stage4=0))
+
+
+def test_weights_name_auto_pairs(tiny_cfg):
+    cfg = auto_cfg(tiny_cfg, iters=1)
+    cfg.custom_hooks[0]['weights'] = dict(stage3=0.1)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r"weights names \['stage3'\], "
+                       r"which are not pairs with loss_weight='auto' \(those"
+                       r" are \['stage4'\]\)"):
+        runner.train()
+
+
+def test_auto_weight_without_the_hook_stops(tiny_cfg):
+    """Nothing would ever set the weight: the pair would silently add
+    nothing for the whole run."""
+    cfg = auto_cfg(tiny_cfg, iters=1)
+    cfg.custom_hooks = []
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r"The pairs \['stage4'\] have "
+                       "loss_weight='auto', which AutoLossWeightHook sets, "
+                       'and no such hook runs: add'):
+        runner.train()
+    assert runner.iter == 0

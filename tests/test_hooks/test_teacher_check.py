@@ -245,6 +245,8 @@ def test_oracle_segmentor_passes_and_restores_the_generators(tiny_cfg):
     assert hook.metrics['mIoU'] == pytest.approx(100.0)
     # 5 batches asked, the 2 images of the validation set scored
     assert runner.model.teacher.calls == 2 and hook._num_samples == 2
+    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    assert 'the teacher on 2 validation images (2 batches per rank)' in log
     # the evaluator's own numbers are logged under teacher/
     scalars = runner.message_hub.log_scalars
     assert scalars['teacher/mIoU'].current() == pytest.approx(100.0)

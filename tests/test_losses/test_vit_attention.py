@@ -454,3 +454,33 @@ def test_shipped_config_names_the_heads_and_widths_of_its_models():
     assert token.connector.in_channels == student.embed_dims
     assert token.connector.out_channels == teacher.embed_dims
     assert token.student == f'backbone.layers.{len(student.layers) - 1}'
+
+
+def test_head_counts_are_checked_against_the_tapped_layers():
+    """A head count that divides the width but is not the tapped layer's
+    would give another loss without a word: stopped at build, naming the
+    argument, the layer and the fix."""
+    _mmpretrain_models()
+    from mmengine.registry import MODELS as ROOT_MODELS
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        student = ROOT_MODELS.build(dict(
+            type='VisionTransformer', arch=dict(
+                embed_dims=48, num_layers=2, num_heads=3,
+                feedforward_channels=96), img_size=32, patch_size=16))
+        teacher = ROOT_MODELS.build(dict(
+            type='VisionTransformer', arch=dict(
+                embed_dims=96, num_layers=2, num_heads=6,
+                feedforward_channels=192), img_size=32, patch_size=16))
+    tap = 'layers.1.attn.qkv'
+    assert ViTAttentionLoss(3, 6).tap_problems(student, tap, teacher,
+                                               tap) == []
+    assert ViTAttentionLoss(6, 3).tap_problems(student, tap, teacher,
+                                               tap) == [
+        "student_heads=6, but the tapped layer 'layers.1.attn' has "
+        'num_heads=3: set student_heads=3.',
+        "teacher_heads=3, but the tapped layer 'layers.1.attn' has "
+        'num_heads=6: set teacher_heads=6.']
+    # a layer that does not say its heads: nothing to check
+    assert ViTAttentionLoss(6, 3).tap_problems(student, 'layers.1.ffn',
+                                               teacher, 'layers') == []

@@ -133,6 +133,16 @@ def test_amp_options():
     assert '--teacher-dtype bfloat16 runs the teacher' in str(exc.value)
 
 
+def test_cuda_asked_without_cuda_is_one_line(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit, match=r'^benchmark_overhead.py: --device '
+                       r'cuda, but this torch \(.*\) sees no CUDA device: '
+                       'run it on a GPU machine, or measure with --device '
+                       'cpu.$'):
+        load_tool().main([CONFIG, '--device', 'cuda', '--random-teacher'])
+
+
 @pytest.mark.parametrize('teacher', [
     'http://127.0.0.1:9/no_such_benchmark_teacher.pth', 'no_such_teacher.pth'
 ])

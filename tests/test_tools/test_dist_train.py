@@ -185,5 +185,6 @@ def test_auto_loss_weight_agrees_across_processes(tmp_path):
     assert weights[0]['stage4'] is not None and weights[0]['stage4'] > 0
     assert weights[0] == weights[1]
     dumped = Config.fromfile(osp.join(work_dir, 'pspnet.py'))
-    assert dumped.model.distill.stage4.loss.loss_weight == \
-        pytest.approx(weights[0]['stage4'])
+    hook, = [h for h in dumped.custom_hooks
+             if h['type'] == 'mmdistill.AutoLossWeightHook']
+    assert hook['weights']['stage4'] == pytest.approx(weights[0]['stage4'])

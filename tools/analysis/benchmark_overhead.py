@@ -307,7 +307,7 @@ def build_distiller(cfg: Config, args, workdir: str):
     model.guard = dict(model.get('guard') or {}, action='warn')
     try:
         with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-            return MODELS.build(model)
+            distiller = MODELS.build(model)
     except (CheckpointError, FileNotFoundError) as err:
         # the teacher's checkpoint could not be read: not needed to measure
         # the cost (a missing teacher config is another matter)
@@ -319,6 +319,11 @@ def build_distiller(cfg: Config, args, workdir: str):
             f'{err}\nFor this measurement the weights are not needed: '
             '--random-teacher gives the teacher random weights instead of '
             f'loading {checkpoint!r} (the same time and memory).') from None
+    # loss_weight='auto' (AutoLossWeightHook's, not run here): any number
+    # costs the same
+    controls = distiller.controls
+    controls.loss_weights.update(dict.fromkeys(controls.loss_weights, 1.0))
+    return distiller
 
 
 def input_size(cfg: Config, args, kind: str) -> tuple:
@@ -360,6 +365,11 @@ def main(argv=None) -> dict:
         cfg.merge_from_dict(args.cfg_options)
     device = torch.device(args.device or (
         'cuda' if torch.cuda.is_available() else 'cpu'))
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(
+            f'benchmark_overhead.py: --device {args.device}, but this torch '
+            f'({torch.__version__}) sees no CUDA device: run it on a GPU '
+            'machine, or measure with --device cpu.')
     check_distiller(cfg, args.config)
     kind = kind_of(cfg.get('default_scope'))
     size = input_size(cfg, args, kind)

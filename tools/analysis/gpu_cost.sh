@@ -14,6 +14,12 @@ set -u
 DIR=${1:-${OUT:-work_dirs/gpu_cost}}
 PYTHON=${PYTHON:-python3}
 ROW_TIMEOUT=${ROW_TIMEOUT:-240}
+if ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' \
+    2>/dev/null; then
+  echo "gpu_cost.sh: $PYTHON has no torch that sees a CUDA device; this" \
+    "table is measured on a GPU (set PYTHON to a CUDA torch's python)." >&2
+  exit 1
+fi
 mkdir -p "$DIR"
 
 SEG=(--size 512 1024)
