@@ -22,6 +22,7 @@ heads by tensor identity (weak references, so nothing is kept alive), which
 needs no table of model types.
 """
 import copy
+import os.path as osp
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -56,6 +57,10 @@ class Candidate:
         order (int): Position in the forward's execution order.
         call_strides (list): The stride of each call, for a module called
             several times (a head shared by the FPN levels).
+        note (str, optional): How the tap relates to what the model
+            returns, when it is not that tensor itself (a Cascade R-CNN's
+            last-stage classifier, whose scores the head averages over its
+            stages).
     """
     path: str
     role: str
@@ -67,6 +72,7 @@ class Candidate:
     inplace: bool = False
     order: int = 0
     call_strides: List[Any] = field(default_factory=list)
+    note: Optional[str] = None
 
     @property
     def channels(self) -> Optional[int]:
@@ -109,7 +115,8 @@ class Candidate:
             channels=self.channels, index=self.index, calls=self.calls,
             by_index=self.by_index, inplace=self.inplace,
             call_strides=[list(v) if isinstance(v, tuple) else v
-                          for v in self.call_strides])
+                          for v in self.call_strides],
+            note=self.note)
 
 
 @dataclass
@@ -124,6 +131,11 @@ class Probe:
         candidates (list[Candidate]): In execution order.
         components (dict): Top-level component -> class name.
         model (nn.Module): The built model (random weights, eval mode).
+        scope (str, optional): The config's default scope.
+        profile (dict): What picks the closest shipped config: model
+            names, training crop and schedule (:func:`profile_of`).
+        unlisted (list[str]): Components whose outputs no module computes
+            (nothing of them can be tapped).
     """
     config: str
     kind: str
@@ -133,6 +145,8 @@ class Probe:
     components: Dict[str, str]
     model: Any = None
     scope: Optional[str] = None
+    profile: Dict[str, Any] = field(default_factory=dict)
+    unlisted: List[str] = field(default_factory=list)
 
     def by_role(self, role: str) -> List[Candidate]:
         return [c for c in self.candidates if c.role == role]
@@ -147,10 +161,179 @@ class Probe:
                     model_type=self.model_type,
                     input_shape=list(self.input_shape),
                     components=self.components,
-                    candidates=[c.to_dict() for c in self.candidates])
+                    candidates=[c.to_dict() for c in self.candidates],
+                    profile=self.profile, unlisted=self.unlisted)
+
+
+class ProbeError(ValueError):
+    """A config the probe cannot take (the message says why and what to
+    give instead)."""
 
 
 # ---------------------------------------------------------------- building
+def is_distiller(cfg) -> bool:
+    """Whether the model of ``cfg`` is a distiller (``model.student`` and
+    ``model.teacher``) rather than a model of its own."""
+    model = cfg.get('model', None)
+    return isinstance(model, dict) and 'student' in model and \
+        'teacher' in model
+
+
+def _student_source(path: str, student: dict) -> Optional[str]:
+    """The OpenMMLab config (``mmseg::...``) a distillation config file
+    takes its student from: the first one its local ``_base_`` files
+    inherit whose model has the student's type and backbone; None when
+    that cannot be told."""
+    from mmdistill.utils.config import load_config
+    from .suggest import _bases
+
+    def scoped(file: str, seen: Tuple[str, ...]) -> List[str]:
+        found = []
+        try:
+            bases = _bases(file)
+        except (OSError, SyntaxError, ValueError):
+            return found
+        for base in bases:
+            if '::' in base:
+                found.append(base)
+                continue
+            local = osp.normpath(osp.join(osp.dirname(file), base))
+            if osp.isfile(local) and local not in seen:
+                found += scoped(local, seen + (file, ))
+        return found
+
+    if '::' in path or not osp.isfile(path):
+        return None
+    backbone = (student.get('backbone') or {})
+    for base in scoped(osp.abspath(path), ()):
+        try:
+            model = load_config(base).get('model') or {}
+        except Exception:  # an unreadable base only loses the hint
+            continue
+        theirs = model.get('backbone') or {}
+        if model.get('type') == student.get('type') and all(
+                theirs.get(k) == backbone.get(k) for k in ('type', 'depth')):
+            return base
+    return None
+
+
+def check_not_distiller(cfg, path: str = 'the config',
+                        role: Optional[str] = None) -> None:
+    """Stop on a distillation config given where a model config belongs.
+
+    Args:
+        cfg (Config): The loaded config.
+        path (str): Its path, for the message.
+        role (str, optional): ``'student'`` or ``'teacher'``: which model
+            the config was given for.
+
+    Raises:
+        ProbeError: ``cfg``'s model is a distiller; the message names the
+            student's (or teacher's) own config when it can tell it.
+    """
+    if not is_distiller(cfg):
+        return
+    model = cfg.model
+    teacher = model.teacher
+    teacher_config = teacher.get('config') if isinstance(teacher, dict) \
+        else None
+    hints = []
+    if role in (None, 'student'):
+        source = _student_source(path, model.student)
+        if source:
+            hints.append(f'its student comes from {source}')
+    if role in (None, 'teacher') and isinstance(teacher_config, str):
+        hints.append('its teacher config, model.teacher.config, is '
+                     f'{teacher_config}')
+    whose = f"the {role}'s" if role else 'the student\'s or teacher\'s'
+    raise ProbeError(
+        f'{path} is a distillation config (its model is a '
+        f'{model.get("type", "distiller")} with model.student and '
+        f'model.teacher): give {whose} own model config instead'
+        + (f' ({"; ".join(hints)})' if hints else '') + '.')
+
+
+def model_names(model: dict) -> Dict[str, Any]:
+    """The names that tell two model configs apart: the model type, the
+    types of its components and the backbone's depth / architecture."""
+    names: Dict[str, Any] = dict(type=model.get('type'))
+    for key, part in model.items():
+        if isinstance(part, dict) and 'type' in part:
+            names[key] = part['type']
+        elif isinstance(part, (list, tuple)) and part and all(
+                isinstance(p, dict) for p in part):
+            names[key] = tuple(p.get('type') for p in part)
+    backbone = model.get('backbone')
+    if isinstance(backbone, dict):
+        for key in ('depth', 'arch', 'widen_factor'):
+            if key in backbone:
+                names[f'backbone.{key}'] = backbone[key]
+    names.pop('data_preprocessor', None)
+    return names
+
+
+def _pair_of(value) -> Optional[Tuple[int, int]]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) for v in value):
+        return tuple(value)
+    return None
+
+
+def _pipeline_crop(node) -> Optional[Tuple[int, int]]:
+    """The ``crop_size`` of the first transform with one (``RandomCrop``)
+    in a (nested) dataloader config."""
+    if isinstance(node, dict):
+        if 'crop' in str(node.get('type', '')).lower() and \
+                _pair_of(node.get('crop_size')):
+            return _pair_of(node.get('crop_size'))
+        values = node.values()
+    elif isinstance(node, (list, tuple)):
+        values = node
+    else:
+        return None
+    for value in values:
+        found = _pipeline_crop(value)
+        if found is not None:
+            return found
+    return None
+
+
+def profile_of(cfg, model: Optional[dict] = None) -> Dict[str, Any]:
+    """What picks the closest shipped config for a model config.
+
+    Args:
+        cfg (Config): A loaded config.
+        model (dict, optional): Its model config (default ``cfg.model``;
+            a distillation config's ``model.student``).
+
+    Returns:
+        dict: ``names`` (:func:`model_names`), ``crop`` (the training
+        crop (H, W): the ``crop_size`` of the training pipeline's crop,
+        else the data preprocessor's ``size``, else the config's
+        ``crop_size``; None when none says) and ``schedule``
+        (``('iters', n)`` or ``('epochs', n)`` of ``train_cfg``; None when
+        it says neither).
+    """
+    model = cfg.get('model', None) if model is None else model
+    model = model if isinstance(model, dict) else {}
+    crop = _pipeline_crop(cfg.get('train_dataloader', None))
+    for pre in (model.get('data_preprocessor'),
+                cfg.get('data_preprocessor', None)):
+        if crop is None and isinstance(pre, dict):
+            crop = _pair_of(pre.get('size'))
+    if crop is None:
+        crop = _pair_of(cfg.get('crop_size', None))
+    train_cfg = cfg.get('train_cfg', None) or {}
+    schedule = None
+    for key in ('max_iters', 'max_epochs'):
+        if isinstance(train_cfg, dict) and train_cfg.get(key):
+            schedule = (key[4:], train_cfg[key])
+            break
+    return dict(names=model_names(model), crop=crop, schedule=schedule)
+
+
 def strip_pretrained(node: Any) -> Any:
     """Remove ``pretrained=`` and ``init_cfg`` ``Pretrained`` entries from a
     model config in place (they name weights to download)."""
@@ -221,7 +404,7 @@ def kind_of(cfg, path: str = 'the config') -> str:
     from mmdistill.testing.batches import KIND_OF_SCOPE
     scope = cfg.get('default_scope', None)
     if scope not in KIND_OF_SCOPE:
-        raise ValueError(
+        raise ProbeError(
             f'{path} has default_scope {scope!r}; suggest_pairs knows the '
             f'tasks of {sorted(KIND_OF_SCOPE)} (mmdet detectors, mmseg '
             'segmentors, mmpretrain classifiers).')
@@ -365,7 +548,8 @@ def _pick(recorder: _Recorder, calls: List[_Call],
 
 
 def probe_model(cfg, config: str = '', size: Optional[Sequence[int]] = None,
-                model: Optional[nn.Module] = None) -> Probe:
+                model: Optional[nn.Module] = None,
+                role: Optional[str] = None) -> Probe:
     """Build (unless given), run one dummy batch and list the candidate
     taps of the model of ``cfg``.
 
@@ -375,11 +559,18 @@ def probe_model(cfg, config: str = '', size: Optional[Sequence[int]] = None,
         size (tuple, optional): Input (H, W). Defaults to 256 x 256
             (detection, segmentation) or 224 x 224 (classification).
         model (nn.Module, optional): The model, if already built.
+        role (str, optional): ``'student'`` or ``'teacher'``, for messages.
 
     Returns:
         Probe: The candidates in execution order.
+
+    Raises:
+        ProbeError: The config is a distillation config, or of a task the
+            probe does not know.
     """
     from mmdistill.testing.batches import random_batch
+    if model is None:
+        check_not_distiller(cfg, config or 'the config', role)
     kind = kind_of(cfg, config)
     model = model if model is not None else build_random(cfg)
     model.eval()
@@ -437,8 +628,12 @@ def probe_model(cfg, config: str = '', size: Optional[Sequence[int]] = None,
             _stride_runs(recorder, comp, modules, hw, add, changed)
     found.sort(key=lambda c: c.order)
     scope = cfg.get('default_scope', None)
+    listed = {c.path.split('.')[0] for c in found}
+    unlisted = [comp for comp, output in recorder.outputs.items()
+                if comp not in listed and _tensors(output)]
     return Probe(config, kind, type(model).__name__, tuple(inputs.shape),
-                 found, components, model, scope)
+                 found, components, model, scope, profile_of(cfg),
+                 unlisted)
 
 
 def _stride_runs(recorder, comp, modules, hw, add, changed) -> None:
@@ -466,20 +661,54 @@ def _stride_runs(recorder, comp, modules, hw, add, changed) -> None:
                           order=call.order))
 
 
+#: the listing's note on a head tap found by its shape
+COMPUTED_FROM = 'the head returns a value computed from it'
+
+
+def _same_shape_leaf(recorder, comp, tensor, modules) -> Optional[_Call]:
+    """The last conv/linear call inside ``comp`` whose output has the
+    shape of ``tensor`` (which the head computed from module outputs, e.g.
+    a Cascade R-CNN's scores averaged over its stages)."""
+    shape = tuple(tensor.shape)
+    calls = [c for c in recorder.calls
+             if c.name.startswith(comp + '.') and c.shape == shape
+             and isinstance(modules[c.name], _LEAVES)]
+    return max(calls, key=lambda c: c.order) if calls else None
+
+
 def _head_candidates(recorder, comp, tensors, modules, hw, add) -> None:
     """A head's final conv/linear layers whose outputs it returns; a layer
-    called once per FPN level becomes one candidate with all its calls."""
+    called once per FPN level becomes one candidate with all its calls.
+    A returned tensor no module computes itself (the head averages or
+    splits module outputs, as Cascade R-CNN's RoI head) is listed by the
+    last conv/linear layer of its shape, with a note."""
     picked: Dict[str, List[_Call]] = {}
+    unmatched = []
     for tensor in tensors:
         pick = _pick(recorder, _producers(recorder, tensor, comp), modules,
                      leaf=True)
         if pick is not None and isinstance(modules[pick.name], _LEAVES):
             picked.setdefault(pick.name, []).append(pick)
+        else:
+            unmatched.append(tensor)
     if not picked and len(tensors) == 1:
         tensor = tensors[0]
         order = next((c.order for c in recorder.calls if c.name == comp), 0)
         add(Candidate(comp, HEAD, tuple(tensor.shape),
                       _stride(hw, tensor.shape), order=order))
+        return
+    derived: Dict[str, _Call] = {}
+    for tensor in unmatched:
+        if tensor.dim() < 2:
+            continue
+        alike = _same_shape_leaf(recorder, comp, tensor, modules)
+        if alike is not None and alike.name not in picked:
+            derived[alike.name] = alike
+    for name, call in derived.items():
+        add(Candidate(name, HEAD, call.shape, _stride(hw, call.shape),
+                      calls=[call.call], order=call.order,
+                      call_strides=[_stride(hw, call.shape)],
+                      note=COMPUTED_FROM))
     for name, calls in picked.items():
         calls.sort(key=lambda c: c.call)
         first = calls[0]

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .probe import HEAD, LEVEL, STAGE, Candidate, Probe
+from .probe import HEAD, LEVEL, STAGE, Candidate, Probe, profile_of
 
 METHODS = ('mlp', 'fgd', 'mgd', 'cwd', 'lad', 'cad', 'tat')
 
@@ -128,7 +128,9 @@ def _literal(node: ast.AST) -> Any:
 class Settings:
     """What a method takes from its shipped config."""
     source: str
-    pairs: Dict[str, dict]  # name -> role, connector, loss (templates)
+    #: name -> role, connector, loss (templates) and ``extra``: the pair's
+    #: other settings (``with_cp``), all but its taps
+    pairs: Dict[str, dict]
     inherit: List[str] = field(default_factory=list)
     optim_wrapper: Optional[dict] = None
     hooks: List[dict] = field(default_factory=list)
@@ -222,11 +224,75 @@ def _scope_of_file(path: str, seen: Tuple[str, ...] = ()) -> Optional[str]:
     return None
 
 
+def _shipped_profiles(path: str) -> Tuple[dict, dict]:
+    """(student, teacher) profiles (:func:`~.probe.profile_of`) of a
+    shipped distillation config: its student with its crop and schedule,
+    and the model of its teacher config."""
+    cfg = _load_config(path)
+    student = profile_of(cfg, cfg.model.student)
+    teacher = {}
+    config = cfg.model.teacher.get('config')
+    if isinstance(config, str):
+        try:
+            teacher = profile_of(_load_config(config))
+        except (OSError, ValueError):  # only the ranking loses it
+            teacher = {}
+    return student, teacher
+
+
+def _names_shared(a: Optional[dict], b: Optional[dict]) -> int:
+    """How many model names (:func:`~.probe.model_names`) two profiles
+    share."""
+    a = (a or {}).get('names') or {}
+    b = (b or {}).get('names') or {}
+    return sum(1 for k, v in a.items() if k in b and b[k] == v)
+
+
+def _closeness(path: str, student: Optional[dict],
+               teacher: Optional[dict]) -> Tuple[int, ...]:
+    """How well a shipped config fits the profiles of the models to
+    distil: model names of the student and of the teacher first, then the
+    student's training crop and schedule."""
+    shipped_student, shipped_teacher = _shipped_profiles(path)
+    s_names = (student or {}).get('names') or {}
+    same_student = bool(s_names) and s_names == shipped_student['names']
+    same_teacher = bool((teacher or {}).get('names')) and \
+        teacher['names'] == shipped_teacher.get('names')
+    return (int(same_student) + int(same_teacher),
+            _names_shared(student, shipped_student),
+            _names_shared(teacher, shipped_teacher),
+            int(student is not None and student.get('crop') is not None
+                and student['crop'] == shipped_student['crop']),
+            int(student is not None and student.get('schedule') is not None
+                and student['schedule'] == shipped_student['schedule']))
+
+
 def find_source(method: str, variant: str,
-                backbone: Optional[str] = None) -> Optional[str]:
+                backbone: Optional[str] = None,
+                student: Optional[dict] = None,
+                teacher: Optional[dict] = None) -> Optional[str]:
     """The shipped config of ``method`` for ``variant``, found by content in
-    the method's folder: the first by name whose student has the backbone
-    type ``backbone``, else the first by name; None if none matches."""
+    the method's folder.
+
+    Among the configs of the variant, the one closest to the models to
+    distil is taken: the same student and teacher model names (types,
+    backbone depth), then the student's training crop, then its schedule
+    (a 512 x 1024, 80k-iteration PSPNet student gets the 80k
+    ``512x1024`` config, not the 40k ``512x512`` one); without profiles,
+    the first by name whose student has the backbone type ``backbone``,
+    else the first by name.
+
+    Args:
+        method (str): One of :data:`METHODS`.
+        variant (str): One of :data:`VARIANTS`.
+        backbone (str, optional): The student's backbone type.
+        student (dict, optional): The student's profile
+            (:func:`~.probe.profile_of`).
+        teacher (dict, optional): The teacher's profile.
+
+    Returns:
+        str | None: The path; None if no shipped config matches.
+    """
     scope = {'det': 'mmdet', 'seg': 'mmseg'}[variant.split('-')[0]]
     folder = osp.join(configs_root(), FOLDERS[method])
     found = []
@@ -235,14 +301,19 @@ def find_source(method: str, variant: str,
         if _scope_of_file(path) != scope:
             continue
         if classify(path, osp.getmtime(path)) == (method, variant):
-            if backbone is None:
-                return path
             found.append(path)
-    for path in found:
-        student = _load_config(path).model.student
-        if student.get('backbone', {}).get('type') == backbone:
-            return path
-    return found[0] if found else None
+    if not found:
+        return None
+
+    def same_backbone(path: str) -> int:
+        model = _load_config(path).model.student
+        return int(backbone is not None and
+                   model.get('backbone', {}).get('type') == backbone)
+
+    if student is None and teacher is None:
+        return max(found, key=same_backbone)  # max keeps the first best
+    return max(found, key=lambda p: _closeness(p, student, teacher)
+               + (same_backbone(p), ))
 
 
 def top_level_value(path: str, name: str) -> Any:
@@ -266,7 +337,9 @@ def top_level_value(path: str, name: str) -> Any:
 
 
 def load_settings(method: str, variant: str,
-                  backbone: Optional[str] = None) -> Settings:
+                  backbone: Optional[str] = None,
+                  student: Optional[dict] = None,
+                  teacher: Optional[dict] = None) -> Settings:
     """Read the pair templates (connector and loss configs, by role) and
     the extras (``init_student_from_teacher``, ``optim_wrapper``,
     ``custom_hooks``) of ``method``'s shipped config for ``variant``
@@ -283,6 +356,10 @@ def load_settings(method: str, variant: str,
         backbone (str, optional): The student's backbone type: a shipped
             config with that student backbone is preferred (the settings
             agree; the named source is then the closest one).
+        student (dict, optional): The student's profile
+            (:func:`~.probe.profile_of`): the shipped config closest to
+            it and to ``teacher`` is taken (:func:`find_source`).
+        teacher (dict, optional): The teacher's profile.
 
     Raises:
         SuggestError: No shipped or documented setting exists.
@@ -292,7 +369,7 @@ def load_settings(method: str, variant: str,
         raise SuggestError(f'--method must be one of {METHODS}, got '
                            f'{method!r}.')
     extra, notes = None, []
-    path = find_source(method, variant, backbone) \
+    path = find_source(method, variant, backbone, student, teacher) \
         if kind in ('det', 'seg') else None
     if path is None:
         extra = UNSHIPPED.get((method, variant)) or \
@@ -303,7 +380,7 @@ def load_settings(method: str, variant: str,
                          + extra['source'])
         elif kind == 'seg':
             other = 'seg-hetero' if variant == 'seg-homo' else 'seg-homo'
-            path = find_source(method, other, backbone)
+            path = find_source(method, other, backbone, student, teacher)
             if path is not None:
                 notes.append(
                     f'no shipped {method} config for a '
@@ -317,9 +394,13 @@ def load_settings(method: str, variant: str,
     pairs = {}
     for name, spec in model.distill.items():
         role = _role_of(spec['student'])
+        extra_keys = [k for k in spec
+                      if k not in ('student', 'teacher', 'connector', 'loss')]
         pairs[name] = dict(role=role,
                            connector=copy.deepcopy(spec.get('connector')),
-                           loss=copy.deepcopy(spec['loss']))
+                           loss=copy.deepcopy(spec['loss']),
+                           extra={k: copy.deepcopy(spec[k])
+                                  for k in extra_keys})
     inherit = list(model.get('init_student_from_teacher') or [])
     optim = top_level_value(path, 'optim_wrapper')
     hooks = [dict(h) for h in (cfg.get('custom_hooks') or [])]
@@ -444,6 +525,58 @@ def last_stage_pair(student: Probe, teacher: Probe
             '"-d8" backbone for a d8 teacher), since a connector keeps the '
             "student's map size.")
     return max(same, key=lambda c: c.order), t_last
+
+
+def _last_stage(probe: Probe) -> Optional[Candidate]:
+    """A model's last backbone stage with a map: the last one its backbone
+    returns, else the last found."""
+    stages = [c for c in probe.by_role(STAGE) if c.spatial]
+    returned = [c for c in stages if c.index is not None]
+    if not stages:
+        return None
+    return max(returned or stages, key=lambda c: (c.index or 0, c.order))
+
+
+def shallower_stage_notes(student: Probe, s: Candidate,
+                          t: Candidate) -> List[str]:
+    """A note when the paired student stage is not the student's last
+    stage (the last one has another stride than the teacher's stage):
+    the proposal stands, and the note names the alternative, the last
+    stage with a connector that resizes it (``resize=dict(...)``).
+
+    Args:
+        student (Probe): The probed student.
+        s (Candidate): The student stage paired with ``t``.
+        t (Candidate): The teacher's tapped stage.
+
+    Returns:
+        list[str]: The note, or nothing when ``s`` is the last stage.
+    """
+    last = _last_stage(student)
+    if last is None or last is s or last.path == s.path or \
+            last.stride == s.stride:
+        return []
+    ratio = (last.stride / t.stride if isinstance(last.stride, int) and
+             isinstance(t.stride, int) and t.stride else None)
+    if ratio is not None and ratio > 1:
+        mode = "resize=dict(mode='bilinear') (or 'nearest')"
+        how = f'upsamples it {ratio:g}x'
+    else:
+        mode = "resize=dict(mode='pool')"
+        how = 'shrinks it'
+    return [
+        f"the student's stage {s.describe_tap()} (stride {s.stride}, "
+        f'{_size(s)}) is paired, not its last stage '
+        f'{last.describe_tap()} (stride {last.stride}, {_size(last)}), '
+        f"whose stride differs from the teacher's {t.describe_tap()} "
+        f'(stride {t.stride}); to distil the last stage instead, tap '
+        f'{last.describe_tap()} and add {mode} to the connector, which '
+        f"{how} to the teacher's {_spatial_text(t)} map before the "
+        'connector (README "What gets paired")']
+
+
+def _spatial_text(c: Candidate) -> str:
+    return ' x '.join(str(v) for v in c.spatial) if c.spatial else _size(c)
 
 
 def logits_pair(student: Probe, teacher: Probe
@@ -580,6 +713,7 @@ def _group(name: str, pairs: List[Tuple[Candidate, Candidate]],
         if any(c is not None for c in connectors):
             spec['connector'] = _collapse(connectors)
         spec['loss'] = _collapse([f[1] for f in filled])
+        spec.update(copy.deepcopy(template.get('extra') or {}))
         return {name: spec}, notes
     out = {}
     for level, (s_tap, t_tap, f) in enumerate(zip(s_taps, t_taps, filled)):
@@ -587,6 +721,7 @@ def _group(name: str, pairs: List[Tuple[Candidate, Candidate]],
         if f[0] is not None:
             spec['connector'] = f[0]
         spec['loss'] = f[1]
+        spec.update(copy.deepcopy(template.get('extra') or {}))
         out[f'{name}_{level}'] = spec
     return out, notes
 
@@ -676,7 +811,9 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
     if variant == 'cls':
         raise SuggestError(_unsupported(method, 'cls'))
     settings = load_settings(method, variant,
-                             student.components.get('backbone'))
+                             student.components.get('backbone'),
+                             student.profile or None,
+                             teacher.profile or None)
     notes = list(settings.notes)
     distill: Dict[str, dict] = {}
     report = []
@@ -706,7 +843,8 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
                 raise
             new_name = 'logits'
         else:
-            pairs, extra = [last_stage_pair(student, teacher)], []
+            pairs = [last_stage_pair(student, teacher)]
+            extra = shallower_stage_notes(student, *pairs[0])
             new_name = 'backbone'
         for note in extra:
             if note not in notes:
@@ -749,23 +887,50 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
                 "values there have the teacher's shapes (e.g. not "
                 f'{misfit[0] if misfit else "-"})')
     if method == 'tat':
-        notes += _tat_notes(student, distill)
+        notes += _tat_notes(student, distill, report)
     return Suggestion(method, variant, settings, report, distill, inherit,
                       notes)
 
 
-def _tat_notes(student: Probe, distill: dict) -> List[str]:
-    """TaT's patch grid must divide the student's map at training size."""
+def _tat_notes(student: Probe, distill: dict,
+               report: Optional[List[dict]] = None) -> List[str]:
+    """TaT's patch grid must divide the student map at training size.
+
+    The map size is the student's training crop (from its config) divided
+    by the tapped stage's stride, or, when the config names no crop, the
+    probed map.
+    """
     notes = []
+    taps = {p['name']: p['student'] for p in report or []}
+    crop = (student.profile or {}).get('crop')
     for name, spec in distill.items():
         connector = spec.get('connector') or {}
         grid = connector.get('patch_grid')
-        if connector.get('mode') == 'patch_group' and grid:
-            notes.append(
-                f'{name}: TaT splits the student map into a {grid[0]} x '
-                f'{grid[1]} patch grid, which must divide the map at the '
-                'training crop size (64 x 128 for 512 x 1024 crops at '
-                'stride 8); change patch_grid/num_groups for other crops')
+        if connector.get('mode') != 'patch_group' or not grid:
+            continue
+        tap = taps.get(name)
+        stride = tap.stride if tap is not None else None
+        if crop and isinstance(stride, int):
+            size = (crop[0] // stride, crop[1] // stride)
+            where = (f"{size[0]} x {size[1]} for the student's "
+                     f'{crop[0]} x {crop[1]} crops at stride {stride}')
+        elif tap is not None and tap.spatial:
+            size = tap.spatial
+            h, w = student.input_shape[-2:]
+            where = (f'{size[0]} x {size[1]} for the probed {h} x {w} '
+                     f'input at stride {_stride_text(tap)}; the student '
+                     'config names no crop size')
+        else:
+            size, where = None, 'the student map'
+        fits = size is not None and all(
+            n % g == 0 for n, g in zip(size, grid))
+        verdict = '' if size is None else (
+            ': it does' if fits else ': it does NOT, change patch_grid '
+            '(and num_groups) or the crop size')
+        notes.append(
+            f'{name}: TaT splits the student map into a {grid[0]} x '
+            f'{grid[1]} patch grid, which must divide the map at the '
+            f'training crop size ({where}){verdict}')
     return notes
 
 
@@ -848,11 +1013,112 @@ def _describe_component(cfg: Optional[dict]) -> str:
     return f'{kind}({text})'
 
 
+def _nest(key: str, value: Any) -> Any:
+    """``'a.b.c', v`` -> ``{'b': {'c': v}}`` (below the top-level key)."""
+    for part in reversed(key.split('.')[1:]):
+        value = {part: value}
+    return value
+
+
+def _merge_into(a: dict, b: dict) -> dict:
+    """Merge dict ``a`` into a copy of dict ``b``, key by key, as mmengine
+    merges a config into its ``_base_`` (without ``_delete_``)."""
+    out = copy.deepcopy(b)
+    for key, value in a.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_into(value, out[key])
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain dicts, lists and tuples."""
+    if hasattr(value, 'to_dict'):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def student_overrides(options: Optional[dict], student_cfg) -> Dict[str, Any]:
+    """The top-level values a distillation config writes so that its
+    ``_base_`` (the student config) gets the student's ``--cfg-options``.
+
+    A key of dicts only (``train_cfg.max_iters``) becomes a nested dict,
+    which mmengine merges into the base's value like ``merge_from_dict``;
+    a key through a list (``train_pipeline.2.scale``) writes the whole
+    overridden top-level value (``student_cfg``, the config with the
+    options merged). ``model`` keys are left to :func:`render_config`
+    (the distiller's ``student``).
+
+    Args:
+        options (dict, optional): The ``--cfg-options`` (``DictAction``).
+        student_cfg (Config): The student config with them merged.
+
+    Returns:
+        dict: Top-level key -> value to write.
+    """
+    out: Dict[str, Any] = {}
+    whole = set()
+    for key, value in (options or {}).items():
+        top = key.split('.')[0]
+        if top == 'model':
+            continue
+        parts = key.split('.')[1:]
+        through_list = any(p.isdigit() for p in parts)
+        if through_list or not parts:
+            whole.add(top)
+        if top in whole:
+            out[top] = _plain(student_cfg.get(top))
+            continue
+        nested = _plain(_nest(key, value))
+        if isinstance(out.get(top), dict) and isinstance(nested, dict):
+            out[top] = _merge_into(nested, out[top])
+        else:
+            out[top] = nested
+    return out
+
+
+def _options_text(options: dict) -> str:
+    return ' '.join(f'{k}={v!r}' if isinstance(v, str) else f'{k}={v}'
+                    for k, v in options.items())
+
+
 def render_config(suggestion: Suggestion, student_config: str,
                   teacher_config: str, student_cfg, out: Optional[str],
                   input_shape: Sequence[int],
-                  teacher_check: bool = True) -> str:
-    """The distillation config's source text."""
+                  teacher_check: bool = True,
+                  student_options: Optional[dict] = None,
+                  teacher_options: Optional[dict] = None) -> str:
+    """The distillation config's source text.
+
+    Args:
+        suggestion (Suggestion): The proposal.
+        student_config (str): The student config's path, the ``_base_``.
+        teacher_config (str): The teacher config's path.
+        student_cfg (Config): The student config as probed (its
+            ``student_options`` merged).
+        out (str, optional): Where the config is written (paths are
+            written relative to it).
+        input_shape (tuple): The probed input shape, for the comment.
+        teacher_check (bool): Add ``TeacherCheckHook``.
+        student_options (dict, optional): The student's ``--cfg-options``:
+            written into the config (the distiller's ``student`` is the
+            overridden model; other keys are merged into the ``_base_``),
+            so that it builds the student that was probed.
+        teacher_options (dict, optional): The teacher's overrides:
+            written as ``model.teacher.cfg_options``.
+
+    Returns:
+        str: Python source of the config.
+    """
+    student_options = dict(student_options or {})
+    teacher_options = dict(teacher_options or {})
     base = config_path_for(student_config, out, var=False)
     teacher_path = config_path_for(teacher_config, out, var=True)
     lines = [
@@ -860,7 +1126,11 @@ def render_config(suggestion: Suggestion, student_config: str,
         f'# --method {suggestion.method}: settings of '
         f'{suggestion.settings.source}',
         f'#   student: {student_config}',
+    ] + ([f'#     --cfg-options {_options_text(student_options)}']
+         if student_options else []) + [
         f'#   teacher: {teacher_config}',
+    ] + ([f'#     --teacher-cfg-options {_options_text(teacher_options)}']
+         if teacher_options else []) + [
         '# Pairs matched by stride on a '
         + 'x'.join(str(v) for v in input_shape) + ' dummy batch:',
     ]
@@ -881,19 +1151,43 @@ def render_config(suggestion: Suggestion, student_config: str,
         'allow_failed_imports=False)',
         '',
     ]
+    model_options = [k for k in student_options
+                     if k == 'model' or k.startswith('model.')]
+    # the student config's model with the --cfg-options on it, in full:
+    # {{_base_.model}} is the model before them
+    student = _plain(student_cfg.model) if model_options else \
+        Raw('{{_base_.model}}')
+    teacher = dict(
+        config=teacher_path,
+        checkpoint=f'{FILL_ME}: path or URL of the weights trained with '
+        f'{teacher_config}')
+    if teacher_options:
+        teacher['cfg_options'] = _plain(teacher_options)
     model = dict(
         _delete_=True,
         type='mmdistill.SingleTeacherDistiller',
-        student=Raw('{{_base_.model}}'),
-        teacher=dict(
-            config=teacher_path,
-            checkpoint=f'{FILL_ME}: path or URL of the weights trained with '
-            f'{teacher_config}'))
+        student=student,
+        teacher=teacher)
     if suggestion.inherit:
         model['init_student_from_teacher'] = suggestion.inherit
     model['distill'] = suggestion.distill
+    if model_options:
+        lines.append('# student: the model of the student config with '
+                     '--cfg-options ' + ', '.join(model_options))
     lines.append('model = ' + format_value(model, 0, len('model = ')))
+    top = student_overrides(student_options, student_cfg)
+    top.pop('custom_hooks', None)  # written below, from student_cfg
     optim = suggestion.settings.optim_wrapper
+    if 'optim_wrapper' in top:
+        mine = top.pop('optim_wrapper')
+        optim = _merge_into(mine, optim) if isinstance(mine, dict) and \
+            optim else mine
+    if top:
+        lines += ['', '# --cfg-options of the student, merged into the '
+                  'student config (_base_)']
+        for key, value in top.items():
+            lead = f'{key} = '
+            lines.append(lead + format_value(value, 0, len(lead)))
     if optim:
         lines += ['', 'optim_wrapper = ' + format_value(
             optim, 0, len('optim_wrapper = '))]
@@ -918,6 +1212,13 @@ def render_config(suggestion: Suggestion, student_config: str,
     return '\n'.join(lines)
 
 
+def _numbers(values: torch.Tensor) -> str:
+    """``[123.675, 116.28, 103.53]``: float32 values as a config writes
+    them (6 significant digits), not ``123.67500305175781``."""
+    return '[' + ', '.join(f'{v:g}' for v in values.flatten().tolist()) \
+        + ']'
+
+
 def preprocessing_notes(student: Probe, teacher: Probe) -> List[str]:
     """Where the two data preprocessors disagree (the student's feeds the
     teacher)."""
@@ -932,8 +1233,8 @@ def preprocessing_notes(student: Probe, teacher: Probe) -> List[str]:
         x, y = getattr(a, attr, None), getattr(b, attr, None)
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and (
                 x.shape != y.shape or not torch.allclose(x, y)):
-            notes.append(f'{attr}: student {x.flatten().tolist()}, teacher '
-                         f'{y.flatten().tolist()}')
+            notes.append(f'{attr}: student {_numbers(x)}, teacher '
+                         f'{_numbers(y)}')
     return notes
 
 
@@ -962,9 +1263,9 @@ def format_candidates(probe: Probe, title: str) -> str:
             tap += f'  = {c.path.split(".")[0]}[{c.index}]'
         if c.inplace:
             tap += '  (changed in place later: clone=True)'
+        what = _ROLE_NAMES[c.role] + (f' ({c.note})' if c.note else '')
         rows.append((tap, 'x'.join(str(v) for v in c.shape),
-                     _stride_text(c), str(c.channels),
-                     _ROLE_NAMES[c.role]))
+                     _stride_text(c), str(c.channels), what))
     width = max([len(r[0]) for r in rows] + [3])
     lines = [f'{title}: {probe.config}',
              f'  {probe.model_type} ({", ".join(probe.components.values())})'
@@ -976,6 +1277,10 @@ def format_candidates(probe: Probe, title: str) -> str:
     for tap, shape, stride, channels, role in rows:
         lines.append(f'  {tap:{width}}  {shape:>16}  {stride:>6}  '
                      f'{channels:>8}  {role}')
+    for comp in probe.unlisted:
+        lines.append(f'  ({comp}: no head output listed: no module '
+                     'computes what it returns, nor a tensor of that shape; '
+                     'tap its layers by module path)')
     return '\n'.join(lines)
 
 

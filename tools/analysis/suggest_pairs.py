@@ -12,9 +12,16 @@ size) and channels. It then proposes the pairs of ``--method`` by stride,
 fills the connector channels, takes the loss and connector settings and
 weights of the method's shipped config (``configs/<method>/``), and writes
 (``--out``) or prints a config whose ``_base_`` is the student config and
-whose teacher is the teacher config. The teacher checkpoint is left for you
-to fill in (``FILL ME``); the config also adds ``TeacherCheckHook``, which
-scores the teacher on validation batches before the first iteration.
+whose teacher is the teacher config. ``--cfg-options`` and
+``--teacher-cfg-options`` are written into it (the student's as config
+values merged into the student config, the teacher's as
+``model.teacher.cfg_options``), so it builds the models that were probed.
+The shipped config cited is the one closest to the student (model names,
+then crop and schedule). The teacher checkpoint is left for you to fill in
+(``FILL ME``); the config also adds ``TeacherCheckHook``, which scores the
+teacher on validation batches before the first iteration. A distillation
+config given as STUDENT or TEACHER, a missing config file or an existing
+``--out`` stop with one ``error:`` line and exit code 1.
 
 Example::
 
@@ -64,8 +71,29 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+#: the README's fix for teacher / student preprocessing that differs
+PREPROCESSING_FIX = (
+    "set teacher=dict(..., data_preprocessor='own') in the written "
+    "config's model (each batch is re-normalised the teacher's way), or "
+    "make the student config's data_preprocessor match the teacher's")
+
+
 def main(argv=None) -> dict:
-    """Run the tool; returns what ``--json`` prints."""
+    """Run the tool.
+
+    Args:
+        argv (list[str], optional): The command line (default
+            ``sys.argv[1:]``).
+
+    Returns:
+        dict: What ``--json`` prints (``error`` when no pairs apply).
+
+    Raises:
+        FileExistsError: ``--out`` exists and ``--force`` is not given.
+        FileNotFoundError: A config file does not exist.
+        ProbeError: A config cannot be probed (a distillation config, an
+            unknown task).
+    """
     import mmdistill  # noqa: F401  registries
     from mmdistill.analysis import (SuggestError, format_candidates,
                                     format_suggestion, probe_model,
@@ -82,8 +110,10 @@ def main(argv=None) -> dict:
         student_cfg.merge_from_dict(args.cfg_options)
     if args.teacher_cfg_options:
         teacher_cfg.merge_from_dict(args.teacher_cfg_options)
-    student = probe_model(student_cfg, args.student, args.size)
-    teacher = probe_model(teacher_cfg, args.teacher, args.size)
+    student = probe_model(student_cfg, args.student, args.size,
+                          role='student')
+    teacher = probe_model(teacher_cfg, args.teacher, args.size,
+                          role='teacher')
     result = dict(student=student.to_dict(), teacher=teacher.to_dict())
     text = [format_candidates(student, 'Student'), '',
             format_candidates(teacher, 'Teacher'), '']
@@ -92,7 +122,7 @@ def main(argv=None) -> dict:
         text.append(
             "Warning: the student's data preprocessor feeds the teacher, "
             'and they differ (' + '; '.join(preprocessing) + '): the teacher '
-            'sees inputs unlike in its training.')
+            f'sees inputs unlike in its training. Fix: {PREPROCESSING_FIX}.')
         text.append('')
     result['preprocessing'] = preprocessing
     try:
@@ -104,7 +134,9 @@ def main(argv=None) -> dict:
         return result
     config = render_config(suggestion, args.student, args.teacher,
                            student_cfg, args.out, student.input_shape,
-                           teacher_check=not args.no_teacher_check)
+                           teacher_check=not args.no_teacher_check,
+                           student_options=args.cfg_options,
+                           teacher_options=args.teacher_cfg_options)
     result.update(suggestion.to_dict())
     result['config'] = config
     text += [format_suggestion(suggestion), '']
@@ -130,6 +162,24 @@ def _emit(args, result: dict, text: list) -> None:
         print('\n'.join(text))
 
 
+def run(argv=None) -> int:
+    """The command line: :func:`main`, with a one-line ``error:`` message
+    on stderr instead of a traceback for what the user gave wrong (an
+    existing ``--out``, a missing config file, a config that cannot be
+    probed).
+
+    Returns:
+        int: The exit code: 0, or 1 on an error or when no pairs apply.
+    """
+    from mmdistill.analysis.probe import ProbeError
+    try:
+        outcome = main(argv)
+    except (FileExistsError, FileNotFoundError, ProbeError) as err:
+        message = err.args[0] if len(err.args) == 1 else str(err)
+        print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
+        return 1
+    return 1 if 'error' in outcome else 0
+
+
 if __name__ == '__main__':
-    outcome = main()
-    sys.exit(1 if 'error' in outcome else 0)
+    sys.exit(run())
