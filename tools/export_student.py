@@ -37,6 +37,10 @@ def main(argv=None) -> str:
                                             read_checkpoint,
                                             save_student_checkpoint,
                                             student_state_dict)
+    if osp.isdir(args.checkpoint):
+        sys.exit(f'error: {args.checkpoint!r} is a directory; give a '
+                 'checkpoint file in it (e.g. its latest iter_*.pth or '
+                 'epoch_*.pth)')
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint!r} does not exist')
     out = args.out or osp.splitext(args.checkpoint)[0] + '_student.pth'

@@ -56,6 +56,9 @@ def read_student(in_file: str):
                                             UnsafeCheckpointError,
                                             extract_state_dict,
                                             read_checkpoint)
+    if osp.isdir(in_file):
+        sys.exit(f'error: {in_file!r} is a directory; give a checkpoint '
+                 'file in it (e.g. its latest iter_*.pth or epoch_*.pth)')
     if not osp.isfile(in_file):
         sys.exit(f'error: checkpoint {in_file!r} does not exist')
     try:
@@ -80,9 +83,9 @@ def main(argv=None) -> str:
     state, meta = read_student(args.in_file)
     out_dir = osp.dirname(osp.abspath(args.out_file))
     os.makedirs(out_dir, exist_ok=True)
-    # torch names the archive inside the file after the file name (up to its
-    # first dot): writing under OUT_FILE's own name keeps the bytes, and so
-    # the sha256, a function of the input alone.
+    # the bytes, and so the sha256, are a function of the input alone (the
+    # archive inside is written through a file handle: named the same
+    # whatever OUT_FILE is); staged under OUT_FILE's name all the same
     workspace = tempfile.mkdtemp(prefix='.publish-', dir=out_dir)
     try:
         staged = osp.join(workspace, osp.basename(args.out_file))
@@ -91,7 +94,10 @@ def main(argv=None) -> str:
             staged,
             dataset_meta=meta.get('dataset_meta'),
             meta=dict(
-                source_checkpoint=osp.basename(args.in_file),
+                # an export names the runner checkpoint it came from:
+                # publishing either gives the same file
+                source_checkpoint=meta.get('source_checkpoint')
+                or osp.basename(args.in_file),
                 epoch=meta.get('epoch'),
                 iter=meta.get('iter')))
         sha = sha256sum(staged)

@@ -144,8 +144,9 @@ class StudentCheckpointHook(Hook):
                 continue  # removed meanwhile (by hand)
             print_log(
                 f'{osp.basename(checkpoint)} was saved again by this run '
-                '(resumed from an earlier checkpoint): the export of the '
-                f'file it replaced is kept as {osp.basename(aside)}.',
+                '(resumed from an earlier checkpoint, or started again in '
+                'the same work dir): the export of the file it replaced is '
+                f'kept as {osp.basename(aside)}.',
                 logger='current',
                 level=logging.WARNING)
 

@@ -24,13 +24,17 @@ def _walk(node: Any, fn) -> None:
 
 
 def shrink_resnet(backbone: dict, width: int, depth: int = 18) -> list:
-    """ResNet / ResNetV1c / ResNeXt -> ResNet-``depth`` of base ``width``;
-    returns the stage output channels."""
+    """ResNet / ResNetV1c / ResNeXt -> ResNet-``depth`` of base ``width``
+    (a ResNet-18/34 drops deformable convolutions and plugins, which its
+    basic blocks do not take); returns the stage output channels."""
     if backbone.get('type') in ('ResNeXt', 'mmdet.ResNeXt'):
         backbone['type'] = 'ResNet'
         backbone.pop('groups', None)
         backbone.pop('base_width', None)
     backbone.update(depth=depth, base_channels=width, init_cfg=None)
+    if depth in (18, 34):  # mmdet's BasicBlock takes no DCN nor plugins
+        for key in ('dcn', 'stage_with_dcn', 'plugins'):
+            backbone.pop(key, None)
     if 'stem_channels' in backbone or backbone.get('type', '').endswith(
             'V1c'):
         backbone['stem_channels'] = width

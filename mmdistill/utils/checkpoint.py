@@ -52,7 +52,9 @@ def _first_line(err: BaseException) -> str:
     line = text[0] if text else ''
     if 'weights_only' in line or 'weights only' in line.lower():
         line = ''
-    line = line[:200]
+    if len(line) > 240:  # at the end of a sentence, else marked as cut
+        end = line.rfind('. ', 0, 240)
+        line = line[:end + 1] if end > 0 else line[:240] + '...'
     return f'{type(err).__name__}: {line}' if line else type(err).__name__
 
 

@@ -161,6 +161,14 @@ def test_publish_is_reproducible_and_never_overwrites(runner_checkpoint,
     assert name_a == name_b  # same input, same bytes, same name
     final = first.parent / name_a
 
+    # its student export, published: the same file (it names the runner
+    # checkpoint it came from)
+    export = tmp_path / 'export.pth'
+    run(['tools/export_student.py', ckpt, '--out', str(export)])
+    third = tmp_path / 'c' / 'model.pth'
+    run(['tools/publish_model.py', str(export), str(third)])
+    assert os.listdir(third.parent) == [name_a]
+
     # publishing again: reported, nothing rewritten
     stat = final.stat()
     result = run(['tools/publish_model.py', ckpt, str(first)])
@@ -181,6 +189,13 @@ def test_publish_refuses_bad_input(tmp_path):
     missing = run(['tools/publish_model.py', str(tmp_path / 'none.pth'),
                    str(tmp_path / 'out.pth')], check=False)
     assert missing.returncode != 0 and 'does not exist' in missing.stdout
+    for tool in ('tools/publish_model.py', 'tools/export_student.py'):
+        folder = run([tool, str(tmp_path), str(tmp_path / 'out.pth')]
+                     if 'publish' in tool else [tool, str(tmp_path)],
+                     check=False)
+        assert folder.returncode != 0
+        assert 'is a directory; give a checkpoint file in it' in \
+            folder.stdout
     corrupt = tmp_path / 'corrupt.pth'
     corrupt.write_bytes(b'\x80\x02not a checkpoint')
     result = run(['tools/publish_model.py', str(corrupt),

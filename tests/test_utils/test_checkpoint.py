@@ -242,3 +242,19 @@ def test_student_export_is_plain_and_never_overwritten(tmp_path):
     with pytest.raises(KeyError, match='not a checkpoint of a mmdistill'):
         student_state_dict({'backbone.w': torch.ones(1)})
     assert not isinstance(loaded, pickle.PickleError)
+
+
+def test_reader_errors_are_cut_at_a_sentence():
+    """torch's long first lines are cut where a sentence ends, or marked
+    as cut; never in the middle without a sign."""
+    from mmdistill.utils.checkpoint import _first_line
+    long = ('PytorchStreamReader failed reading zip archive: failed finding '
+            'central directory. ' + 'x' * 150 + '. There is a high '
+            'likelihood that your checkpoint file is corrupted or was saved '
+            'with an older version.')
+    text = _first_line(RuntimeError(long))
+    assert text.startswith('RuntimeError: PytorchStreamReader')
+    assert text.endswith('x.') and 'likelihood' not in text
+    text = _first_line(RuntimeError('y' * 300))
+    assert text == 'RuntimeError: ' + 'y' * 240 + '...'
+    assert _first_line(RuntimeError('short')) == 'RuntimeError: short'
