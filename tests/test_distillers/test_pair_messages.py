@@ -163,6 +163,16 @@ def test_channel_mismatch_without_a_connector_suggests_one(retina):
     assert '(2, 16, 8, 8)' in message and '(2, 32, 8, 8)' in message
 
 
+def build_p3_with_loss(cfg, loss: str):
+    """The RetinaNet distiller with one pair on the first FPN level, an
+    MLP connector and the registered loss ``loss``."""
+    cfg.model.distill = ConfigDict(p3=dict(
+        student='neck.fpn_convs.0.conv', teacher='neck.fpn_convs.0.conv',
+        connector=dict(type='MLPConnector', in_channels=16, out_channels=32),
+        loss=dict(type=loss)))
+    return build(cfg)
+
+
 def test_other_errors_pass_unchanged(retina):
     @MODELS.register_module(force=True)
     class _NotImplementedLoss(torch.nn.Module):
@@ -170,12 +180,7 @@ def test_other_errors_pass_unchanged(retina):
         def forward(self, student, teacher):
             raise NotImplementedError('left as is')
 
-    cfg = retina
-    cfg.model.distill = ConfigDict(p3=dict(
-        student='neck.fpn_convs.0.conv', teacher='neck.fpn_convs.0.conv',
-        connector=dict(type='MLPConnector', in_channels=16, out_channels=32),
-        loss=dict(type='_NotImplementedLoss')))
-    model = build(cfg)
+    model = build_p3_with_loss(retina, '_NotImplementedLoss')
     with pytest.raises(NotImplementedError, match='^left as is$'):
         forward(model)
 
@@ -189,12 +194,7 @@ def test_a_loss_that_returns_a_map_is_named(retina):
         def forward(self, student, teacher):
             return (student - teacher).abs()
 
-    cfg = retina
-    cfg.model.distill = ConfigDict(p3=dict(
-        student='neck.fpn_convs.0.conv', teacher='neck.fpn_convs.0.conv',
-        connector=dict(type='MLPConnector', in_channels=16, out_channels=32),
-        loss=dict(type='_MapLoss')))
-    model = build(cfg)
+    model = build_p3_with_loss(retina, '_MapLoss')
     with pytest.raises(ValueError,
                        match=r'^distill.p3.loss \(_MapLoss\) returned a '
                        r'tensor of shape \(2, 32, 8, 8\); a distillation '
