@@ -104,11 +104,6 @@ def write_tiny(stock: str, kind: str, width: int, path: str,
     extra = dict(fpn_channels=2 * width) if kind == 'det' else dict(
         crop=SEG_SIZE)
     cfg.model = tiny_model(cfg.model, kind, width=width, **extra)
-    aux = cfg.model.get('auxiliary_head')
-    if cfg.model.backbone.type == 'MobileNetV2' and aux:
-        # shrink_segmentor gives MobileNetV2's auxiliary head (in_index 2:
-        # layer5, 96 x 0.25 channels) 8 input channels
-        aux.in_channels = 24
     if kind == 'det':
         tiny_detection(cfg, work_dir, data_root)
         # an untrained detector keeps no box above 0.05: keep some

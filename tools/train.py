@@ -1,6 +1,7 @@
 """Train a distillation (or any OpenMMLab) config with mmengine's Runner.
 
 Usage: python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
+       [--no-validate] [--no-pin-memory] [--no-persistent-workers]
        [--resume [CKPT]] [--cfg-options KEY=VALUE ...]
        [--launcher {none,pytorch,slurm,mpi}]
 
@@ -34,6 +35,20 @@ def parse_args(argv=None):
         'train_dataloader.batch_size) over the config\'s '
         'auto_scale_lr.base_batch_size, as mmdet\'s and mmpretrain\'s '
         'train.py do')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not validate during training (no val_cfg, val_dataloader, '
+        'val_evaluator), as mmpretrain\'s train.py')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='pin_memory=False in every dataloader (mmpretrain\'s flag)')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='persistent_workers=False in every dataloader (mmpretrain\'s '
+        'flag)')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -134,6 +149,43 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     cfg.auto_scale_lr.enable = True
 
 
+#: what mmpretrain's train.py gives the dataloaders of its configs
+MMPRETRAIN_DATALOADER = dict(pin_memory=True, persistent_workers=True,
+                             collate_fn=dict(type='default_collate'))
+
+
+def set_dataloaders(cfg: Config, args) -> None:
+    """The dataloader settings of the command line, as mmpretrain's
+    train.py applies them: for an mmpretrain config, its defaults
+    (:data:`MMPRETRAIN_DATALOADER`) where the config sets nothing
+    (``persistent_workers`` only with workers, which it needs); for any
+    config, ``--no-validate``, ``--no-pin-memory`` and
+    ``--no-persistent-workers``.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        args (argparse.Namespace): The command line.
+    """
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key, None)
+        if loader is None:
+            continue
+        if cfg.get('default_scope', None) == 'mmpretrain':
+            for name, value in MMPRETRAIN_DATALOADER.items():
+                if name == 'persistent_workers' and not loader.get(
+                        'num_workers', 0):
+                    continue
+                loader.setdefault(name, value)
+        if args.no_pin_memory:
+            loader.pin_memory = False
+        if args.no_persistent_workers:
+            loader.persistent_workers = False
+
+
 def setup_cfg(args) -> Config:
     """Apply the command line to the config, as mmdet's/mmseg's tools do."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
@@ -167,6 +219,7 @@ def setup_cfg(args) -> Config:
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
+    set_dataloaders(cfg, args)
     if args.resume == 'auto':
         check_auto_resume(cfg.work_dir)
         cfg.resume = True

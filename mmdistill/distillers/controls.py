@@ -35,7 +35,9 @@ def feature_stats_tensors(raw: torch.Tensor, student: torch.Tensor,
 
     Args:
         raw (torch.Tensor): The student tap, before the connector.
-        student (torch.Tensor): The student after the connector.
+        student (torch.Tensor): The student after the connector (``raw``
+            itself for a pair without one: then ``mse`` and ``cos`` are
+            given once, without the ``_before/_after_connector`` suffix).
         teacher (torch.Tensor): The teacher tap (the loss's target).
         loss (torch.Tensor): The pair's loss.
 
@@ -53,11 +55,14 @@ def feature_stats_tensors(raw: torch.Tensor, student: torch.Tensor,
                student_std=std(raw),
                teacher_mean=teacher.float().mean(),
                teacher_std=std(teacher))
-    for tag, x in (('before', raw), ('after', student)):
+    # a pair without a connector compares its tap itself: once, unsuffixed
+    compared = (('', raw), ) if student is raw else (
+        ('_before_connector', raw), ('_after_connector', student))
+    for tag, x in compared:
         if x.shape == teacher.shape:
             x, t = x.float(), teacher.float()
-            out[f'mse_{tag}_connector'] = (x - t).pow(2).mean()
-            out[f'cos_{tag}_connector'] = F.cosine_similarity(
+            out[f'mse{tag}'] = (x - t).pow(2).mean()
+            out[f'cos{tag}'] = F.cosine_similarity(
                 x.reshape(x.shape[0], -1), t.reshape(t.shape[0], -1),
                 dim=1).mean()
     return out

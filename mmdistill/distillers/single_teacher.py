@@ -431,8 +431,11 @@ class SingleTeacherDistiller(BaseModel):
                     [teacher_features[n].detach() for n in unit],
                     data_samples)
             for n, (value, student, teacher) in zip(unit, results):
-                self.controls.record_stats(n, recorded[n], student, teacher,
-                                           value)
+                # without a connector the tap is what the loss compares
+                self.controls.record_stats(
+                    n, recorded[n],
+                    student if n in self.connectors else recorded[n],
+                    teacher, value)
                 values[n] = value
 
         with self.student_recorder.record(

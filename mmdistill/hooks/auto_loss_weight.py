@@ -36,7 +36,8 @@ class AutoLossWeightHook(Hook):
 
     * it is logged, and written into the run's dumped config (the
       ``work_dir`` copy of the config, and the config stored in later
-      checkpoints) as this hook's ``weights``: rerunning that config
+      checkpoints; not the visualiser's copy, written when the run
+      starts) as this hook's ``weights``: rerunning that config
       repeats the run exactly (the same warm-up, then those weights rather
       than the ones it measures again);
     * it is stored in each checkpoint and restored by ``--resume`` (not
@@ -167,10 +168,19 @@ class AutoLossWeightHook(Hook):
         self._reset()
         if not chosen:
             return
-        runner.logger.info(
-            f'AutoLossWeightHook: over {self.warmup_iters} iterations the '
-            f'student loss averaged {task:.4g}; weights for distillation / '
-            f'student = {self.target_ratio:g}: ' + self._describe(chosen))
+        measured = {n: w for n, w in chosen.items() if n not in self.weights}
+        given = {n: w for n, w in chosen.items() if n in self.weights}
+        if measured:
+            runner.logger.info(
+                f'AutoLossWeightHook: over {self.warmup_iters} iterations '
+                f'the student loss averaged {task:.4g}; weights for '
+                f'distillation / student = {self.target_ratio:g}: '
+                + self._describe(measured))
+        if given:
+            runner.logger.info(
+                f'AutoLossWeightHook: after the {self.warmup_iters}-iteration'
+                ' warm-up, the weights the config gives (weights=..., set by '
+                'an earlier run): ' + self._describe(given))
         self._write_config(runner, chosen)
 
     @staticmethod

@@ -65,7 +65,11 @@ class FeatureStatsHook(Hook):
     They are computed without gradients on the iteration's own features, as
     each pair runs (no feature map is kept for them), so the model runs no
     extra forward, on each rank's own batch (rank 0's are logged). ``loss``
-    is the pair's loss before a :class:`DistillLossScheduleHook` factor;
+    is the pair's loss with its loss config's ``loss_weight``, before an
+    automatic weight (``loss_weight='auto'``) and a
+    :class:`DistillLossScheduleHook` factor. A pair without a connector
+    gets ``mse`` and ``cos`` once (its tap is what the loss compares); a
+    connector that changes the channels leaves no "before" entries;
     with a ``TaTConnector`` in anchor-output mode the teacher entries
     describe its pooled target.
 

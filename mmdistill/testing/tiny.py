@@ -383,6 +383,18 @@ def use_random_teacher(cfg: Config, path: str) -> str:
     return teacher.checkpoint
 
 
+def _last_channels(model: dict, det: bool) -> int:
+    """Channels of what a shrunken model's pairs tap: its FPN levels
+    (detection), else its last backbone stage."""
+    if det:
+        return model['neck']['out_channels']
+    backbone = model['backbone']
+    if backbone.get('type') == 'MobileNetV2':
+        return 80  # 320 x 0.25 (see shrink_segmentor)
+    expansion = 1 if backbone.get('depth') in (18, 34) else 4
+    return backbone['base_channels'] * expansion * 8
+
+
 def shrink_distiller(cfg: Config, kind: str,
                      same_shape: bool = False) -> Tuple[dict, Optional[str]]:
     """Shrink the student and teacher of a distillation config in place.
@@ -405,11 +417,11 @@ def shrink_distiller(cfg: Config, kind: str,
     if same_shape:
         teacher = copy.deepcopy(cfg.model.student)
         teacher['data_preprocessor'] = teacher_cfg.model.data_preprocessor
-        channels = (16, 16) if det else (64, 64)
     else:
         fpn = {'fpn_channels': 32} if det else {}
         teacher = tiny_model(teacher_cfg.model, kind, width=16, **fpn)
-        channels = (16, 32) if det else (64, 128)
+    channels = (_last_channels(cfg.model.student, det),
+                _last_channels(teacher, det))
     for pair in cfg.model.distill.values():
         connector = pair.get('connector')
         if connector is not None:

@@ -71,6 +71,10 @@ def test_weight_measured_frozen_dumped_and_resumed(tiny_cfg, tmp_path):
     rerun.train()
     assert rerun.model.controls.loss_weights['stage4'] == weight
     assert spy_rerun.rows == rows
+    log = open(osp.join(rerun.log_dir, f'{rerun.timestamp}.log')).read()
+    assert ('warm-up, the weights the config gives (weights=..., set by an '
+            'earlier run): stage4: loss_weight=') in log
+    assert 'student loss averaged' not in log  # it measured none
 
     # resumed from iteration 2: the weight is restored, not measured again
     cfg2 = auto_cfg(tiny_cfg, str(tmp_path / 'resumed'), iters=4)

@@ -40,6 +40,13 @@ def test_statistics_match_numpy():
         dict(p=(raw[:, :2], after, teacher, torch.tensor(1.0))))['p']
     assert 'mse_before_connector' not in stats
     assert 'mse_after_connector' in stats
+    # a pair without a connector: its tap compared once, unsuffixed
+    stats = feature_stats(
+        dict(p=(raw, raw, teacher, torch.tensor(1.0))))['p']
+    assert stats['mse'] == pytest.approx(float(((r - t)**2).mean()),
+                                         rel=1e-5)
+    assert stats['cos'] == pytest.approx(float(cos(r, t)), rel=1e-5)
+    assert not [k for k in stats if k.endswith('_connector')]
 
 
 def test_logged_to_the_visualiser_and_the_log(tiny_cfg):

@@ -177,3 +177,32 @@ def test_resume_without_a_value_after_the_last_checkpoint_went(
     cfg = train.setup_cfg(train.parse_args(
         [configs['det'], '--work-dir', str(work_dir), '--resume']))
     assert cfg.resume is True and cfg.load_from is None
+
+
+def test_mmpretrain_dataloader_defaults_and_flags(train, configs, tmp_path):
+    """As mmpretrain's train.py: its configs' dataloaders get pinned
+    memory, persistent workers and ``default_collate`` where they set
+    nothing; ``--no-pin-memory``, ``--no-persistent-workers`` and
+    ``--no-validate`` for any config."""
+    kd = osp.join(ROOT, 'configs', 'kd', 'kd_logits_resnet34_resnet18_100e_'
+                  'in1k.py')
+    work = ['--work-dir', str(tmp_path / 'work')]
+    cfg = train.setup_cfg(train.parse_args([kd] + work))
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg[key]
+        assert loader.num_workers > 0
+        assert loader.pin_memory is True
+        assert loader.persistent_workers is True
+        assert loader.collate_fn == dict(type='default_collate')
+    assert cfg.val_cfg is not None
+    cfg = train.setup_cfg(train.parse_args(
+        [kd, '--no-pin-memory', '--no-persistent-workers', '--no-validate']
+        + work))
+    assert cfg.train_dataloader.pin_memory is False
+    assert cfg.train_dataloader.persistent_workers is False
+    assert cfg.val_cfg is None and cfg.val_dataloader is None
+    assert cfg.val_evaluator is None
+    # an mmdet config keeps its own dataloaders (mmdet's train.py adds none)
+    cfg = train.setup_cfg(train.parse_args([configs['det']] + work))
+    assert 'collate_fn' not in cfg.train_dataloader
+    assert 'pin_memory' not in cfg.train_dataloader
