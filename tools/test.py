@@ -1,8 +1,9 @@
 """Test (and evaluate) a checkpoint with mmengine's Runner.
 
 Usage: python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-       [--show] [--show-dir DIR] [--interval N] [--tta]
-       [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+       [--out-item {metrics,pred}] [--show] [--show-dir DIR] [--interval N]
+       [--tta] [--amp] [--no-pin-memory] [--cfg-options KEY=VALUE ...]
+       [--launcher {none,pytorch,slurm,mpi}]
 
 CONFIG and CHECKPOINT may be
 
@@ -22,18 +23,33 @@ the predictions where, and as often as, the config's own codebase's
 ``tools/test.py`` does (see ``--help``: mmseg's and mmpretrain's save
 relative to the current directory, mmdet's under the work dir). Several
 processes: ``tools/dist_test.sh CONFIG CHECKPOINT N``.
+
+``--tta`` and the options of mmpretrain's ``test.py`` (``--out-item``,
+``--amp``, ``--no-pin-memory``) also do what the config's own codebase's
+``tools/test.py`` does (see ``--help``). On a distillation config,
+``--cfg-options`` keys of the student are ``model.student.<key>``; a
+stock-style ``model.<key>`` that the test would not use stops the run.
+The config is dumped into the work dir under the given config's file name,
+as the stock tools do.
 """
 import argparse
 import inspect
 import os
 import os.path as osp
 import sys
+from copy import deepcopy
+from typing import Optional
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 PICKLE_EXTENSIONS = ('.pkl', '.pickle')
+#: the files ``--out-item metrics`` writes (what ``mmengine.dump`` reads)
+METRIC_EXTENSIONS = ('.json', '.yaml', '.yml') + PICKLE_EXTENSIONS
+#: the keys of a distiller's config that are not the student's; everything
+#: else under ``model.`` of a distillation config is not used in a test
+DISTILLER_KEYS = ('type', 'student', 'teacher', 'distill')
 #: the visualization hook of each codebase (by the config's default_scope)
 VISUALIZATION_HOOKS = dict(
     mmdet='DetVisualizationHook',
@@ -53,6 +69,12 @@ def parse_args(argv=None):
         '--out',
         help='dump the predictions to this .pkl file for offline evaluation '
         '(mmseg configs: or a folder for the predicted label maps)')
+    parser.add_argument(
+        '--out-item',
+        choices=['metrics', 'pred'],
+        help='as mmpretrain\'s test.py, for every codebase: what --out gets. '
+        'pred (default): the predictions, as above; metrics: the metrics '
+        'instead, as a .json, .yaml or .pkl file (mmengine.dump)')
     parser.add_argument(
         '--show', action='store_true', help='show the prediction results')
     parser.add_argument(
@@ -82,15 +104,39 @@ def parse_args(argv=None):
     parser.add_argument(
         '--tta',
         action='store_true',
-        help='test-time augmentation (the config\'s tta_model and '
-        'tta_pipeline)')
+        help='test-time augmentation: the model wrapped in the config\'s '
+        'tta_model, the test data through its tta_pipeline. Missing ones '
+        'are filled in as each codebase\'s own test.py does: mmdet '
+        'configs: DetTTAModel (nms 0.5, 100 boxes) and a horizontal flip '
+        'of the test pipeline (with a warning); mmpretrain configs: '
+        'AverageClsScoreTTA and a horizontal flip; mmseg and other configs '
+        'need both in the config (mmseg\'s default_runtime.py gives '
+        'tta_model, its dataset configs tta_pipeline)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='automatic mixed precision, as mmpretrain\'s test.py: '
+        'test_cfg.fp16=True (mmengine\'s TestLoop runs the model under '
+        'autocast: float16 on CUDA, bfloat16 on CPU); the same for mmdet '
+        'and mmseg configs')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='test_dataloader.pin_memory=False. mmpretrain configs, as '
+        'mmpretrain\'s test.py: its test dataloader pins memory (and '
+        'collates with default_collate) unless the config says otherwise; '
+        'mmdet/mmseg configs pin memory only when the config says so')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config settings (key=value), merged into the config '
         'before the student is taken, e.g. '
-        'test_dataloader.batch_size=2 model.student.test_cfg.mode=whole')
+        'test_dataloader.batch_size=2 model.student.test_cfg.mode=whole. '
+        'On a distillation config the student\'s keys are '
+        'model.student.<key>: a stock-style model.<key> (other than '
+        'model.teacher/model.distill/model.type and the distiller\'s own '
+        'arguments) would not reach the tested student and stops the run')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -99,6 +145,14 @@ def parse_args(argv=None):
     # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.out_item is not None:
+        if args.out is None:
+            parser.error('--out-item says what --out gets: give --out too')
+        if (args.out_item == 'metrics'
+                and not args.out.endswith(METRIC_EXTENSIONS)):
+            parser.error('--out-item metrics writes the metrics to a file '
+                         'ending with ' + ', '.join(METRIC_EXTENSIONS) +
+                         f'; got --out {args.out!r}')
     if args.interval is not None:
         if not (args.show or args.show_dir):
             parser.error('--interval sets how often --show/--show-dir '
@@ -187,18 +241,198 @@ def enable_visualization(cfg: Config, args) -> Config:
     return cfg
 
 
-def enable_tta(cfg: Config) -> Config:
-    """Wrap the model in the config's ``tta_model`` with its
-    ``tta_pipeline``."""
-    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        sys.exit('error: --tta needs tta_model and tta_pipeline in the '
-                 'config')
+def _innermost_dataset(cfg: Config) -> ConfigDict:
+    """The test dataset of ``cfg`` inside its wrappers (RepeatDataset,
+    ...): the one with the pipeline."""
     dataset = cfg.test_dataloader.dataset
     while 'dataset' in dataset:
         dataset = dataset['dataset']
-    dataset.pipeline = cfg.tta_pipeline
+    return dataset
+
+
+def _flip_tta_pipeline(test_pipeline: list, pack: dict) -> list:
+    """``test_pipeline`` with its last transform replaced by a
+    ``TestTimeAug`` of a horizontal flip and none, then ``pack``: the
+    default ``tta_pipeline`` of mmdet's and mmpretrain's test.py."""
+    pipeline = deepcopy(list(test_pipeline))
+    pipeline[-1] = dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='RandomFlip', prob=1.),
+             dict(type='RandomFlip', prob=0.)],
+            [pack],
+        ])
+    return pipeline
+
+
+def default_tta(cfg: Config) -> Config:
+    """Fill in ``tta_model`` and ``tta_pipeline`` where the config lacks
+    them, as the config's own codebase's ``tools/test.py`` does.
+
+    * mmdet (3.3): ``DetTTAModel`` (nms at IoU 0.5, 100 boxes per image)
+      and the test pipeline with a horizontal flip before a
+      ``PackDetInputs`` that keeps the flip; a warning for each;
+    * mmpretrain (1.2.0): ``AverageClsScoreTTA`` and the test pipeline
+      with a horizontal flip before its last transform;
+    * mmseg (1.2.2) and other codebases: none; the run stops naming what
+      is missing.
+
+    Args:
+        cfg (Config): The config to test (the student's).
+
+    Returns:
+        Config: ``cfg``, with both keys.
+    """
+    scope = cfg.get('default_scope', None)
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if not missing:
+        return cfg
+    if scope not in ('mmdet', 'mmpretrain'):
+        sys.exit(
+            f'error: --tta needs {" and ".join(missing)} in the config '
+            f'(default_scope {scope!r}). mmdet\'s and mmpretrain\'s '
+            'test.py fill in a flip test-time augmentation; mmseg\'s, like '
+            'this tool for other codebases, take both from the config '
+            '(mmseg: tta_model = dict(type=\'SegTTAModel\') from its '
+            'default_runtime.py, tta_pipeline from its dataset configs).')
+    test_pipeline = _innermost_dataset(cfg).pipeline
+    if scope == 'mmdet':
+        for key in missing:
+            print_log(f'--tta: no {key} in the config; using mmdet\'s '
+                      'default (as its test.py).', logger='current',
+                      level=30)
+        model = dict(
+            type='DetTTAModel',
+            tta_cfg=dict(
+                nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+        pack = dict(
+            type='PackDetInputs',
+            meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                       'scale_factor', 'flip', 'flip_direction'))
+    else:
+        print_log(f'--tta: no {" and ".join(missing)} in the config; '
+                  'using mmpretrain\'s default: AverageClsScoreTTA over '
+                  'the image and its horizontal flip (as its test.py).',
+                  logger='current')
+        model = dict(type='mmpretrain.AverageClsScoreTTA')
+        pack = test_pipeline[-1]
+    if 'tta_model' not in cfg:
+        cfg.tta_model = model
+    if 'tta_pipeline' not in cfg:
+        cfg.tta_pipeline = _flip_tta_pipeline(test_pipeline, pack)
+    return cfg
+
+
+def enable_tta(cfg: Config) -> Config:
+    """Wrap the model in the config's ``tta_model`` and give the test
+    dataset the ``tta_pipeline`` (missing ones as :func:`default_tta`).
+
+    Args:
+        cfg (Config): The config to test (the student's).
+
+    Returns:
+        Config: ``cfg``.
+    """
+    cfg = default_tta(cfg)
+    _innermost_dataset(cfg).pipeline = cfg.tta_pipeline
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     return cfg
+
+
+def _distiller_arguments(model: dict) -> set:
+    """The ``__init__`` arguments of the distiller ``model`` builds (its
+    ``data_preprocessor`` and ``init_cfg`` left out: the student's are the
+    ones a test uses); :data:`DISTILLER_KEYS` when it cannot be found.
+
+    Args:
+        model (dict): The distiller's config.
+
+    Returns:
+        set: The keys of ``model`` that are not the student's.
+    """
+    keys = set(DISTILLER_KEYS)
+    kind = model.get('type', None)
+    try:
+        from mmdistill.registry import MODELS
+        cls = MODELS.get(kind) if isinstance(kind, str) else kind
+        params = inspect.signature(cls).parameters
+    except Exception:  # an unknown type fails later, in the build
+        return keys
+    keys.update(name for name, p in params.items()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    return keys - {'data_preprocessor', 'init_cfg'}
+
+
+def check_model_options(cfg: Config, options: dict) -> None:
+    """Stop when ``--cfg-options`` give a distillation config a stock-style
+    ``model.<key>`` (``model.test_cfg.score_thr=...``,
+    ``model.data_preprocessor...``): the distiller is not tested, its
+    student is, so the key would be silently dropped. The message names
+    ``model.student.<key>``. The distiller's own keys (``model.teacher``,
+    ``model.distill``, ...) are accepted: they are merged and not used.
+
+    Args:
+        cfg (Config): The loaded config, ``options`` merged.
+        options (dict): ``--cfg-options``.
+    """
+    model = cfg.get('model', None)
+    if not options or not isinstance(model, dict) or 'student' not in model:
+        return
+    allowed = _distiller_arguments(model)
+    wrong = [k for k in options
+             if k.startswith('model.') and k.split('.')[1] not in allowed]
+    if not wrong:
+        return
+    fixes = ' '.join(f'model.student.{k[len("model."):]}='
+                     + _option_text(options[k]) for k in wrong)
+    name = osp.basename(cfg.filename) if cfg.filename else 'the config'
+    sys.exit(
+        f'error: --cfg-options {" ".join(wrong)}: the model of {name} is a '
+        'distiller and only its student is tested, so '
+        + ('this key' if len(wrong) == 1 else 'these keys')
+        + ' would not reach the tested model. The student\'s keys are '
+        f'model.student.<key>: --cfg-options {fixes}')
+
+
+def _option_text(value) -> str:
+    """``value`` as written after ``key=`` in ``--cfg-options``."""
+    return value if isinstance(value, str) else repr(value).replace(' ', '')
+
+
+def set_amp(cfg: Config, options: Optional[dict]) -> None:
+    """``--amp``: ``test_cfg.fp16=True`` as mmpretrain's test.py (whose
+    ``--cfg-options`` are merged after it: a ``test_cfg.fp16`` there
+    wins).
+
+    Args:
+        cfg (Config): The config to test, changed in place.
+        options (dict, optional): ``--cfg-options``.
+    """
+    if options and 'test_cfg.fp16' in options:
+        return
+    if cfg.get('test_cfg', None) is None:
+        cfg.test_cfg = ConfigDict()
+    cfg.test_cfg['fp16'] = True
+
+
+def set_pin_memory(cfg: Config, no_pin_memory: bool) -> None:
+    """The test dataloader's defaults of mmpretrain's test.py for an
+    mmpretrain config (``pin_memory=True``, ``default_collate``, unless the
+    config or ``--cfg-options`` say otherwise), and ``--no-pin-memory``
+    (``pin_memory=False``, every codebase).
+
+    Args:
+        cfg (Config): The config to test, changed in place.
+        no_pin_memory (bool): ``--no-pin-memory``.
+    """
+    loader = cfg.get('test_dataloader', None)
+    if loader is None:
+        return
+    if cfg.get('default_scope', None) == 'mmpretrain':
+        loader.setdefault('pin_memory', True)
+        loader.setdefault('collate_fn', dict(type='default_collate'))
+    if no_pin_memory:
+        loader['pin_memory'] = False
 
 
 def setup_cfg(args) -> Config:
@@ -214,6 +448,7 @@ def setup_cfg(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        check_model_options(cfg, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -225,17 +460,25 @@ def setup_cfg(args) -> Config:
             'Distillation config: testing its student alone (the teacher is '
             'not built).',
             logger='current')
-        cfg = student
+        # dumped into the work dir under the given config's file name, as
+        # the stock tools do (a Config without a filename: <timestamp>.py)
+        cfg = Config(student.to_dict(), cfg_text=cfg.text,
+                     filename=cfg.filename)
     cfg.load_from = None
     cfg.resume = False
+    if args.amp:
+        set_amp(cfg, args.cfg_options)
     if args.show or args.show_dir:
         cfg = enable_visualization(cfg, args)
     if args.tta:
         cfg = enable_tta(cfg)
-    if args.out is not None and not args.out.endswith(PICKLE_EXTENSIONS):
+    set_pin_memory(cfg, args.no_pin_memory)
+    if (args.out is not None and args.out_item != 'metrics'
+            and not args.out.endswith(PICKLE_EXTENSIONS)):
         if cfg.get('default_scope', None) != 'mmseg':
             sys.exit(f'error: --out must end with .pkl or .pickle, got '
-                     f'{args.out!r}')
+                     f'{args.out!r} (--out-item metrics: the metrics to '
+                     'a .json, .yaml or .pkl file)')
         evaluators = cfg.test_evaluator
         for evaluator in (evaluators if isinstance(evaluators, list) else
                           [evaluators]):
@@ -246,7 +489,8 @@ def setup_cfg(args) -> Config:
 
 
 def load_weights(model, checkpoint: str) -> dict:
-    """Load ``checkpoint`` into ``model`` (a student, possibly wrapped).
+    """Load ``checkpoint`` into ``model`` (a student, possibly wrapped in a
+    model wrapper or in the test-time augmentation model of ``--tta``).
 
     A runner checkpoint of a distiller gives its ``student.`` weights (the
     connectors are left out); a student-only or plain checkpoint is loaded
@@ -256,7 +500,7 @@ def load_weights(model, checkpoint: str) -> dict:
     Returns:
         dict: The checkpoint's ``meta``.
     """
-    from mmengine.model import is_model_wrapper
+    from mmengine.model import BaseTTAModel, is_model_wrapper
 
     from mmdistill.utils.checkpoint import (CheckpointError,
                                             CheckpointMismatchError,
@@ -265,7 +509,9 @@ def load_weights(model, checkpoint: str) -> dict:
                                             extract_state_dict,
                                             read_checkpoint)
     from mmdistill.utils.checkpoint import load_weights as load_checked
-    if is_model_wrapper(model):
+    # DDP and --tta's BaseTTAModel (SegTTAModel, DetTTAModel, ...) keep the
+    # student in .module, as mmengine's own checkpoint loading unwraps them
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     try:
         ckpt = read_checkpoint(checkpoint)
@@ -307,6 +553,23 @@ def add_dump_metric(runner, out: str, scope) -> None:
     runner.test_evaluator.metrics.append(Dump(out_file_path=out))
 
 
+def dump_metrics(metrics: dict, out: str) -> None:
+    """``--out-item metrics``: write ``metrics`` to ``out`` (by its
+    extension, ``mmengine.dump``), from the first process only.
+
+    Args:
+        metrics (dict): What ``runner.test()`` returned.
+        out (str): A ``.json``, ``.yaml``/``.yml`` or ``.pkl`` file.
+    """
+    import mmengine
+    from mmengine.dist import is_main_process
+    if is_main_process():
+        mmengine.mkdir_or_exist(osp.dirname(osp.abspath(out)))
+        mmengine.dump(metrics, out)
+        print_log(f'--out-item metrics: the metrics are in {out}.',
+                  logger='current')
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = setup_cfg(args)
@@ -321,9 +584,12 @@ def main(argv=None) -> dict:
         runner = RUNNERS.build(cfg)
     rank_zero_test_json(runner)
     load_weights(runner.model, args.checkpoint)
-    if args.out is not None and args.out.endswith(PICKLE_EXTENSIONS):
+    if (args.out is not None and args.out_item != 'metrics'
+            and args.out.endswith(PICKLE_EXTENSIONS)):
         add_dump_metric(runner, args.out, cfg.get('default_scope', None))
     metrics = runner.test()
+    if args.out is not None and args.out_item == 'metrics':
+        dump_metrics(metrics, args.out)
     finish_distributed()
     return metrics
 

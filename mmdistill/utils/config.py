@@ -49,7 +49,12 @@ def student_config(cfg: Config) -> Optional[Config]:
     if 'student' not in model:
         return None
     plain = copy.deepcopy(cfg._cfg_dict.to_dict())
-    plain['model'] = plain['model']['student']
+    student = plain['model']['student']
+    # the distiller's own data_preprocessor serves a student without one
+    if student.get('data_preprocessor') is None and \
+            plain['model'].get('data_preprocessor') is not None:
+        student['data_preprocessor'] = plain['model']['data_preprocessor']
+    plain['model'] = student
     hooks = [h for h in plain.get('custom_hooks') or []
              if not _is_mmdistill_hook(h.get('type', ''))]
     if hooks:
