@@ -16,15 +16,11 @@ from mmengine.config import Config
 from mmengine.model import BaseModel, BaseTTAModel
 
 from conftest import run_tool
-from tools_support import ROOT, load_script, write_tiny_config
+from tools_support import DEMO_DISTILL as DISTILL
+from tools_support import (ROOT, load_script, tiny_student_weights,
+                           write_tiny_config)
 
 TOOL = osp.join(ROOT, 'tools', 'test.py')
-DEMO = osp.join(ROOT, 'demo', 'configs')
-#: a demo distillation config of each codebase (its student is tested)
-DISTILL = dict(
-    mmdet=osp.join(DEMO, 'det', 'mlp_fpn_retinanet_r50-r18_synth.py'),
-    mmseg=osp.join(DEMO, 'seg', 'mlp_backbone_pspnet_r50-r18_synth.py'),
-    mmpretrain=osp.join(DEMO, 'cls', 'kd_logits_resnet18-w32-w8_synth.py'))
 FLIP = [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)]
 
 
@@ -245,14 +241,9 @@ def test_mmseg_tta_run(tmp_path):
     student config with the student's weights: same metrics; the config
     is dumped as <config name>.py; --out-item metrics writes them."""
     pytest.importorskip('mmseg')
-    from mmdistill.testing.tiny import random_checkpoint
     from mmdistill.utils.config import student_config
     root = str(tmp_path)
-    config = write_tiny_config('pspnet', root, length=1, probe=False)
-    cfg = Config.fromfile(config)
-    student = random_checkpoint(cfg.model.student,
-                                osp.join(root, 'student.pth'),
-                                scope='mmseg', init=False)
+    config, cfg, student = tiny_student_weights('pspnet', root)
     state = torch.load(student, map_location='cpu')['state_dict']
     runner_ckpt = osp.join(root, 'iter_1.pth')
     torch.save(dict(state_dict={f'student.{k}': v for k, v in state.items()},

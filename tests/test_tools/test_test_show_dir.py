@@ -14,15 +14,10 @@ import pytest
 from mmengine.config import Config
 
 from conftest import run_tool
-from tools_support import ROOT, load_script, write_tiny_config
+from tools_support import DEMO_DISTILL as DISTILL
+from tools_support import ROOT, load_script, tiny_student_weights
 
 TOOL = osp.join(ROOT, 'tools', 'test.py')
-DEMO = osp.join(ROOT, 'demo', 'configs')
-#: a demo distillation config of each codebase (its student is tested)
-DISTILL = dict(
-    mmdet=osp.join(DEMO, 'det', 'mlp_fpn_retinanet_r50-r18_synth.py'),
-    mmseg=osp.join(DEMO, 'seg', 'mlp_backbone_pspnet_r50-r18_synth.py'),
-    mmpretrain=osp.join(DEMO, 'cls', 'kd_logits_resnet18-w32-w8_synth.py'))
 HOOKS = dict(mmdet='DetVisualizationHook', mmseg='SegVisualizationHook',
              mmpretrain='VisualizationHook')
 
@@ -154,13 +149,7 @@ def test_mmseg_paints_where_mmseg_does(tmp_path):
     relative to the current directory (DIR/vis_data/), and mmseg's hook
     draws batches 50, 100, ... only: none of 4; with interval=1, all."""
     pytest.importorskip('mmseg')
-    from mmdistill.testing.tiny import random_checkpoint
-    root = str(tmp_path)
-    config = write_tiny_config('pspnet', root, length=1, probe=False)
-    cfg = Config.fromfile(config)
-    checkpoint = random_checkpoint(cfg.model.student,
-                                   osp.join(root, 'student.pth'),
-                                   scope='mmseg', init=False)
+    config, cfg, checkpoint = tiny_student_weights('pspnet', str(tmp_path))
     cwd = tmp_path / 'cwd'
     cwd.mkdir()
     command = [sys.executable, TOOL, config, checkpoint, '--work-dir',

@@ -283,3 +283,34 @@ def write_tiny_config(name: str,
     path = osp.join(root, f'{name}.py')
     cfg.dump(path)
     return path
+
+
+def tiny_student_weights(name: str, root: str):
+    """:func:`write_tiny_config` (one epoch / iteration, no probe) and a
+    checkpoint of its student's random weights, ``root/student.pth``.
+
+    Returns:
+        tuple: the config path, the loaded config and the checkpoint path.
+    """
+    from mmengine.config import Config
+
+    from mmdistill.testing.tiny import random_checkpoint
+    from tiny_configs import KIND
+    config = write_tiny_config(name, root, length=1, probe=False)
+    cfg = Config.fromfile(config)
+    scope = 'mmdet' if KIND[name] == 'det' else 'mmseg'
+    checkpoint = random_checkpoint(cfg.model.student,
+                                   osp.join(root, 'student.pth'),
+                                   scope=scope, init=False)
+    return config, cfg, checkpoint
+
+
+#: a demo distillation config of each codebase (tools/test.py tests its
+#: student)
+DEMO_DISTILL = dict(
+    mmdet=osp.join(ROOT, 'demo', 'configs', 'det',
+                   'mlp_fpn_retinanet_r50-r18_synth.py'),
+    mmseg=osp.join(ROOT, 'demo', 'configs', 'seg',
+                   'mlp_backbone_pspnet_r50-r18_synth.py'),
+    mmpretrain=osp.join(ROOT, 'demo', 'configs', 'cls',
+                        'kd_logits_resnet18-w32-w8_synth.py'))
