@@ -29,8 +29,9 @@ processes: ``tools/dist_test.sh CONFIG CHECKPOINT N``.
 ``tools/test.py`` does (see ``--help``). On a distillation config,
 ``--cfg-options`` keys of the student are ``model.student.<key>``; a
 stock-style ``model.<key>`` that the test would not use stops the run.
-The config is dumped into the work dir under the given config's file name,
-as the stock tools do.
+The config tested is dumped into the work dir as the stock tools do, under
+the given config's file name (``<name>_student.py`` for a distillation
+config: training's dump of the distillation config keeps its name).
 """
 import argparse
 import inspect
@@ -379,6 +380,10 @@ def check_model_options(cfg: Config, options: dict) -> None:
     if not options or not isinstance(model, dict) or 'student' not in model:
         return
     allowed = _distiller_arguments(model)
+    if model.student.get('data_preprocessor') is None:
+        # the distiller's data_preprocessor serves a student without one
+        # (student_config gives it to the tested student)
+        allowed.add('data_preprocessor')
     wrong = [k for k in options
              if k.startswith('model.') and k.split('.')[1] not in allowed]
     if not wrong:
@@ -460,10 +465,15 @@ def setup_cfg(args) -> Config:
             'Distillation config: testing its student alone (the teacher is '
             'not built).',
             logger='current')
-        # dumped into the work dir under the given config's file name, as
-        # the stock tools do (a Config without a filename: <timestamp>.py)
-        cfg = Config(student.to_dict(), cfg_text=cfg.text,
-                     filename=cfg.filename)
+        # dumped into the work dir under a name of the given config's, as
+        # the stock tools do (a Config without a filename: <timestamp>.py),
+        # but not its own: training dumped the distillation config there
+        # (the default work dir is the same), which must stay
+        name = None
+        if cfg.filename:
+            stem, ext = osp.splitext(cfg.filename)
+            name = f'{stem}_student{ext}'
+        cfg = Config(student.to_dict(), cfg_text=cfg.text, filename=name)
     cfg.load_from = None
     cfg.resume = False
     if args.amp:

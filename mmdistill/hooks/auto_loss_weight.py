@@ -197,9 +197,13 @@ class AutoLossWeightHook(Hook):
         """Put the numbers into this hook's ``weights`` in ``runner.cfg``
         (stored in later checkpoints) and rewrite the config mmengine dumped
         into the work dir with them."""
+        def named(kind) -> str:  # a string, or the class (lazy configs)
+            return kind.__name__ if isinstance(kind, type) else str(
+                kind).split('.')[-1]
+
         entries = [h for h in runner.cfg.get('custom_hooks') or []
-                   if isinstance(h, dict) and str(h.get('type')).split(
-                       '.')[-1] == type(self).__name__]
+                   if isinstance(h, dict)
+                   and named(h.get('type')) == type(self).__name__]
         if len(entries) != 1:
             runner.logger.warning(
                 'AutoLossWeightHook: the config does not list this hook once '

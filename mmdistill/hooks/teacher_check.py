@@ -231,8 +231,9 @@ class TeacherCheckHook(Hook):
             raise ValueError(
                 'TeacherCheckHook scores the teacher on the validation data, '
                 'but the config has no val_dataloader/val_cfg/val_evaluator: '
-                'add them (the student config normally has them) or remove '
-                'the hook from custom_hooks.')
+                'add them (the student config normally has them; '
+                'tools/train.py --no-validate removes them: drop that flag), '
+                'or remove the hook from custom_hooks.')
         return runner.build_dataloader(copy.deepcopy(loader))
 
     @staticmethod
@@ -243,8 +244,9 @@ class TeacherCheckHook(Hook):
         if cfg is None:
             raise ValueError(
                 'TeacherCheckHook needs val_evaluator in the config to score '
-                'the teacher; add it (the student config normally has it) or '
-                'remove the hook from custom_hooks.')
+                'the teacher; add it (the student config normally has it; '
+                'tools/train.py --no-validate removes it: drop that flag), '
+                'or remove the hook from custom_hooks.')
         return runner.build_evaluator(copy.deepcopy(cfg))
 
     @staticmethod
@@ -397,12 +399,15 @@ class TeacherCheckHook(Hook):
         if int(flag):
             where = (', '.join(overflow) if overflow
                      else 'on another process')
+            fix = ("Set teacher.dtype='bfloat16' (float32's range) or "
+                   'remove teacher.dtype.' if dtype == 'float16' else
+                   'Remove teacher.dtype (the teacher then runs in '
+                   'float32).')
             raise TeacherCheckError(
                 f"teacher.dtype='{dtype}': the teacher's tapped features "
                 f'hold inf or NaN on the first validation batch ({where}), '
                 'where they are finite in float32: its activations overflow '
-                f'{dtype}. Set teacher.dtype=\'bfloat16\' (float32\'s '
-                "range) or remove teacher.dtype.")
+                f'{dtype}. {fix}')
         if self.precision:
             worst = max(self.precision, key=lambda n: self.precision[n][0])
             error = self.precision[worst][0]

@@ -389,7 +389,7 @@ def _last_channels(model: dict, det: bool) -> int:
     if det:
         return model['neck']['out_channels']
     backbone = model['backbone']
-    if backbone.get('type') == 'MobileNetV2':
+    if str(backbone.get('type')).split('.')[-1] == 'MobileNetV2':
         return 80  # 320 x 0.25 (see shrink_segmentor)
     expansion = 1 if backbone.get('depth') in (18, 34) else 4
     return backbone['base_channels'] * expansion * 8

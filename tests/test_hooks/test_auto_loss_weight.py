@@ -127,3 +127,16 @@ def test_auto_weight_without_the_hook_stops(tiny_cfg):
                        'and no such hook runs: add'):
         runner.train()
     assert runner.iter == 0
+
+
+def test_weights_written_for_a_hook_given_by_its_class(monkeypatch):
+    """Pure-Python (lazy) configs name the hook by its class."""
+    from types import SimpleNamespace
+
+    from mmdistill.hooks import auto_loss_weight
+    monkeypatch.setattr(auto_loss_weight, 'is_main_process', lambda: False)
+    entry = dict(type=AutoLossWeightHook, warmup_iters=2)
+    runner = SimpleNamespace(cfg=Config(dict(custom_hooks=[entry])),
+                             logger=None)
+    AutoLossWeightHook()._write_config(runner, dict(stage4=0.5))
+    assert runner.cfg.custom_hooks[0]['weights'] == dict(stage4=0.5)

@@ -422,3 +422,27 @@ def test_both_processes_take_the_same_decision(name, stop, tmp_path):
         assert code == 0, output[-3000:]
         assert 'TeacherCheckError' not in output
         assert 'the teacher passes' in output
+
+
+def test_precision_and_validation_messages(monkeypatch):
+    """A bfloat16 overflow is told to drop teacher.dtype (not to use
+    bfloat16); a config without validation names train.py's
+    --no-validate, which removes it."""
+    from types import SimpleNamespace
+
+    from mmdistill.hooks import teacher_check
+    hook = TeacherCheckHook()
+    for dtype, fix in ((torch.bfloat16, 'Remove teacher.dtype (the teacher '
+                        'then runs in float32).'),
+                       (torch.float16, "Set teacher.dtype='bfloat16'")):
+        monkeypatch.setattr(
+            teacher_check, 'distiller_of', lambda runner, owner, d=dtype:
+            SimpleNamespace(teacher_runner=SimpleNamespace(dtype=d)))
+        hook.precision = {'stage4': (float('inf'), False)}
+        with pytest.raises(TeacherCheckError) as err:
+            hook._check_precision(None)
+        assert fix in str(err.value)
+    runner = SimpleNamespace(cfg=Config(dict(val_dataloader=None)))
+    with pytest.raises(ValueError, match='tools/train.py --no-validate '
+                       'removes them: drop that flag'):
+        TeacherCheckHook._dataloader(runner)

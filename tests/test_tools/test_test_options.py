@@ -181,9 +181,11 @@ def test_out_item_metrics_takes_a_json_file(tool):
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
 def test_config_keeps_its_file_name(tool, scope):
     """The Runner dumps work_dir/<basename of cfg.filename>; the student
-    config of a distillation config had none: <timestamp>.py."""
+    config of a distillation config had none: <timestamp>.py. Not the
+    distillation config's own name: training dumped that one into the
+    same (default) work dir, and a rerun of it must find it."""
     cfg = setup(tool, scope)
-    assert cfg.filename == DISTILL[scope]
+    assert cfg.filename == DISTILL[scope][:-len('.py')] + '_student.py'
     assert 'student' not in cfg.model
 
 
@@ -214,6 +216,22 @@ def test_distiller_keys_pass(tool, option):
     cfg = setup(tool, 'mmseg', '--cfg-options', option)
     assert cfg.model.test_cfg.mode == (
         'slide' if 'student' in option else 'whole')
+
+
+def test_distiller_data_preprocessor_of_a_student_without_one(
+        tool, tmp_path):
+    """The distiller's data_preprocessor serves a student that has none:
+    model.data_preprocessor.<key> reaches the tested student there."""
+    cfg = Config.fromfile(DISTILL['mmseg'])
+    cfg.model.data_preprocessor = cfg.model.student.pop('data_preprocessor')
+    path = str(tmp_path / 'distill.py')
+    cfg.dump(path)
+    tested = tool.setup_cfg(tool.parse_args(
+        [path, 'x.pth', '--cfg-options',
+         'model.data_preprocessor.mean=[1,2,3]']))
+    assert tested.model.data_preprocessor.mean == [1, 2, 3]
+    assert tested.model.data_preprocessor.type == cfg.model.\
+        data_preprocessor.type
 
 
 def test_student_config_takes_stock_keys(tool, tmp_path):
@@ -261,7 +279,7 @@ def test_mmseg_tta_run(tmp_path):
     with open(out) as f:
         assert json.load(f)['mIoU'] == metrics['mIoU']
     assert sorted(f for f in os.listdir(f'{root}/a')
-                  if f.endswith('.py')) == ['pspnet.py']
+                  if f.endswith('.py')) == ['pspnet_student.py']
 
     run_tool([sys.executable, TOOL, student_cfg, student, '--tta',
               '--work-dir', f'{root}/b'])
