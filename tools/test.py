@@ -420,33 +420,13 @@ def set_amp(cfg: Config, options: Optional[dict]) -> None:
     cfg.test_cfg['fp16'] = True
 
 
-def set_pin_memory(cfg: Config, no_pin_memory: bool) -> None:
-    """The test dataloader's defaults of mmpretrain's test.py for an
-    mmpretrain config (``pin_memory=True``, ``default_collate``, unless the
-    config or ``--cfg-options`` say otherwise), and ``--no-pin-memory``
-    (``pin_memory=False``, every codebase).
-
-    Args:
-        cfg (Config): The config to test, changed in place.
-        no_pin_memory (bool): ``--no-pin-memory``.
-    """
-    loader = cfg.get('test_dataloader', None)
-    if loader is None:
-        return
-    if cfg.get('default_scope', None) == 'mmpretrain':
-        loader.setdefault('pin_memory', True)
-        loader.setdefault('collate_fn', dict(type='default_collate'))
-    if no_pin_memory:
-        loader['pin_memory'] = False
-
-
 def setup_cfg(args) -> Config:
     """The config the Runner tests: the command line applied, a distiller
     replaced by its student, no checkpoint loaded by the Runner (the tool
     loads it, see :func:`load_weights`)."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
     from mmdistill.utils.config import student_config
-    from mmdistill.utils.setup_env import prepare_config
+    from mmdistill.utils.setup_env import prepare_config, set_dataloaders
     if not osp.isfile(args.config):
         sys.exit(f'error: config file {args.config!r} does not exist')
     cfg = Config.fromfile(args.config)
@@ -482,7 +462,7 @@ def setup_cfg(args) -> Config:
         cfg = enable_visualization(cfg, args)
     if args.tta:
         cfg = enable_tta(cfg)
-    set_pin_memory(cfg, args.no_pin_memory)
+    set_dataloaders(cfg, ('test_dataloader', ), False, args.no_pin_memory)
     if (args.out is not None and args.out_item != 'metrics'
             and not args.out.endswith(PICKLE_EXTENSIONS)):
         if cfg.get('default_scope', None) != 'mmseg':

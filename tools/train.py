@@ -149,47 +149,10 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     cfg.auto_scale_lr.enable = True
 
 
-#: what mmpretrain's train.py gives the dataloaders of its configs
-MMPRETRAIN_DATALOADER = dict(pin_memory=True, persistent_workers=True,
-                             collate_fn=dict(type='default_collate'))
-
-
-def set_dataloaders(cfg: Config, args) -> None:
-    """The dataloader settings of the command line, as mmpretrain's
-    train.py applies them: for an mmpretrain config, its defaults
-    (:data:`MMPRETRAIN_DATALOADER`) where the config sets nothing
-    (``persistent_workers`` only with workers, which it needs); for any
-    config, ``--no-validate``, ``--no-pin-memory`` and
-    ``--no-persistent-workers``.
-
-    Args:
-        cfg (Config): The config, changed in place.
-        args (argparse.Namespace): The command line.
-    """
-    if args.no_validate:
-        cfg.val_cfg = None
-        cfg.val_dataloader = None
-        cfg.val_evaluator = None
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(key, None)
-        if loader is None:
-            continue
-        if cfg.get('default_scope', None) == 'mmpretrain':
-            for name, value in MMPRETRAIN_DATALOADER.items():
-                if name == 'persistent_workers' and not loader.get(
-                        'num_workers', 0):
-                    continue
-                loader.setdefault(name, value)
-        if args.no_pin_memory:
-            loader.pin_memory = False
-        if args.no_persistent_workers:
-            loader.persistent_workers = False
-
-
 def setup_cfg(args) -> Config:
     """Apply the command line to the config, as mmdet's/mmseg's tools do."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
-    from mmdistill.utils.setup_env import prepare_config
+    from mmdistill.utils.setup_env import prepare_config, set_dataloaders
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -219,7 +182,13 @@ def setup_cfg(args) -> Config:
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
-    set_dataloaders(cfg, args)
+    if args.no_validate:  # as mmpretrain's train.py
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    set_dataloaders(cfg, ('train_dataloader', 'val_dataloader',
+                          'test_dataloader'), True, args.no_pin_memory,
+                    args.no_persistent_workers)
     if args.resume == 'auto':
         check_auto_resume(cfg.work_dir)
         cfg.resume = True

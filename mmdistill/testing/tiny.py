@@ -23,6 +23,12 @@ def _walk(node: Any, fn) -> None:
             _walk(value, fn)
 
 
+def resnet_expansion(depth: int) -> int:
+    """Output channels of a ResNet block over its base channels: 1 for
+    basic blocks (ResNet-18/34), 4 for bottlenecks."""
+    return 1 if depth in (18, 34) else 4
+
+
 def shrink_resnet(backbone: dict, width: int, depth: int = 18) -> list:
     """ResNet / ResNetV1c / ResNeXt -> ResNet-``depth`` of base ``width``
     (a ResNet-18/34 drops deformable convolutions and plugins, which its
@@ -38,8 +44,7 @@ def shrink_resnet(backbone: dict, width: int, depth: int = 18) -> list:
     if 'stem_channels' in backbone or backbone.get('type', '').endswith(
             'V1c'):
         backbone['stem_channels'] = width
-    expansion = 1 if depth in (18, 34) else 4
-    return [width * expansion * 2**i for i in range(4)]
+    return [width * resnet_expansion(depth) * 2**i for i in range(4)]
 
 
 def shrink_detector(model: dict, width: int = 8, fpn_channels: int = 16,
@@ -219,8 +224,8 @@ def shrink_classifier(model: dict, width: int = 8,
     if kind in ('ResNet', 'ResNetV1c', 'ResNetV1d', 'mmpretrain.ResNet'):
         backbone.update(stem_channels=width, base_channels=width,
                         init_cfg=None)
-        expansion = 1 if backbone.get('depth', 50) in (18, 34) else 4
-        model['head']['in_channels'] = width * expansion * 8
+        model['head']['in_channels'] = width * resnet_expansion(
+            backbone.get('depth', 50)) * 8
         model.pop('pretrained', None)
         return model
     if kind in ('MobileNetV2', 'mmpretrain.MobileNetV2'):
@@ -391,8 +396,8 @@ def _last_channels(model: dict, det: bool) -> int:
     backbone = model['backbone']
     if str(backbone.get('type')).split('.')[-1] == 'MobileNetV2':
         return 80  # 320 x 0.25 (see shrink_segmentor)
-    expansion = 1 if backbone.get('depth') in (18, 34) else 4
-    return backbone['base_channels'] * expansion * 8
+    return backbone['base_channels'] * resnet_expansion(
+        backbone.get('depth')) * 8
 
 
 def shrink_distiller(cfg: Config, kind: str,

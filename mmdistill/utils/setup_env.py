@@ -127,6 +127,41 @@ def amp_device_error(device: str, option: str,
     return message + '.'
 
 
+def set_dataloaders(cfg: Config, keys, persistent: bool,
+                    no_pin_memory: bool = False,
+                    no_persistent_workers: bool = False) -> None:
+    """The dataloader settings mmpretrain's train.py/test.py apply, for the
+    dataloaders ``keys`` of ``cfg``: for an mmpretrain config its defaults
+    where the config sets nothing (``pin_memory=True``, ``default_collate``
+    and, with ``persistent`` (train.py), ``persistent_workers=True`` when
+    there are workers, which it needs); for any config, ``--no-pin-memory``
+    and ``--no-persistent-workers``.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        keys (Iterable[str]): ``'train_dataloader'``, ... (missing ones
+            are skipped).
+        persistent (bool): Whether the mmpretrain defaults include
+            ``persistent_workers`` (its train.py's do, its test.py's not).
+        no_pin_memory (bool): ``pin_memory=False``.
+        no_persistent_workers (bool): ``persistent_workers=False``.
+    """
+    mmpretrain = cfg.get('default_scope', None) == 'mmpretrain'
+    for key in keys:
+        loader = cfg.get(key, None)
+        if loader is None:
+            continue
+        if mmpretrain:
+            loader.setdefault('pin_memory', True)
+            loader.setdefault('collate_fn', dict(type='default_collate'))
+            if persistent and loader.get('num_workers', 0):
+                loader.setdefault('persistent_workers', True)
+        if no_pin_memory:
+            loader['pin_memory'] = False
+        if no_persistent_workers:
+            loader['persistent_workers'] = False
+
+
 def prepare_config(cfg: Config) -> Config:
     """Make a config runnable on the machine at hand (in place).
 
