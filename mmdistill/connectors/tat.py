@@ -30,7 +30,7 @@ from mmengine.utils import digit_version
 from torch import nn
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import upcast
+from mmdistill.utils.tensor import autocast_dtype, upcast
 
 _MODES = ('global', 'patch_group', 'anchor')
 _ANCHOR_OUTPUTS = ('upsample', 'anchor')
@@ -149,14 +149,28 @@ class _GroupLayout:
             self.split = self.order = None
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, n, ph, m, pw)`` -> ``(N, G, ph*pw, P*C)``, contiguous."""
+        """``(N, C, n, ph, m, pw)`` -> ``(N, G, ph*pw, P*C)``, contiguous,
+        always a new tensor (never a view of ``x``)."""
         if self.order is None:
             n, c, grid_h, ph, grid_w, pw = self.patch_shape
-            x = x.permute(0, 2, 4, 1, 3, 5).reshape(
+            out = x.permute(0, 2, 4, 1, 3, 5).reshape(
                 n, self.token_shape[1], -1, ph * pw)
-            return x.transpose(-1, -2).contiguous()
-        return x.reshape(self.split).permute(self.order).reshape(
-            self.token_shape)
+            out = out.transpose(-1, -2).contiguous()
+        else:
+            out = x.reshape(self.split).permute(self.order).reshape(
+                self.token_shape)
+        if out.untyped_storage().data_ptr() == \
+                x.untyped_storage().data_ptr():
+            out = out.clone()  # e.g. one channel: the order is unchanged
+        return out
+
+    def token_view(self, x: torch.Tensor) -> torch.Tensor:
+        """A view of an ``(N, C, H, W)`` (or ``(N, C, n, ph, m, pw)``)
+        contiguous map in token order: groups along dims 1 (and 2), the
+        ``ph*pw`` positions next, then the ``P*C`` features; dim 1 indexes
+        runs of ``G / shape[1]`` consecutive groups. Only for layouts with
+        one permutation (``order`` is not None)."""
+        return x.reshape(self.split).permute(self.order)
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, G, ph*pw, P*C)`` -> ``(N, C, n, ph, m, pw)``, contiguous."""
@@ -167,6 +181,87 @@ class _GroupLayout:
         permuted = [self.split[i] for i in self.order]
         inverse = [self.order.index(i) for i in range(len(self.order))]
         return x.reshape(permuted).permute(inverse).reshape(self.patch_shape)
+
+
+def _chunks(layout: '_GroupLayout', parts: int = 16):
+    """``(token-view slice, group slice)`` of about ``1 / parts`` of the
+    groups each, along dim 1 of :meth:`_GroupLayout.token_view`."""
+    rows = layout.split[layout.order[1]]
+    per_row = layout.token_shape[1] // rows
+    step = max(1, rows // parts)
+    for start in range(0, rows, step):
+        end = min(start + step, rows)
+        yield (slice(start, end), slice(start * per_row, end * per_row))
+
+
+class _GroupAttention(torch.autograd.Function):
+    """``softmax(q k^T) v`` inside each patch group, written straight into
+    the ``(N, C, H, W)`` map, a slice of groups at a time.
+
+    The same values and gradients as the explicit attention followed by
+    :meth:`_GroupLayout.patches`, with less held at once: the output is
+    never also held in token order, and the backward takes the output's
+    gradient in the map's layout a slice of groups at a time and writes the
+    gradients of the queries, keys and values over the token tensors it
+    saved (which the caller made for this attention alone), instead of three
+    new ones beside them. So its backward cannot run twice
+    (``retain_graph``).
+
+    Its output is held by nothing of its own (``private_output``): a loss
+    may turn it into its gradient in place (see
+    :func:`mmdistill.losses.functional.mean_squared_error`).
+    """
+
+    private_output = True
+
+    @staticmethod
+    def forward(ctx, q, k, v, layout, kept):
+        attn = _attention_matrix(q, k)  # (N, G, L, L), small: L <= D
+        if kept is not None:
+            kept.append(attn.detach())
+        out = view = None
+        for rows, groups in _chunks(layout):
+            part = torch.matmul(attn[:, groups], v[:, groups])
+            if out is None:  # autocast's dtype, if on
+                out = part.new_empty(layout.patch_shape)
+                view = layout.token_view(out)
+            view[:, rows].copy_(part.reshape(view[:, rows].shape))
+        ctx.layout, ctx.done = layout, False
+        ctx.amp = (q.device.type, autocast_dtype(q.device.type))
+        ctx.save_for_backward(q, k, v, attn)
+        n, c, grid_h, ph, grid_w, pw = layout.patch_shape
+        return out.reshape(n, c, grid_h * ph, grid_w * pw)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.done:
+            raise RuntimeError(
+                'TaTConnector(patch_group): its backward ran twice (e.g. '
+                'retain_graph=True); it writes the gradients over the tensors '
+                'it saved, so it can run once per forward.')
+        ctx.done = True
+        q, k, v, attn = ctx.saved_tensors
+        layout = ctx.layout
+        view = layout.token_view(grad.reshape(layout.patch_shape))
+        device_type, amp = ctx.amp
+        mirror = torch.autocast(device_type, dtype=amp) if amp else \
+            contextlib.nullcontext()
+        with mirror:
+            for rows, groups in _chunks(layout):
+                # at most two slices of the map's size alive at once
+                d_out = view[:, rows].reshape(
+                    q.shape[0], -1, *v.shape[2:]).to(v.dtype)
+                a = attn[:, groups]
+                qg, kg, vg = q[:, groups], k[:, groups], v[:, groups]
+                d_a = torch.matmul(d_out, vg.transpose(-1, -2))
+                vg.copy_(torch.matmul(a.transpose(-1, -2), d_out))
+                del d_out
+                d_s = a * (d_a - (d_a * a).sum(dim=-1, keepdim=True))
+                d_k = torch.matmul(d_s.transpose(-1, -2), qg)
+                qg.copy_(torch.matmul(d_s, kg))
+                kg.copy_(d_k)
+                del d_k
+        return q.detach(), k.detach(), v.detach(), None, None
 
 
 class _ConvRecompute:
@@ -196,15 +291,88 @@ class _ConvRecompute:
                 conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
+def _norm_in_place_ok(norm: nn.Module, x: torch.Tensor) -> bool:
+    """Whether :class:`_BatchNormRecomputed` computes what ``norm`` does:
+    a batch norm on this process's batch statistics (training, or no
+    running statistics; a ``SyncBatchNorm`` only outside a multi-process
+    group), in float32 or float64 without autocast."""
+    kind = next((k for k in (nn.BatchNorm2d, nn.SyncBatchNorm)
+                 if isinstance(norm, k)), None)
+    if kind is None or type(norm).forward is not kind.forward:
+        return False  # e.g. a norm layer with a forward of its own
+    if not (norm.training or not norm.track_running_stats):
+        return False
+    if isinstance(norm, nn.SyncBatchNorm) and \
+            torch.distributed.is_available() and \
+            torch.distributed.is_initialized() and \
+            torch.distributed.get_world_size(norm.process_group) > 1:
+        return False
+    return x.dtype in (torch.float32, torch.float64) and \
+        autocast_dtype(x.device.type) is None
+
+
+class _BatchNormRecomputed(torch.autograd.Function):
+    """A batch norm (on the batch's statistics) of a 1x1 conv's output
+    that it does not keep: the backward computes the conv's output again
+    and works in that tensor in place (normalised input, then its
+    gradient), so the norm's backward holds one full-size map besides the
+    incoming gradient, where torch's holds two (the input and a new
+    gradient). The forward is the module's own (running statistics
+    updated as usual).
+
+    ``dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))``,
+    ``dweight = sum(dy * xhat)``, ``dbias = sum(dy)`` per channel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, norm, recompute):
+        out = norm(x)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+        ctx.stats = (mean, torch.rsqrt(var + norm.eps))
+        ctx.recompute = recompute
+        ctx.save_for_backward(weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight, ) = ctx.saved_tensors
+        mean, invstd = ctx.stats
+        x = ctx.recompute()  # a new tensor, this function's own
+        channels = x.shape[1]
+
+        def per_channel(t):
+            return t.reshape(1, channels, 1, 1)
+
+        x.sub_(per_channel(mean)).mul_(per_channel(invstd))  # xhat
+        count = x.numel() // channels
+        sum_dy = grad.sum(dim=(0, 2, 3))
+        step = max(1, channels // 8)  # no full-size product map
+        sum_dy_xhat = torch.cat([
+            (grad[:, c:c + step] * x[:, c:c + step]).sum(dim=(0, 2, 3))
+            for c in range(0, channels, step)
+        ])
+        scale = invstd if weight is None else weight * invstd
+        x.mul_(per_channel(sum_dy_xhat / -count)).add_(grad)
+        x.sub_(per_channel(sum_dy / count)).mul_(per_channel(scale))
+        return (x, None if weight is None else sum_dy_xhat,
+                None if not ctx.needs_input_grad[2] else sum_dy, None, None)
+
+
 def _embed_recomputed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` for a conv + norm ``ConvModule``, with the conv's output
     not kept for the norm's backward but computed again from ``x`` then (one
     more 1x1 conv per embedding in the backward, a full-size map less held
-    from the forward to the backward)."""
+    from the forward to the backward). A batch norm on the batch's
+    statistics also runs its backward in that recomputed map
+    (:class:`_BatchNormRecomputed`): one map less in the backward too."""
     out = module.conv(x)
     # autograd keeps the hooks as long as what they packed: they must not
     # refer to ``out`` itself, or it would stay alive after all
     recompute = _ConvRecompute(module.conv, x, out.dtype)
+    norm = module.norm
+    if _norm_in_place_ok(norm, out):
+        return _BatchNormRecomputed.apply(out, norm.weight, norm.bias, norm,
+                                          recompute)
     ptr, shape, dtype = out.data_ptr(), out.shape, out.dtype
 
     def pack(saved: torch.Tensor):
@@ -347,7 +515,14 @@ class TaTConnector(BaseModule):
     ``softmax(q k^T) @ v``: its backward keeps the queries, keys, values and
     the small map, where the fused one keeps the output too and holds all
     the gradients at once (in the paper's segmentation setting at 512x1024,
-    about one map of the teacher's size less at the step's peak).
+    about one map of the teacher's size less at the step's peak). Patch
+    groups that tile the map (in groups within a row of patches or of whole
+    rows) go further: the output is written straight into the map and the
+    backward, a slice of groups at a time, writes the gradients over the
+    queries, keys and values it kept; with ``MSELoss`` the output's
+    gradient is written over the output (see
+    ``mmdistill.losses.functional.mean_squared_error``). Then neither the
+    output nor any gradient is held beside the queries, keys and values.
     Attention is computed in at least float32 (float64 stays float64; under
     autocast the attention follows autocast) and the output is cast back to
     the student's dtype.
@@ -395,9 +570,12 @@ class TaTConnector(BaseModule):
             embedding convs that the norm layers' backward needs, instead of
             keeping them from the forward (as mmcv/mmdet's ``with_cp`` trades
             time for memory): one full-size map less held per embedding (3
-            with ``key_embed``), for three more 1x1 convs per step. Same
-            values. A connector with ``embeddings_from`` follows that pair's
-            connector. Defaults to False.
+            with ``key_embed``), for three more 1x1 convs per step. A batch
+            norm on the batch's statistics (``BN``, or ``SyncBN`` in one
+            process) then also runs its backward in the recomputed map, in
+            place: one map less in the backward. Same values. A connector
+            with ``embeddings_from`` follows that pair's connector. Defaults
+            to False.
         embeddings_from (str, optional): name of another distillation pair
             (same student and teacher taps, a ``TaTConnector`` with the same
             channels) whose embeddings ``theta``, ``phi`` and ``gamma`` this
@@ -609,6 +787,17 @@ class TaTConnector(BaseModule):
             # (N, C, H, W) -> (N, C, n, ph, m, pw), a view when they tile
             qkv[i] = layout.tokens(x.reshape(n, c, grid_h, ph, grid_w, pw))
             del x
+        length, dim = qkv[0].shape[-2:]
+        if not overlap and layout.order is not None and (
+                keep or length <= dim or not _SDPA_HAS_SCALE):
+            # the map is formed (see _attend), straight into (N, C, H, W)
+            q, k, v = qkv
+            qkv.clear()
+            kept = None if keep is False else []
+            out = _GroupAttention.apply(q, k, v, layout, kept)
+            if kept:
+                self._attention = kept[0]
+            return out
         out = layout.patches(self._attend(qkv, keep))  # (N, C, n, ph, m, pw)
         if not overlap:
             return out.reshape(n, c, h, w)

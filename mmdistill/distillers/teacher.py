@@ -13,6 +13,7 @@ from mmengine.registry import DefaultScope
 
 from mmdistill.utils.checkpoint import load_weights
 from mmdistill.utils.config import load_config
+from mmdistill.utils.tensor import autocast_enabled
 from mmdistill.utils.version_guard import check_scope
 from .taps import StopForward
 
@@ -211,18 +212,6 @@ def restore_weights(cast: list) -> None:
     """Undo :func:`cast_layer_weights` (the float32 data it returned)."""
     for param, data in cast:
         param.data = data
-
-
-def autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type`` (torch 2.1 to 2.13)."""
-    try:
-        return bool(torch.is_autocast_enabled(device_type))
-    except TypeError:  # torch < 2.4: no device argument
-        if device_type == 'cpu':
-            return torch.is_autocast_cpu_enabled()
-        if device_type == 'cuda':
-            return torch.is_autocast_enabled()
-        return False
 
 
 def check_autocast(device_type: str, dtype: torch.dtype) -> None:

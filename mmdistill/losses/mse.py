@@ -11,10 +11,10 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import check_same_shape, upcast
+from .functional import mean_squared_error
 
 
 @MODELS.register_module()
@@ -54,6 +54,7 @@ class MSELoss(nn.Module):
         """
         check_same_shape('MSELoss', student, teacher)
         # one fused kernel each way: the backward makes one map, not the
-        # difference, its power and their product
-        return self.loss_weight * F.mse_loss(
+        # difference, its power and their product (or none: see
+        # mean_squared_error)
+        return self.loss_weight * mean_squared_error(
             upcast(student), upcast(teacher.detach()))

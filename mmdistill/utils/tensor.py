@@ -2,6 +2,37 @@
 import torch
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch 2.1 to 2.13)."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch < 2.4: no device argument
+        if device_type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        if device_type == 'cuda':
+            return torch.is_autocast_enabled()
+        return False
+
+
+def autocast_dtype(device_type: str):
+    """The dtype autocast computes in on ``device_type``, None when it is
+    off (torch 2.1 to 2.13).
+
+    Args:
+        device_type (str): ``'cpu'``, ``'cuda'``, ...
+
+    Returns:
+        torch.dtype | None: The autocast dtype, or None.
+    """
+    if not autocast_enabled(device_type):
+        return None
+    if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
+        return torch.get_autocast_dtype(device_type)
+    if device_type == 'cpu':
+        return torch.get_autocast_cpu_dtype()
+    return torch.get_autocast_gpu_dtype()
+
+
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """Return ``x`` in float32 when it is half precision, unchanged otherwise.
 

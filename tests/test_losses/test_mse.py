@@ -76,3 +76,58 @@ def test_half_precision_gives_float32():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match=r'\(2, 3, 4, 4\).*\(2, 3, 8, 8\)'):
         MSELoss()(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8))
+
+
+def test_gradient_written_over_a_private_input_only():
+    """A private output (TaT's patch-group attention) becomes the gradient
+    in place; any other input is left as it was; the gradients equal
+    F.mse_loss's either way."""
+    from torch.nn import functional as F
+
+    from mmdistill.losses.functional import output_is_private
+
+    class Private(torch.autograd.Function):
+        private_output = True
+
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    (ref, ) = torch.autograd.grad(0.7 * F.mse_loss(x * 2, t), [x])
+    for make, private in ((lambda: Private.apply(x), True),
+                          (lambda: x * 2, False)):
+        y = make()
+        kept = y.detach().clone()
+        assert output_is_private(y) is private
+        (grad, ) = torch.autograd.grad(MSELoss(loss_weight=0.7)(y, t), [x])
+        assert torch.allclose(grad, ref, rtol=1e-12, atol=0)
+        assert torch.equal(y.detach(), kept) is not private
+
+
+def test_private_input_saved_elsewhere_is_refused():
+    """Something else that saved the private output for a later backward
+    is stopped by autograd's version check, never given changed values."""
+    class Private(torch.autograd.Function):
+        private_output = True
+
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    x = torch.randn(2, 3, requires_grad=True)
+    y = Private.apply(x)
+    other = (y * y).sum()  # saves y, for a backward that runs later
+    loss = MSELoss()(y, torch.zeros(2, 3)) + other
+    with pytest.raises(RuntimeError, match='modified by an inplace'):
+        loss.backward()
