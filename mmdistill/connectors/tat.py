@@ -28,9 +28,11 @@ from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 from mmengine.utils import digit_version
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import autocast_dtype, upcast
+from mmdistill.utils.tensor import (autocast_dtype, gradients_in_place_allowed,
+                                     upcast)
 
 _MODES = ('global', 'patch_group', 'anchor')
 _ANCHOR_OUTPUTS = ('upsample', 'anchor')
@@ -183,7 +185,7 @@ class _GroupLayout:
         return x.reshape(permuted).permute(inverse).reshape(self.patch_shape)
 
 
-def _chunks(layout: '_GroupLayout', parts: int = 16):
+def _chunks(layout: '_GroupLayout', parts: int = 8):
     """``(token-view slice, group slice)`` of about ``1 / parts`` of the
     groups each, along dim 1 of :meth:`_GroupLayout.token_view`."""
     rows = layout.split[layout.order[1]]
@@ -201,11 +203,12 @@ class _GroupAttention(torch.autograd.Function):
     The same values and gradients as the explicit attention followed by
     :meth:`_GroupLayout.patches`, with less held at once: the output is
     never also held in token order, and the backward takes the output's
-    gradient in the map's layout a slice of groups at a time and writes the
-    gradients of the queries, keys and values over the token tensors it
-    saved (which the caller made for this attention alone), instead of three
-    new ones beside them. So its backward cannot run twice
-    (``retain_graph``).
+    gradient in the map's layout a slice of groups at a time. Within
+    :func:`mmdistill.utils.tensor.gradients_in_place` (a distillation
+    pair), it writes the gradients of the queries, keys and values over the
+    token tensors it saved (which the caller made for this attention
+    alone), instead of three new ones beside them; its backward then runs
+    once per forward.
 
     Its output is held by nothing of its own (``private_output``): a loss
     may turn it into its gradient in place (see
@@ -219,49 +222,61 @@ class _GroupAttention(torch.autograd.Function):
         attn = _attention_matrix(q, k)  # (N, G, L, L), small: L <= D
         if kept is not None:
             kept.append(attn.detach())
+        n, c, grid_h, ph, grid_w, pw = layout.patch_shape
         out = view = None
         for rows, groups in _chunks(layout):
             part = torch.matmul(attn[:, groups], v[:, groups])
             if out is None:  # autocast's dtype, if on
-                out = part.new_empty(layout.patch_shape)
+                out = part.new_empty(n, c, grid_h * ph, grid_w * pw)
                 view = layout.token_view(out)
             view[:, rows].copy_(part.reshape(view[:, rows].shape))
         ctx.layout, ctx.done = layout, False
+        ctx.in_place = gradients_in_place_allowed()
         ctx.amp = (q.device.type, autocast_dtype(q.device.type))
         ctx.save_for_backward(q, k, v, attn)
-        n, c, grid_h, ph, grid_w, pw = layout.patch_shape
-        return out.reshape(n, c, grid_h * ph, grid_w * pw)
+        return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         if ctx.done:
             raise RuntimeError(
-                'TaTConnector(patch_group): its backward ran twice (e.g. '
-                'retain_graph=True); it writes the gradients over the tensors '
-                'it saved, so it can run once per forward.')
-        ctx.done = True
+                'TaTConnector(patch_group): its backward ran twice '
+                '(retain_graph) inside gradients_in_place(), where it writes '
+                'the gradients over the tensors it saved; run it outside '
+                'that context to backpropagate twice.')
+        ctx.done = ctx.in_place
         q, k, v, attn = ctx.saved_tensors
         layout = ctx.layout
         view = layout.token_view(grad.reshape(layout.patch_shape))
+        need_k = ctx.needs_input_grad[1]
+        if ctx.in_place:
+            d_q, d_k, d_v = q, k if need_k else None, v
+        else:
+            d_q, d_v = torch.empty_like(q), torch.empty_like(v)
+            d_k = torch.empty_like(k) if need_k else None
         device_type, amp = ctx.amp
         mirror = torch.autocast(device_type, dtype=amp) if amp else \
             contextlib.nullcontext()
         with mirror:
             for rows, groups in _chunks(layout):
-                # at most two slices of the map's size alive at once
+                # at most two slices of the map's size alive at once; in
+                # place, each slice is read before it is written over
                 d_out = view[:, rows].reshape(
                     q.shape[0], -1, *v.shape[2:]).to(v.dtype)
                 a = attn[:, groups]
                 qg, kg, vg = q[:, groups], k[:, groups], v[:, groups]
                 d_a = torch.matmul(d_out, vg.transpose(-1, -2))
-                vg.copy_(torch.matmul(a.transpose(-1, -2), d_out))
+                d_v[:, groups] = torch.matmul(a.transpose(-1, -2), d_out)
                 del d_out
                 d_s = a * (d_a - (d_a * a).sum(dim=-1, keepdim=True))
-                d_k = torch.matmul(d_s.transpose(-1, -2), qg)
-                qg.copy_(torch.matmul(d_s, kg))
-                kg.copy_(d_k)
-                del d_k
-        return q.detach(), k.detach(), v.detach(), None, None
+                d_kg = torch.matmul(d_s.transpose(-1, -2), qg) \
+                    if need_k else None
+                d_q[:, groups] = torch.matmul(d_s, kg)
+                if need_k:
+                    d_k[:, groups] = d_kg
+                del d_kg
+        return d_q, d_k, d_v, None, None
 
 
 class _ConvRecompute:
@@ -334,6 +349,7 @@ class _BatchNormRecomputed(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         (weight, ) = ctx.saved_tensors
         mean, invstd = ctx.stats

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdistill.connectors.resize import resize_to
 from mmdistill.registry import MODELS
 from mmdistill.utils.checkpoint import load_weights
+from mmdistill.utils.tensor import gradients_in_place
 from .controls import LOSS_PREFIX, DistillControls
 from .guard import DistillGuard
 from .messages import (WRAPPED, channel_problems, channels_of, pair_error,
@@ -474,10 +475,16 @@ class SingleTeacherDistiller(BaseModel):
         def run(*tensors) -> tuple:
             args = [tensors[i] for i in where]
             out = []
-            for name, raw, teacher in zip(names, args, args[len(names):]):
-                student, target = self.connect(name, raw, teacher)
-                out += [self.pair_loss(name, student, target, data_samples,
-                                       raw), student, target]
+            # a pair's backward runs once and nothing reads its connector's
+            # output after it: gradients may be written over tensors of the
+            # pair's own (see gradients_in_place)
+            with gradients_in_place():
+                for name, raw, teacher in zip(names, args,
+                                              args[len(names):]):
+                    student, target = self.connect(name, raw, teacher)
+                    out += [self.pair_loss(name, student, target,
+                                           data_samples, raw), student,
+                            target]
             return tuple(out)
 
         if not any(self.pairs[n].with_cp for n in names):

@@ -323,6 +323,11 @@ class TeacherCheckHook(Hook):
         if size == 0:
             raise ValueError('TeacherCheckHook: the validation dataloader '
                              'gave no batch.')
+        # the evaluator may print tables of its own (mmseg's per-class IoU):
+        # say whose they are
+        print_log(f'TeacherCheckHook: scoring the teacher (not the student) '
+                  f'on {size} validation images; what the evaluator prints '
+                  'next is the teacher\'s.', logger='current')
         metrics = dict(evaluator.evaluate(size))
         # the metrics are computed, and the notes taken, on the main process
         # only; the evaluator broadcasts its metrics, the notes follow

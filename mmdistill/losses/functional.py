@@ -3,6 +3,9 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from mmdistill.utils.tensor import gradients_in_place_allowed
 
 
 def kl_from_log_probs(log_p: torch.Tensor,
@@ -135,15 +138,17 @@ class _MeanSquaredErrorInPlace(torch.autograd.Function):
         return total / a.numel()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         if ctx.done:
             raise RuntimeError(
-                'mean_squared_error: its backward ran twice (e.g. '
-                'retain_graph=True) on an input it turns into its gradient '
-                'in place; it can run once per forward.')
+                'MSELoss: its backward ran twice (retain_graph) inside '
+                'gradients_in_place(), where it turns its input into the '
+                'gradient; run it outside that context to backpropagate '
+                'twice.')
         ctx.done = True
         a, b = ctx.saved_tensors
-        return a.sub_(b).mul_(grad * (2.0 / a.numel())).detach(), None
+        return a.sub_(b).mul_(grad * (2.0 / a.numel())), None
 
 
 def output_is_private(x: torch.Tensor) -> bool:
@@ -158,25 +163,26 @@ def output_is_private(x: torch.Tensor) -> bool:
 def mean_squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``F.mse_loss(a, b)`` (``b`` detached); the same value and gradient.
 
-    When ``a`` is the private output of an autograd function
-    (:func:`output_is_private`), the backward writes the gradient over ``a``
-    instead of holding ``a`` and a new gradient map at once, and the forward
-    sums the squares a slice at a time: one map less at the peak of either.
-    (Should something else have saved ``a`` for a backward that runs later,
-    autograd's check of in-place changes stops it; nothing is computed from
-    the overwritten values.) Otherwise it is
-    ``F.mse_loss``, which keeps ``a`` and ``b`` (held anyway) and makes one
-    map in its backward.
+    Within :func:`mmdistill.utils.tensor.gradients_in_place` (the
+    distiller runs each pair's connector and loss in it), when ``a`` is the
+    private output of an autograd function (:func:`output_is_private`) of
+    ``b``'s shape and dtype, the backward writes the gradient over ``a``
+    instead of holding ``a`` and a new gradient map at once, and the
+    forward sums the squares a slice at a time: one map less at the peak of
+    either. ``a`` then holds the gradient after the backward, which runs
+    once. Otherwise it is ``F.mse_loss``, which keeps ``a`` and ``b`` (held
+    anyway) and makes one map in its backward.
 
     Args:
         a (torch.Tensor): The prediction.
-        b (torch.Tensor): The target, same shape; gets no gradient.
+        b (torch.Tensor): The target; gets no gradient.
 
     Returns:
         torch.Tensor: The 0-d mean.
     """
     b = b.detach()
-    if (torch.is_grad_enabled() and a.requires_grad and a.dtype == b.dtype
-            and output_is_private(a)):
+    if (gradients_in_place_allowed() and torch.is_grad_enabled()
+            and a.requires_grad and a.shape == b.shape
+            and a.dtype == b.dtype and output_is_private(a)):
         return _MeanSquaredErrorInPlace.apply(a, b)
     return F.mse_loss(a, b)

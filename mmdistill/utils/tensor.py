@@ -1,4 +1,7 @@
 """Small tensor helpers shared by losses and connectors."""
+import contextlib
+import threading
+
 import torch
 
 
@@ -79,3 +82,31 @@ def check_values(ok: torch.Tensor, message: str,
             raise error(message)
     else:
         torch._assert_async(ok, message)
+
+
+_GRADIENTS_IN_PLACE = threading.local()
+
+
+@contextlib.contextmanager
+def gradients_in_place():
+    """Let mmdistill's memory-saving autograd functions created within write
+    gradients over tensors of their own (TaT's patch-group attention over
+    its queries, keys and values; ``MSELoss`` over a connector output that
+    nothing else holds).
+
+    The distiller runs each pair's connector and loss in it: there the
+    backward runs once per forward and nothing reads those tensors after
+    it. Outside it (a connector or loss used on its own) they keep their
+    inputs as they are, and a second backward (``retain_graph``) works.
+    """
+    before = getattr(_GRADIENTS_IN_PLACE, 'on', False)
+    _GRADIENTS_IN_PLACE.on = True
+    try:
+        yield
+    finally:
+        _GRADIENTS_IN_PLACE.on = before
+
+
+def gradients_in_place_allowed() -> bool:
+    """Whether :func:`gradients_in_place` is active (in this thread)."""
+    return getattr(_GRADIENTS_IN_PLACE, 'on', False)

@@ -1,4 +1,5 @@
 """Tests of TaTConnector (the target-aware transformer, TaT)."""
+import contextlib
 import math
 import warnings
 
@@ -868,25 +869,46 @@ def patch_group_autograd_ref(q, k, v, grid, groups):
     return patch_group_ref(q, k, v, grid, groups)[0]
 
 
-@pytest.mark.parametrize('size,grid,groups', [
-    ((8, 16), (4, 8), 16),   # a group within a row of patches (2 of 8)
-    ((8, 8), (4, 4), 2),     # a group is whole rows of patches
-    ((16, 16), (16, 16), 64),  # the paper's grid: 4 patches per group
+@pytest.mark.parametrize('in_place', [True, False])
+@pytest.mark.parametrize('size,grid,groups,keep', [
+    ((8, 16), (4, 8), 16, None),   # a group within a row of patches (2 of 8)
+    ((8, 8), (4, 4), 2, True),     # a group is whole rows of patches
+    ((32, 16), (16, 8), 32, False),  # 4 patches of 2x2 per group
+    ((64, 8), (32, 4), 64, None),  # two rows of groups per slice
+    ((8, 8), (4, 4), None, None),  # one group per patch
 ])
 def test_patch_group_gradients_and_mse_match_autograd_reference(
-        size, grid, groups):
-    """The patch-group attention (sliced forward, gradients written over
-    its saved tokens) and MSELoss (gradient written over the connector's
-    output) give the gradients of plain autograd on the reference loop."""
+        size, grid, groups, keep, in_place):
+    """The patch-group attention (sliced forward and backward, within
+    gradients_in_place the gradients written over its saved tokens) and
+    MSELoss (there, the gradient written over the connector's output) give
+    the gradients of plain autograd on the reference loop."""
     from mmdistill.losses import MSELoss
+    from mmdistill.losses.functional import output_is_private
+    from mmdistill.utils.tensor import gradients_in_place
     torch.manual_seed(0)
     conn = make(6, 10, mode='patch_group', patch_grid=grid,
-                num_groups=groups)
+                num_groups=groups, keep_attention=keep)
     student, teacher = inputs(2, 6, 10, size)
     params = list(conn.parameters())
     s = student.clone().requires_grad_(True)
-    loss = MSELoss(loss_weight=0.3)(conn(s, teacher), teacher)
+    context = gradients_in_place() if in_place else \
+        contextlib.nullcontext()
+    with context:
+        out = conn(s, teacher)
+        kept = out.detach().clone()
+        assert output_is_private(out)  # the sliced path ran
+        loss = MSELoss(loss_weight=0.3)(out, teacher)
     grads = torch.autograd.grad(loss, [s] + params)
+    # the output holds its gradient after the backward only in place
+    assert torch.equal(out.detach(), kept) is not in_place
+    n_groups = groups or grid[0] * grid[1]
+    _, attn = patch_group_ref(*qkv_ref(conn, student, teacher), grid,
+                              n_groups)
+    if keep is False:
+        assert conn.last_attention is None
+    else:
+        assert rel_err(conn.last_attention, attn) <= 1e-10
 
     s_ref = student.clone().requires_grad_(True)
     ref_params = [p.detach().clone().requires_grad_(True) for p in params]
@@ -903,7 +925,7 @@ def test_patch_group_gradients_and_mse_match_autograd_reference(
 
     out_ref = patch_group_autograd_ref(
         embed('query', s_ref), embed('key', teacher), embed('value', s_ref),
-        grid, groups)
+        grid, n_groups)
     loss_ref = 0.3 * ((out_ref - teacher)**2).sum() / teacher.numel()
     grads_ref = torch.autograd.grad(loss_ref, [s_ref] + ref_params)
     assert abs(loss.item() - loss_ref.item()) <= 1e-10 * loss_ref.item()
@@ -919,6 +941,7 @@ def test_patch_group_backward_holds_one_map_less():
     the output, its gradient and their token copies at once."""
     from mmdistill.losses import MSELoss
     from mmdistill.losses.functional import output_is_private
+    from mmdistill.utils.tensor import gradients_in_place
     torch.manual_seed(0)
     grid, groups, size, c = (4, 8), 8, (16, 32), 64
     teacher = torch.randn(2, c, *size)
@@ -941,6 +964,7 @@ def test_patch_group_backward_holds_one_map_less():
               for _ in range(3)]
     peaks, grads = [], []
     for fn in (ours, plain):
+        @gradients_in_place()
         def step():
             # the queries, keys and values: intermediates (the attention's
             # own), their gradients what the step returns
@@ -954,14 +978,25 @@ def test_patch_group_backward_holds_one_map_less():
     assert peaks[1] - peaks[0] >= 1.5 * one_map, (peaks, one_map)
 
 
-def test_patch_group_backward_runs_once():
+def test_patch_group_backward_in_place_runs_once_only_there():
+    """Outside gradients_in_place a second backward (retain_graph) and an
+    in-place change of the output work; inside, the second backward stops
+    with a message saying why."""
+    from mmdistill.losses import MSELoss
+    from mmdistill.utils.tensor import gradients_in_place
     conn = TaTConnector(4, 6, mode='patch_group', patch_grid=(2, 2),
                         num_groups=2)
     student = torch.randn(2, 4, 4, 4, requires_grad=True)
-    out = conn(student, torch.randn(2, 6, 4, 4))
-    loss = out.square().sum()
+    teacher = torch.randn(2, 6, 4, 4)
+    out = conn(student, teacher)
+    loss = MSELoss()(out.mul_(2), teacher)
+    (first, ) = torch.autograd.grad(loss, [student], retain_graph=True)
+    (second, ) = torch.autograd.grad(loss, [student])
+    assert torch.equal(first, second)
+    with gradients_in_place():
+        loss = MSELoss()(conn(student, teacher), teacher)
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match='ran twice'):
+    with pytest.raises(RuntimeError, match='ran twice.*gradients_in_place'):
         loss.backward()
 
 

@@ -239,3 +239,52 @@ def test_with_cp_must_be_a_bool(tiny_cfg):
     with pytest.raises(ValueError, match=r"distill.stage4.with_cp must be "
                        r"True or False, got 'yes'"):
         build(cfg, cfg.model)
+
+
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_pairs_run_with_gradients_in_place(tiny_cfg, monkeypatch, with_cp):
+    """The distiller runs each pair's connector and loss (and their
+    recompute under with_cp) within gradients_in_place, where TaT's
+    patch-group attention and MSELoss write gradients over their own
+    tensors: the same losses and gradients as without."""
+    from mmdistill.connectors import tat
+    from mmdistill.losses import functional
+    from mmdistill.utils import tensor
+    cfg = tiny_cfg('pspnet')[0]
+    cfg.model.distill = tat_pairs(with_cp)
+    torch.manual_seed(0)
+    model = build(cfg, cfg.model)
+    model.train()
+    data = model.data_preprocessor(
+        random_batch('seg', (64, 64), 2, 19, seed=0), True)
+    seen = []
+    connector = model.connectors['patch_group']
+    forward = connector.forward
+
+    def spy(*args, **kwargs):
+        seen.append(tensor.gradients_in_place_allowed())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(connector, 'forward', spy)
+    results = []
+    for allowed in (True, False):
+        if not allowed:
+            for module in (tat, functional):
+                monkeypatch.setattr(module, 'gradients_in_place_allowed',
+                                    lambda: False)
+        model.zero_grad()
+        torch.manual_seed(0)
+        losses = model(data['inputs'], data['data_samples'], mode='loss')
+        model.parse_losses(losses)[0].backward()
+        results.append((losses, {n: p.grad.clone() for n, p in
+                                 model.named_parameters()
+                                 if p.grad is not None}))
+    # in place inside the pair (and again in with_cp's recompute)
+    assert seen[:1 + with_cp] == [True] * (1 + with_cp)
+    (losses, grads), (plain_losses, plain_grads) = results
+    for key in ('loss_distill_anchor', 'loss_distill_patch_group'):
+        assert torch.equal(losses[key], plain_losses[key]), key
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-5,
+                                   atol=1e-7, msg=name)

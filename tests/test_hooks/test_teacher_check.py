@@ -8,6 +8,7 @@ scores; an oracle teacher (the ground truth as its prediction) scores the
 maximum, which also shows that the COCO evaluation is restricted to the
 images scored."""
 import copy
+import glob
 import os
 import os.path as osp
 
@@ -118,6 +119,12 @@ def test_random_segmentation_teacher_stops_before_training(tiny_cfg):
     assert _checkpoints(cfg.work_dir) == []
     # logged for the user and the backends
     assert 'teacher/mIoU' in runner.message_hub.log_scalars
+    # mmseg's per-class table is announced as the teacher's
+    log_file = glob.glob(osp.join(runner.log_dir, '*.log'))[0]
+    with open(log_file) as f:
+        log = f.read()
+    assert log.index('scoring the teacher (not the student)') < \
+        log.index('per class results')
     # the validation loop's own evaluator was not used
     assert runner.val_loop.evaluator.metrics[0].results == []
 

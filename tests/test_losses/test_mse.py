@@ -78,56 +78,68 @@ def test_shape_mismatch_raises():
         MSELoss()(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8))
 
 
-def test_gradient_written_over_a_private_input_only():
-    """A private output (TaT's patch-group attention) becomes the gradient
-    in place; any other input is left as it was; the gradients equal
+class _Private(torch.autograd.Function):
+    """Declares that it keeps no reference to its output."""
+    private_output = True
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2
+
+
+@pytest.mark.parametrize('in_place', [True, False])
+def test_gradient_written_over_a_private_input_only(in_place):
+    """Within gradients_in_place (a distillation pair) a private output
+    (TaT's patch-group attention) becomes the gradient in place; any other
+    input, and any input outside it, is left as it was; the gradients equal
     F.mse_loss's either way."""
+    import contextlib
+
     from torch.nn import functional as F
 
     from mmdistill.losses.functional import output_is_private
-
-    class Private(torch.autograd.Function):
-        private_output = True
-
-        @staticmethod
-        def forward(ctx, x):
-            return x * 2
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * 2
-
+    from mmdistill.utils.tensor import gradients_in_place
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     t = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     (ref, ) = torch.autograd.grad(0.7 * F.mse_loss(x * 2, t), [x])
-    for make, private in ((lambda: Private.apply(x), True),
+    for make, private in ((lambda: _Private.apply(x), True),
                           (lambda: x * 2, False)):
         y = make()
         kept = y.detach().clone()
         assert output_is_private(y) is private
-        (grad, ) = torch.autograd.grad(MSELoss(loss_weight=0.7)(y, t), [x])
+        with gradients_in_place() if in_place else contextlib.nullcontext():
+            loss = MSELoss(loss_weight=0.7)(y, t)
+        (grad, ) = torch.autograd.grad(loss, [x])
         assert torch.allclose(grad, ref, rtol=1e-12, atol=0)
-        assert torch.equal(y.detach(), kept) is not private
+        assert torch.equal(y.detach(), kept) is not (private and in_place)
 
 
 def test_private_input_saved_elsewhere_is_refused():
     """Something else that saved the private output for a later backward
     is stopped by autograd's version check, never given changed values."""
-    class Private(torch.autograd.Function):
-        private_output = True
-
-        @staticmethod
-        def forward(ctx, x):
-            return x * 2
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * 2
-
+    from mmdistill.utils.tensor import gradients_in_place
     x = torch.randn(2, 3, requires_grad=True)
-    y = Private.apply(x)
+    y = _Private.apply(x)
     other = (y * y).sum()  # saves y, for a backward that runs later
-    loss = MSELoss()(y, torch.zeros(2, 3)) + other
+    with gradients_in_place():
+        loss = MSELoss()(y, torch.zeros(2, 3)) + other
     with pytest.raises(RuntimeError, match='modified by an inplace'):
         loss.backward()
+
+
+def test_mean_squared_error_broadcast_target_is_f_mse_loss():
+    from torch.nn import functional as F
+
+    from mmdistill.losses.functional import mean_squared_error
+    from mmdistill.utils.tensor import gradients_in_place
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    t = torch.randn(3, 4)
+    with gradients_in_place(), pytest.warns(UserWarning):
+        value = mean_squared_error(_Private.apply(x), t)
+    with pytest.warns(UserWarning):
+        assert torch.equal(value, F.mse_loss(x * 2, t))
