@@ -31,8 +31,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from mmdistill.registry import MODELS
-from mmdistill.utils.tensor import (autocast_dtype, gradients_in_place_allowed,
-                                     upcast)
+from mmdistill.utils.tensor import (autocast_dtype,
+                                    gradients_in_place_allowed, upcast)
 
 _MODES = ('global', 'patch_group', 'anchor')
 _ANCHOR_OUTPUTS = ('upsample', 'anchor')
