@@ -341,20 +341,20 @@ class _BatchNormRecomputed(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, norm, recompute):
-        out = norm(x)
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-        ctx.stats = (mean, torch.rsqrt(var + norm.eps))
-        ctx.recompute = recompute
+        ctx.eps, ctx.recompute = norm.eps, recompute
         ctx.save_for_backward(weight)
-        return out
+        return norm(x)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (weight, ) = ctx.saved_tensors
-        mean, invstd = ctx.stats
         x = ctx.recompute()  # a new tensor, this function's own
         channels = x.shape[1]
+        # the batch's statistics, from the same values as the forward's
+        # (once per step, not in each forward a with_cp pair runs)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+        invstd = torch.rsqrt(var + ctx.eps)
 
         def per_channel(t):
             return t.reshape(1, channels, 1, 1)

@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdistill.connectors.resize import resize_to
 from mmdistill.registry import MODELS
 from mmdistill.utils.checkpoint import load_weights
-from mmdistill.utils.tensor import gradients_in_place
+from mmdistill.utils.tensor import autocast_enabled, gradients_in_place
 from .controls import LOSS_PREFIX, DistillControls
 from .guard import DistillGuard
 from .messages import (WRAPPED, channel_problems, channels_of, pair_error,
@@ -24,8 +24,8 @@ from .messages import (WRAPPED, channel_problems, channels_of, pair_error,
 from .pairs import (Pair, groups_of, link_shared_embeddings, parse_pairs,
                     resolve_channels)
 from .taps import FeatureRecorder, TapPathError
-from .teacher import (TeacherInput, TeacherRunner, autocast_enabled,
-                      build_teacher, preprocessing_differences)
+from .teacher import (TeacherInput, TeacherRunner, build_teacher,
+                      preprocessing_differences)
 
 
 def _pack_in_pair(tensor: torch.Tensor) -> tuple:
