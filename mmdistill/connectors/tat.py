@@ -109,16 +109,39 @@ def _window_upsample_matrix(size: int, out: int, dtype: torch.dtype,
     return mat / mat.sum(dim=1, keepdim=True)
 
 
+class _CellMean(torch.autograd.Function):
+    """The mean over each of the equal ``gh x gw`` cells of an ``(N, C, H,
+    W)`` map (``F.adaptive_avg_pool2d`` when the grid divides the map). Its
+    backward spreads the gradient into one new map of the input's layout;
+    autograd's mean-then-reshape makes two (the spread gradient, then a
+    copy of it in the map's layout)."""
+
+    @staticmethod
+    def forward(ctx, x, grid):
+        n, c, h, w = x.shape
+        ctx.shape = x.shape
+        ctx.split = (n, c, grid[0], h // grid[0], grid[1], w // grid[1])
+        return x.reshape(ctx.split).mean(dim=(3, 5))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        split = ctx.split
+        share = grad / (split[3] * split[5])  # small: one value per cell
+        out = grad.new_empty(ctx.shape)
+        out.view(split).copy_(share[:, :, :, None, :, None].expand(split))
+        return out, None
+
+
 def _pool_to(x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
     """``F.adaptive_avg_pool2d(x, grid)``; when the grid splits the map into
-    equal cells, as the mean over each cell of a view, whose backward keeps
-    no copy of ``x`` (the adaptive pool's keeps ``x`` until the backward:
-    a full-size map per pooled tensor)."""
-    n, c, h, w = x.shape
+    equal cells, :class:`_CellMean`, whose backward keeps no copy of ``x``
+    (the adaptive pool's keeps ``x`` until the backward: a full-size map per
+    pooled tensor) and makes one full-size gradient."""
+    h, w = x.shape[-2:]
     if h % grid[0] or w % grid[1]:
         return F.adaptive_avg_pool2d(x, grid)
-    cells = x.reshape(n, c, grid[0], h // grid[0], grid[1], w // grid[1])
-    return cells.mean(dim=(3, 5))
+    return _CellMean.apply(x, grid)
 
 
 class _GroupLayout:
@@ -185,15 +208,53 @@ class _GroupLayout:
         return x.reshape(permuted).permute(inverse).reshape(self.patch_shape)
 
 
+class _Tokens(torch.autograd.Function):
+    """:meth:`_GroupLayout.tokens` of an ``(N, C, H, W)`` map (a layout with
+    one permutation) whose backward writes the gradient straight into a
+    new map of that shape: one copy and a tensor of its own, which
+    autograd can add another gradient of the map to in place (the view that
+    reshaping the tokens back gives cannot be)."""
+
+    @staticmethod
+    def forward(ctx, x, layout):
+        ctx.layout, ctx.shape = layout, x.shape
+        return layout.tokens(x.reshape(layout.patch_shape))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        layout = ctx.layout
+        out = grad.new_empty(ctx.shape)
+        view = layout.token_view(out)
+        view.copy_(grad.view(view.shape))
+        return out, None
+
+
 def _chunks(layout: '_GroupLayout', parts: int = 8):
-    """``(token-view slice, group slice)`` of about ``1 / parts`` of the
-    groups each, along dim 1 of :meth:`_GroupLayout.token_view`."""
+    """``(sample, token-view slice, group slice)`` of about ``1 / parts`` of
+    the whole batch's groups each: consecutive groups of one sample, a
+    contiguous block of the ``(N, G, L, D)`` tokens (no copy to multiply
+    it), and runs of them along dim 1 of :meth:`_GroupLayout.token_view`."""
+    samples = layout.patch_shape[0]
     rows = layout.split[layout.order[1]]
     per_row = layout.token_shape[1] // rows
-    step = max(1, rows // parts)
-    for start in range(0, rows, step):
-        end = min(start + step, rows)
-        yield (slice(start, end), slice(start * per_row, end * per_row))
+    step = max(1, rows * samples // parts)
+    for sample in range(samples):
+        for start in range(0, rows, step):
+            end = min(start + step, rows)
+            yield (sample, slice(start, end),
+                   slice(start * per_row, end * per_row))
+
+
+def _matmul_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                 amp: bool) -> None:
+    """``out[...] = a @ b``; straight into ``out`` (a contiguous block)
+    without autocast, where ``matmul(out=)`` computes in ``out``'s dtype;
+    under autocast, in its dtype, then copied."""
+    if amp:
+        out.copy_(torch.matmul(a, b))
+    else:
+        torch.matmul(a, b, out=out)
 
 
 class _GroupAttention(torch.autograd.Function):
@@ -224,12 +285,12 @@ class _GroupAttention(torch.autograd.Function):
             kept.append(attn.detach())
         n, c, grid_h, ph, grid_w, pw = layout.patch_shape
         out = view = None
-        for rows, groups in _chunks(layout):
-            part = torch.matmul(attn[:, groups], v[:, groups])
+        for i, rows, groups in _chunks(layout):
+            part = torch.matmul(attn[i, groups], v[i, groups])
             if out is None:  # autocast's dtype, if on
                 out = part.new_empty(n, c, grid_h * ph, grid_w * pw)
                 view = layout.token_view(out)
-            view[:, rows].copy_(part.reshape(view[:, rows].shape))
+            view[i, rows].copy_(part.reshape(view[i, rows].shape))
         ctx.layout, ctx.done = layout, False
         ctx.in_place = gradients_in_place_allowed()
         ctx.amp = (q.device.type, autocast_dtype(q.device.type))
@@ -259,22 +320,22 @@ class _GroupAttention(torch.autograd.Function):
         mirror = torch.autocast(device_type, dtype=amp) if amp else \
             contextlib.nullcontext()
         with mirror:
-            for rows, groups in _chunks(layout):
+            for i, rows, groups in _chunks(layout):
                 # at most two slices of the map's size alive at once; in
                 # place, each slice is read before it is written over
-                d_out = view[:, rows].reshape(
-                    q.shape[0], -1, *v.shape[2:]).to(v.dtype)
-                a = attn[:, groups]
-                qg, kg, vg = q[:, groups], k[:, groups], v[:, groups]
+                d_out = view[i, rows].reshape(-1, *v.shape[2:]).to(v.dtype)
+                a = attn[i, groups]
+                qg, kg, vg = q[i, groups], k[i, groups], v[i, groups]
                 d_a = torch.matmul(d_out, vg.transpose(-1, -2))
-                d_v[:, groups] = torch.matmul(a.transpose(-1, -2), d_out)
+                _matmul_into(d_v[i, groups], a.transpose(-1, -2), d_out,
+                             amp is not None)
                 del d_out
                 d_s = a * (d_a - (d_a * a).sum(dim=-1, keepdim=True))
                 d_kg = torch.matmul(d_s.transpose(-1, -2), qg) \
                     if need_k else None
-                d_q[:, groups] = torch.matmul(d_s, kg)
+                _matmul_into(d_q[i, groups], d_s, kg, amp is not None)
                 if need_k:
-                    d_k[:, groups] = d_kg
+                    d_k[i, groups] = d_kg
                 del d_kg
         return d_q, d_k, d_v, None, None
 
@@ -299,11 +360,26 @@ class _ConvRecompute:
         conv = self.conv
         # the forward's precision (under autocast: its dtype, which the
         # backward does not run under)
+        x, weight = self.x.to(self.dtype), conv.weight.to(self.dtype)
+        bias = None if conv.bias is None else conv.bias.to(self.dtype)
         with torch.no_grad():
-            return F.conv2d(
-                self.x.to(self.dtype), conv.weight.to(self.dtype),
-                None if conv.bias is None else conv.bias.to(self.dtype),
-                conv.stride, conv.padding, conv.dilation, conv.groups)
+            if not (weight.shape[2:] == (1, 1) and conv.groups == 1
+                    and tuple(conv.stride) == (1, 1)
+                    and tuple(conv.padding) == (0, 0)
+                    and x.is_contiguous()):
+                return F.conv2d(x, weight, bias, conv.stride, conv.padding,
+                                conv.dilation, conv.groups)
+            # a 1x1 conv as one matrix product per sample, written straight
+            # into the output (a CPU conv also copies its input first)
+            n, c, h, w = x.shape
+            out = x.new_empty(n, weight.shape[0], h, w)
+            kernel = weight.reshape(weight.shape[0], c)
+            for i in range(n):
+                torch.mm(kernel, x[i].view(c, h * w),
+                         out=out[i].view(-1, h * w))
+            if bias is not None:
+                out += bias.reshape(1, -1, 1, 1)
+            return out
 
 
 def _norm_in_place_ok(norm: nn.Module, x: torch.Tensor) -> bool:
@@ -800,8 +876,11 @@ class TaTConnector(BaseModule):
             x = qkv[i]
             if overlap:  # the patches' rows and columns, gathered
                 x = x[:, :, rows][..., cols]
-            # (N, C, H, W) -> (N, C, n, ph, m, pw), a view when they tile
-            qkv[i] = layout.tokens(x.reshape(n, c, grid_h, ph, grid_w, pw))
+            if overlap or layout.order is None:
+                # (N, C, H, W) -> (N, C, n, ph, m, pw), a view when they tile
+                qkv[i] = layout.tokens(x.reshape(layout.patch_shape))
+            else:
+                qkv[i] = _Tokens.apply(x, layout)
             del x
         length, dim = qkv[0].shape[-2:]
         if not overlap and layout.order is not None and (
@@ -960,9 +1039,13 @@ class TaTConnector(BaseModule):
                 return _embed_recomputed(module, x)
             return module(x)
 
+        # the keys first: the autograd engine runs the most recently
+        # created nodes first, so the key embedding's backward (on the
+        # teacher's channels, the largest input) comes last, after those of
+        # the queries and values have freed their gradients
+        k = upcast(embed(self.key, teacher))
         q = upcast(embed(self.query, student))
         v = upcast(embed(self.value, student))
-        k = upcast(embed(self.key, teacher))
         common = torch.promote_types(torch.promote_types(q.dtype, k.dtype),
                                      v.dtype)
         return q.to(common), k.to(common), v.to(common)

@@ -1063,3 +1063,82 @@ def test_patch_group_under_bfloat16_autocast_close_to_float32():
     for g, g_amp in zip(*grads):
         assert g_amp.dtype == g.dtype
         assert (g_amp - g).norm() <= 0.1 * max(g.norm(), scale)
+
+
+def test_anchor_pool_and_regroup_gradients_add_in_place():
+    """The anchor's cell mean and the patch-group's regrouping (the two
+    uses of shared embeddings) give autograd's values and gradients, each
+    gradient one new (N, C, H, W) tensor of its own, which autograd adds
+    the other to in place: their backward makes two maps, where
+    mean-then-reshape and reshaping the tokens back make three."""
+    size, grid, c = (16, 32), (4, 8), 16
+    layout = tat_module._GroupLayout(2, c, grid[0], size[0] // grid[0],
+                                     grid[1], size[1] // grid[1], 8)
+    assert layout.order is not None
+    torch.manual_seed(0)
+    x = torch.randn(2, c, *size, dtype=torch.float64)
+    weights = (torch.randn(2, c, *grid, dtype=torch.float64),
+               torch.randn(layout.token_shape, dtype=torch.float64))
+
+    def ours(x):
+        return (tat_module._CellMean.apply(x, grid),
+                tat_module._Tokens.apply(x, layout))
+
+    def plain(x):  # the mean over cells of a view: nothing of x kept
+        cells = x.reshape(2, c, grid[0], size[0] // grid[0], grid[1],
+                          size[1] // grid[1])
+        return (cells.mean(dim=(3, 5)),
+                layout.tokens(x.reshape(layout.patch_shape)))
+
+    results = []
+    for fn in (ours, plain):
+        leaf = x.clone().requires_grad_(True)
+        pooled, tokens = fn(leaf)
+        loss = (pooled * weights[0]).sum() + (tokens * weights[1]).sum()
+        results.append((pooled, tokens, torch.autograd.grad(loss, leaf)[0]))
+    for got, ref in zip(*results):
+        assert rel_err(got, ref) <= 1e-14
+    assert rel_err(results[0][0], F.adaptive_avg_pool2d(x, grid)) <= 1e-14
+    # each backward's own output: a tensor of the input's layout, no view
+    leaf = x.clone().requires_grad_(True)
+    pooled, tokens = ours(leaf)
+    for out, grad in ((pooled, weights[0]), (tokens, weights[1])):
+        g = out.grad_fn.apply(grad)[0]
+        assert g._base is None and g.is_contiguous() and g.shape == x.shape
+
+    one_map = x.numel() * 4
+    x32, w32 = x.float(), [w.float() for w in weights]
+    peaks = []
+    for fn in (ours, plain):
+        leaf = x32.clone().requires_grad_(True)
+        pooled, tokens = fn(leaf * 1.0)  # of an intermediate, as in TaT
+        loss = (pooled * w32[0]).sum() + \
+            tokens.reshape(-1).dot(w32[1].reshape(-1))
+        del pooled, tokens
+        # what the backward allocates beyond what is held before it
+        peaks.append(cpu_peak_allocated(
+            lambda: torch.autograd.grad(loss, leaf)[0])[1])
+    # two maps (the two gradients, summed in place) and small ones; plain
+    # autograd: three (and an out-of-place sum)
+    small = 4 * weights[0].numel()
+    assert peaks[0] <= 2 * one_map + 4 * small < 3 * one_map <= peaks[1], \
+        (peaks, one_map)
+
+
+def test_with_cp_recomputes_a_pointwise_conv_as_matrix_products():
+    """The backward's recompute of a 1x1 conv's output (one product per
+    sample, no copy of the input) gives the conv's values; other convs and
+    inputs that are not contiguous go to the conv itself."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    for kwargs in (dict(kernel_size=1, bias=True),
+                   dict(kernel_size=1, bias=False),
+                   dict(kernel_size=3, padding=1, bias=True)):
+        conv = torch.nn.Conv2d(6, 10, **kwargs).double()
+        for given in (x, x.to(memory_format=torch.channels_last)):
+            got = tat_module._ConvRecompute(conv, given, torch.float64)()
+            assert rel_err(got, conv(given).detach()) <= 1e-14
+    conv = torch.nn.Conv2d(6, 10, 1)
+    got = tat_module._ConvRecompute(conv, x, torch.float32)()
+    assert got.dtype == torch.float32
+    assert rel_err(got, conv(x.float()).detach()) <= 1e-6
