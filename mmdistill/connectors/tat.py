@@ -111,10 +111,11 @@ def _window_upsample_matrix(size: int, out: int, dtype: torch.dtype,
 
 class _CellMean(torch.autograd.Function):
     """The mean over each of the equal ``gh x gw`` cells of an ``(N, C, H,
-    W)`` map (``F.adaptive_avg_pool2d`` when the grid divides the map). Its
-    backward spreads the gradient into one new map of the input's layout;
-    autograd's mean-then-reshape makes two (the spread gradient, then a
-    copy of it in the map's layout)."""
+    W)`` map (``F.adaptive_avg_pool2d`` when the grid divides the map),
+    keeping nothing of the map. Its backward spreads the gradient into a
+    new map that is a tensor of its own (mean-then-reshape's is a view of
+    the spread gradient), which autograd can add the gradient of another
+    use of the map to in place (see :class:`_Tokens`)."""
 
     @staticmethod
     def forward(ctx, x, grid):
@@ -124,8 +125,8 @@ class _CellMean(torch.autograd.Function):
         return x.reshape(ctx.split).mean(dim=(3, 5))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
+        # plain ops: differentiable again (create_graph)
         split = ctx.split
         share = grad / (split[3] * split[5])  # small: one value per cell
         out = grad.new_empty(ctx.shape)
@@ -221,8 +222,8 @@ class _Tokens(torch.autograd.Function):
         return layout.tokens(x.reshape(layout.patch_shape))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
+        # plain ops: differentiable again (create_graph)
         layout = ctx.layout
         out = grad.new_empty(ctx.shape)
         view = layout.token_view(out)
@@ -248,9 +249,9 @@ def _chunks(layout: '_GroupLayout', parts: int = 8):
 
 def _matmul_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                  amp: bool) -> None:
-    """``out[...] = a @ b``; straight into ``out`` (a contiguous block)
-    without autocast, where ``matmul(out=)`` computes in ``out``'s dtype;
-    under autocast, in its dtype, then copied."""
+    """``out[...] = a @ b``; straight into ``out`` (a contiguous block of
+    the inputs' dtype) without autocast; under autocast, computed in its
+    dtype, then copied."""
     if amp:
         out.copy_(torch.matmul(a, b))
     else:
@@ -360,17 +361,20 @@ class _ConvRecompute:
         conv = self.conv
         # the forward's precision (under autocast: its dtype, which the
         # backward does not run under)
-        x, weight = self.x.to(self.dtype), conv.weight.to(self.dtype)
-        bias = None if conv.bias is None else conv.bias.to(self.dtype)
         with torch.no_grad():
-            if not (weight.shape[2:] == (1, 1) and conv.groups == 1
-                    and tuple(conv.stride) == (1, 1)
+            x, weight = self.x.to(self.dtype), conv.weight.to(self.dtype)
+            bias = None if conv.bias is None else conv.bias.to(self.dtype)
+            if not (x.device.type == 'cpu' and weight.shape[2:] == (1, 1)
+                    and conv.groups == 1 and tuple(conv.stride) == (1, 1)
                     and tuple(conv.padding) == (0, 0)
                     and x.is_contiguous()):
+                # on a GPU, the forward's own conv (cuDNN may compute in
+                # TF32 where a matrix product would not: the same values)
                 return F.conv2d(x, weight, bias, conv.stride, conv.padding,
                                 conv.dilation, conv.groups)
-            # a 1x1 conv as one matrix product per sample, written straight
-            # into the output (a CPU conv also copies its input first)
+            # on the CPU, a 1x1 conv as one matrix product per sample,
+            # written straight into the output (the CPU conv also copies its
+            # input into a layout of its own first)
             n, c, h, w = x.shape
             out = x.new_empty(n, weight.shape[0], h, w)
             kernel = weight.reshape(weight.shape[0], c)

@@ -1142,3 +1142,60 @@ def test_with_cp_recomputes_a_pointwise_conv_as_matrix_products():
     got = tat_module._ConvRecompute(conv, x, torch.float32)()
     assert got.dtype == torch.float32
     assert rel_err(got, conv(x.float()).detach()) <= 1e-6
+
+
+def test_cell_mean_and_regroup_are_twice_differentiable():
+    """Their backwards are plain ops: a second derivative (create_graph)
+    is autograd's, as for the mean and reshape they replace."""
+    layout = tat_module._GroupLayout(2, 3, 2, 2, 4, 2, 4)
+    x = torch.randn(2, 3, 4, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(
+        lambda x: tat_module._CellMean.apply(x, (2, 4)), (x, ))
+    assert torch.autograd.gradgradcheck(
+        lambda x: tat_module._Tokens.apply(x, layout), (x, ))
+    conn = make(3, 4, mode='anchor', anchor_size=(2, 2))
+    student, teacher = inputs(2, 3, 4, (4, 4))
+    student.requires_grad_(True)
+    assert torch.autograd.gradgradcheck(
+        lambda s: conn(s, teacher).square().sum(), (student, ))
+
+
+def test_shared_anchor_and_patch_group_take_the_in_place_paths(monkeypatch):
+    """A patch-group connector and an anchor connector sharing embeddings
+    (the TaT config) pool with the cell mean, regroup with the tokens'
+    function and, with_cp on the CPU, recompute the 1x1 convs without a
+    conv call; the key embedding's backward runs after the others'."""
+    calls = {'cell_mean': 0, 'tokens': 0, 'conv2d_in_backward': 0}
+    backward = [False]
+    for name, key in (('_CellMean', 'cell_mean'), ('_Tokens', 'tokens')):
+        fn = getattr(tat_module, name)
+        original = fn.apply
+
+        def counted(*args, _original=original, _key=key):
+            calls[_key] += 1
+            return _original(*args)
+        monkeypatch.setattr(fn, 'apply', counted)
+    conv2d = F.conv2d
+
+    def counted_conv2d(*args, **kwargs):
+        calls['conv2d_in_backward'] += backward[0]
+        return conv2d(*args, **kwargs)
+    monkeypatch.setattr(F, 'conv2d', counted_conv2d)
+
+    owner = make(6, 10, mode='anchor', anchor_size=(2, 2), with_cp=True)
+    group = make(6, 10, mode='patch_group', patch_grid=(2, 2), num_groups=2,
+                 embeddings_from='anchor')
+    group.share_embeddings(owner)
+    student, teacher = inputs(2, 6, 10, (4, 4))
+    student.requires_grad_(True)
+    order = []
+    for name in ('query', 'key', 'value'):
+        getattr(owner, name).conv.weight.register_hook(
+            lambda grad, name=name: order.append(name))
+    loss = owner(student, teacher).square().sum() + \
+        group(student, teacher).square().sum()
+    backward[0] = True
+    loss.backward()
+    assert calls == {'cell_mean': 3, 'tokens': 3, 'conv2d_in_backward': 0}
+    # the key embedding's backward (on the teacher's channels) comes last
+    assert order[-1] == 'key' and sorted(order) == ['key', 'query', 'value']
