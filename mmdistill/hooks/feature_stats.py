@@ -6,7 +6,7 @@ from mmengine.hooks import Hook
 
 from mmdistill.distillers.controls import feature_stats_tensors
 from mmdistill.registry import HOOKS
-from .utils import distiller_of
+from .utils import distiller_of, train_log_header
 
 
 def feature_stats(features: Dict[str, tuple]) -> Dict[str, Dict[str, float]]:
@@ -121,8 +121,7 @@ class FeatureStatsHook(Hook):
         }
         runner.visualizer.add_scalars(scalars, step=runner.iter + 1)
         if self.log:
+            header = train_log_header(runner, batch_idx)
             for pair, values in stats.items():
                 text = ', '.join(f'{k}: {v:.4g}' for k, v in values.items())
-                runner.logger.info(
-                    f'Iter(train) [{runner.iter + 1}] distill {pair}: '
-                    f'{text}')
+                runner.logger.info(f'{header}  distill {pair}: {text}')

@@ -68,6 +68,8 @@ def test_logged_to_the_visualiser_and_the_log(tiny_cfg):
     assert row['distill_stats/stage4/loss'] > 0
     log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
     assert 'distill stage4: loss:' in log
+    # the runner's own header (mmseg: by iteration, aligned to max_iters)
+    assert 'Iter(train) [4/5]  distill stage4: loss:' in log
     # only the collecting iterations compute statistics (the 5th does not)
     assert runner.model.controls.collect_stats is False
 
@@ -120,3 +122,18 @@ def test_teacher_runs_while_a_weight_is_measured():
     assert controls.teacher_needed
     controls.loss_weights['a'] = 2.0
     assert not controls.teacher_needed
+
+
+def test_log_header_is_the_runners():
+    """The header of mmengine's LogProcessor for a training line: by
+    iteration (mmseg) or by epoch (mmdet, mmpretrain), aligned alike."""
+    from types import SimpleNamespace
+
+    from mmdistill.hooks.utils import train_log_header
+    runner = SimpleNamespace(log_processor=SimpleNamespace(by_epoch=False),
+                             iter=19, max_iters=80000)
+    assert train_log_header(runner, 19) == 'Iter(train) [   20/80000]'
+    runner = SimpleNamespace(log_processor=SimpleNamespace(by_epoch=True),
+                             epoch=2, max_epochs=12, iter=1000,
+                             train_dataloader=[None] * 7330)
+    assert train_log_header(runner, 19) == 'Epoch(train)  [3][  20/7330]'
