@@ -1069,8 +1069,9 @@ def test_anchor_pool_and_regroup_gradients_add_in_place():
     """The anchor's cell mean and the patch-group's regrouping (the two
     uses of shared embeddings) give autograd's values and gradients, each
     gradient one new (N, C, H, W) tensor of its own, which autograd adds
-    the other to in place: their backward makes two maps, where
-    mean-then-reshape and reshaping the tokens back make three."""
+    the other to in place: their backward makes two maps (mean-then-reshape
+    and reshaping the tokens back give views, which may cost a third map
+    for the sum)."""
     size, grid, c = (16, 32), (4, 8), 16
     layout = tat_module._GroupLayout(2, c, grid[0], size[0] // grid[0],
                                      grid[1], size[1] // grid[1], 8)
@@ -1107,22 +1108,17 @@ def test_anchor_pool_and_regroup_gradients_add_in_place():
         assert g._base is None and g.is_contiguous() and g.shape == x.shape
 
     one_map = x.numel() * 4
-    x32, w32 = x.float(), [w.float() for w in weights]
-    peaks = []
-    for fn in (ours, plain):
-        leaf = x32.clone().requires_grad_(True)
-        pooled, tokens = fn(leaf * 1.0)  # of an intermediate, as in TaT
-        loss = (pooled * w32[0]).sum() + \
-            tokens.reshape(-1).dot(w32[1].reshape(-1))
-        del pooled, tokens
-        # what the backward allocates beyond what is held before it
-        peaks.append(cpu_peak_allocated(
-            lambda: torch.autograd.grad(loss, leaf)[0])[1])
-    # two maps (the two gradients, summed in place) and small ones; plain
-    # autograd: three (and an out-of-place sum)
-    small = 4 * weights[0].numel()
-    assert peaks[0] <= 2 * one_map + 4 * small < 3 * one_map <= peaks[1], \
-        (peaks, one_map)
+    leaf = x.float().requires_grad_(True)
+    pooled, tokens = ours(leaf * 1.0)  # of an intermediate, as in TaT
+    loss = (pooled * weights[0].float()).sum() + \
+        tokens.reshape(-1).dot(weights[1].float().reshape(-1))
+    del pooled, tokens
+    # what the backward allocates beyond what is held before it: the two
+    # gradients, summed in place, and small ones (plain autograd's figure
+    # varies: three maps, or two, with the torch version and state)
+    _, peak = cpu_peak_allocated(lambda: torch.autograd.grad(loss, leaf))
+    assert peak <= 2 * one_map + 4 * 4 * weights[0].numel() < 3 * one_map, \
+        (peak, one_map)
 
 
 def test_with_cp_recomputes_a_pointwise_conv_as_matrix_products():
