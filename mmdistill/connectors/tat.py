@@ -876,19 +876,19 @@ class TaTConnector(BaseModule):
                 'neighbouring patches overlap (no row or column is dropped) '
                 'and overlapped positions average their results.')
         layout = _GroupLayout(n, c, grid_h, ph, grid_w, pw, self.num_groups)
+        # patches that tile the map, grouped by one permutation of a view
+        tiled = not overlap and layout.order is not None
         for i in range(3):
             x = qkv[i]
             if overlap:  # the patches' rows and columns, gathered
                 x = x[:, :, rows][..., cols]
-            if overlap or layout.order is None:
-                # (N, C, H, W) -> (N, C, n, ph, m, pw), a view when they tile
-                qkv[i] = layout.tokens(x.reshape(layout.patch_shape))
-            else:
+            if tiled:
                 qkv[i] = _Tokens.apply(x, layout)
+            else:
+                qkv[i] = layout.tokens(x.reshape(layout.patch_shape))
             del x
         length, dim = qkv[0].shape[-2:]
-        if not overlap and layout.order is not None and (
-                keep or length <= dim or not _SDPA_HAS_SCALE):
+        if tiled and (keep or length <= dim or not _SDPA_HAS_SCALE):
             # the map is formed (see _attend), straight into (N, C, H, W)
             q, k, v = qkv
             qkv.clear()
