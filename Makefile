@@ -29,7 +29,7 @@ test-fast: install
 
 DEMO_ARGS ?=
 
-# DEMO_FAST=1 make demo: the few-minute variant the test suite runs
+# DEMO_FAST=1 make demo: the under-a-minute variant the test suite runs
 demo: install
 	$(PY) demo/run_demo.py $(DEMO_ARGS)
 

@@ -28,8 +28,9 @@ def requirements(name: str) -> list:
 
 def add_mim_extension() -> None:
     """Ship configs/ and tools/ in mmdistill/.mim so that `mim train
-    mmdistill CONFIG` and `mmdistill::` config paths work. An editable
-    install links them, a wheel copies them."""
+    mmdistill CONFIG` finds them (mmengine's `pkg::` config prefix knows
+    only the OpenMMLab packages, not mmdistill). An editable install links
+    them, a wheel copies them."""
     mim = osp.join(HERE, 'mmdistill', '.mim')
     os.makedirs(mim, exist_ok=True)
     editable = 'develop' in os.sys.argv or 'editable_wheel' in os.sys.argv
