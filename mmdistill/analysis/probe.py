@@ -180,39 +180,49 @@ def is_distiller(cfg) -> bool:
 
 
 def _student_source(path: str, student: dict) -> Optional[str]:
-    """The OpenMMLab config (``mmseg::...``) a distillation config file
-    takes its student from: the first one its local ``_base_`` files
-    inherit whose model has the student's type and backbone; None when
-    that cannot be told."""
+    """The config a distillation config file takes its student from: the
+    nearest ``_base_`` file (local or ``mmseg::...``) whose model is the
+    student as the distillation config has it (so a local file that
+    shrinks or changes a stock model is named, not the stock one); else the
+    first OpenMMLab config it inherits whose model has the student's type
+    and backbone; None when that cannot be told."""
     from mmdistill.utils.config import load_config
     from .suggest import _bases
 
-    def scoped(file: str, seen: Tuple[str, ...]) -> List[str]:
-        found = []
+    if '::' in path or not osp.isfile(path):
+        return None
+    # the inherited files, nearest first (breadth-first)
+    order, queue, seen = [], [osp.abspath(path)], set()
+    while queue:
+        file = queue.pop(0)
         try:
             bases = _bases(file)
         except (OSError, SyntaxError, ValueError):
-            return found
+            continue
         for base in bases:
-            if '::' in base:
-                found.append(base)
-                continue
-            local = osp.normpath(osp.join(osp.dirname(file), base))
-            if osp.isfile(local) and local not in seen:
-                found += scoped(local, seen + (file, ))
-        return found
-
-    if '::' in path or not osp.isfile(path):
-        return None
-    backbone = (student.get('backbone') or {})
-    for base in scoped(osp.abspath(path), ()):
+            if '::' not in base:
+                base = osp.normpath(osp.join(osp.dirname(file), base))
+                if not osp.isfile(base):
+                    continue
+                queue.append(base)
+            if base not in seen:
+                seen.add(base)
+                order.append(base)
+    models = []
+    for base in order:
         try:
             model = load_config(base).get('model') or {}
         except Exception:  # an unreadable base only loses the hint
             continue
+        if model == student:
+            return base
+        models.append((base, model))
+    backbone = (student.get('backbone') or {})
+    for base, model in models:
         theirs = model.get('backbone') or {}
-        if model.get('type') == student.get('type') and all(
-                theirs.get(k) == backbone.get(k) for k in ('type', 'depth')):
+        if '::' in base and model.get('type') == student.get('type') and \
+                all(theirs.get(k) == backbone.get(k)
+                    for k in ('type', 'depth')):
             return base
     return None
 

@@ -505,7 +505,8 @@ def level_pairs(student: Probe, teacher: Probe, own_conv_only: bool,
 def last_stage_pair(student: Probe, teacher: Probe
                     ) -> Tuple[Candidate, Candidate]:
     """The teacher's last backbone stage and the student's last stage at
-    the same stride."""
+    the same stride; when no student stage has it, the student's last
+    stage (its map is then resized, see :func:`resize_for`)."""
     t_stages = [c for c in teacher.by_role(STAGE) if c.spatial]
     s_stages = [c for c in student.by_role(STAGE) if c.spatial]
     if not t_stages or not s_stages:
@@ -516,15 +517,42 @@ def last_stage_pair(student: Probe, teacher: Probe
     t_last = max(returned or t_stages, key=lambda c: (c.index or 0, c.order))
     same = [c for c in s_stages if _same_place(c, t_last)]
     if not same:
-        raise SuggestError(
-            f"The teacher's last backbone stage {t_last.describe_tap()} has "
-            f'stride {t_last.stride} ({_size(t_last)}), but no student stage '
-            'has: student stages ' + ', '.join(
-                f'{c.describe_tap()} stride {c.stride}' for c in s_stages)
-            + '. Pick a student with the same output stride (a dilated '
-            '"-d8" backbone for a d8 teacher), since a connector keeps the '
-            "student's map size.")
+        return _last_stage(student), t_last
     return max(same, key=lambda c: c.order), t_last
+
+
+def resize_for(s: Candidate, t: Candidate) -> Optional[dict]:
+    """The connector's ``resize`` that brings the student map ``s`` to the
+    teacher's size: None when the sizes are equal, ``'pool'`` to shrink,
+    ``'bilinear'`` otherwise."""
+    if not s.spatial or not t.spatial or s.spatial == t.spatial:
+        return None
+    larger = all(a >= b for a, b in zip(s.spatial, t.spatial))
+    return dict(mode='pool') if larger else dict(mode='bilinear')
+
+
+def _with_resize(spec: dict, resize: dict) -> dict:
+    """``spec`` whose connector resizes the student map (an
+    ``IdentityConnector`` when it has none), keys in the written order."""
+    connector = copy.deepcopy(spec.get('connector')) or \
+        dict(type='IdentityConnector')
+    connector['resize'] = resize
+    out = dict(student=spec['student'], teacher=spec['teacher'],
+               connector=connector)
+    out.update((k, v) for k, v in spec.items() if k not in out)
+    return out
+
+
+def _resize_note(s: Candidate, t: Candidate, resize: dict) -> str:
+    how = 'shrinks' if resize['mode'] == 'pool' else 'upsamples'
+    return (f"the student's {s.describe_tap()} (stride {s.stride}, "
+            f"{_spatial_text(s)}) and the teacher's {t.describe_tap()} "
+            f'(stride {t.stride}, {_spatial_text(t)}) differ in size, and no '
+            'student layer of this role has the teacher\'s: the '
+            f"connector's resize=dict(mode={resize['mode']!r}) {how} the "
+            "student map to the teacher's before the connector (README "
+            '"What gets paired"); a student with the teacher\'s output '
+            'stride (a dilated "-d8" backbone for a d8 teacher) needs none')
 
 
 def _last_stage(probe: Probe) -> Optional[Candidate]:
@@ -582,7 +610,8 @@ def _spatial_text(c: Candidate) -> str:
 def logits_pair(student: Probe, teacher: Probe
                 ) -> Tuple[Candidate, Candidate]:
     """The decode heads' logits (the last conv whose output the head
-    returns) of equal stride and class count."""
+    returns), of equal class count; of another stride, the student's are
+    resized (see :func:`resize_for`)."""
 
     def logits(probe: Probe) -> Candidate:
         heads = [c for c in probe.by_role(HEAD) if c.spatial
@@ -598,10 +627,6 @@ def logits_pair(student: Probe, teacher: Probe
             f'The logits have {s.channels} (student) and {t.channels} '
             '(teacher) classes: logit distillation needs the same classes. '
             'Use a teacher trained on the same dataset.')
-    if not _same_place(s, t):
-        raise SuggestError(
-            f'The logits have strides {s.stride} (student) and {t.stride} '
-            '(teacher): pick decode heads of the same output stride.')
     return s, t
 
 
@@ -851,6 +876,11 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
                 notes.append(note)
         name = new_name if single_role else name
         entries, fill_notes = _group(name, pairs, template, by_index)
+        resize = None if det else resize_for(*pairs[0])
+        if resize:  # one stage or logits pair
+            entries = {key: _with_resize(spec, resize)
+                       for key, spec in entries.items()}
+            fill_notes.append(_resize_note(*pairs[0], resize))
         for note in fill_notes:
             if note not in notes:
                 notes.append(note)

@@ -19,7 +19,6 @@ matrix), and the matrix is only formed when it is asked for, see
 explicitly, which keeps less for the backward.
 """
 import contextlib
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,6 +32,7 @@ from torch.autograd.function import once_differentiable
 from mmdistill.registry import MODELS
 from mmdistill.utils.tensor import (autocast_dtype,
                                     gradients_in_place_allowed, upcast)
+from mmdistill.utils.warn import warn
 
 _MODES = ('global', 'patch_group', 'anchor')
 _ANCHOR_OUTPUTS = ('upsample', 'anchor')
@@ -532,11 +532,11 @@ class _SharedEmbeddings:
             self._left = 0
             if not self.warned:
                 self.warned = True
-                warnings.warn(
+                warn(
                     'TaTConnector: connectors that share embeddings '
                     '(embeddings_from) got different features in one step, '
                     'so the embeddings were computed twice; they should tap '
-                    'the same student and teacher layers.', UserWarning)
+                    'the same student and teacher layers.')
         elif self.users > 1:
             self._inputs, self._outputs = (student, teacher), outputs
             self._left = self.users - 1
@@ -806,7 +806,7 @@ class TaTConnector(BaseModule):
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, UserWarning, stacklevel=3)
+            warn(message, stacklevel=3)
 
     def _attend(self, qkv: List[torch.Tensor],
                 keep: Optional[bool]) -> torch.Tensor:

@@ -15,14 +15,13 @@ iteration after the update:
   synchronised) together with the gradient norm mmengine logged
   (``train/grad_norm``, present when ``optim_wrapper.clip_grad`` is set).
 """
-import logging
 import math
-import warnings
 from collections import deque
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
-from mmengine.logging import print_log
+
+from mmdistill.utils.warn import warn
 
 GUARD_ACTIONS = ('stop', 'warn', 'off')
 
@@ -323,8 +322,7 @@ class DistillGuard:
         message = ('Distillation may not train (guard, reported once per '
                    'pair and problem):\n' + '\n'.join(
                        f'  - {text}' for _, _, text in new))
-        print_log(message, logger='current', level=logging.WARNING)
-        warnings.warn(message, stacklevel=3)
+        warn(message, stacklevel=3)
 
 
 def _message_hub(message_hub):

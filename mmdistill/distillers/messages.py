@@ -103,7 +103,7 @@ def pair_error(pair: Pair, stage: str, err: Exception,
                 f'The student tap has {have} channels: set '
                 f'{pair.config_path("connector")}.in_channels={have}.')
     else:
-        advice = shape_advice(pair, connector, student, teacher)
+        advice = shape_advice(pair, connector, student, teacher, loss)
     marker = f'{shape_of(teacher)}: '
     replaced = stage == 'loss' and bool(advice) and marker in text
     if replaced:
@@ -125,8 +125,10 @@ def pair_error(pair: Pair, stage: str, err: Exception,
 
 
 def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
-                 teacher) -> List[str]:
-    """What to change when the loss got features it cannot compare."""
+                 teacher, loss: Optional[nn.Module] = None) -> List[str]:
+    """What to change when the loss got features it cannot compare (a loss
+    with its own channel alignment, FGD's ``student_channels`` and
+    ``in_channels``, is told to set those)."""
     if not all(isinstance(x, torch.Tensor) for x in (student, teacher)):
         return []
     if student.dim() != teacher.dim() or student.dim() < 3:
@@ -145,11 +147,25 @@ def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
         out.append(
             f'The spatial sizes differ (student {s_size}, teacher '
             f'{t_size}): {change}; or tap layers with the same output size: '
-            f'change the student tap {pair.student.path!r} or the teacher '
-            f'tap {pair.teacher.path!r} (e.g. the same stage or FPN level '
+            f'change the student tap {str(pair.student)!r} or the teacher '
+            f'tap {str(pair.teacher)!r} (e.g. the same stage or FPN level '
             'on both sides).')
     s_channels, t_channels = channels_of(student), channels_of(teacher)
-    if s_channels != t_channels:
+    aligns = {attr: getattr(loss, attr, None)
+              for attr in ('student_channels', 'in_channels')}
+    if connector is None and all(isinstance(v, int)
+                                 for v in aligns.values()):
+        # the loss aligns the student's channels to the teacher's itself
+        fixes = [f'{pair.config_path("loss")}.{attr}={have}'
+                 for attr, have in (('student_channels', s_channels),
+                                    ('in_channels', t_channels))
+                 if have is not None and aligns[attr] != have]
+        if fixes:
+            out.append(
+                f'The student tap has {s_channels} channels and the teacher '
+                f'tap {t_channels}; {type(loss).__name__} aligns them itself: '
+                f'set {" and ".join(fixes)}.')
+    elif s_channels != t_channels:
         if connector is None:
             out.append(
                 f'The channels differ (student {s_channels}, teacher '

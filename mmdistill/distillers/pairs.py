@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence
 
 from mmdistill.connectors.resize import check_resize
+from mmdistill.utils.names import did_you_mean
 from .taps import Tap, expand_braces, parse_tap
 
 AUTO = 'auto'
@@ -124,7 +125,11 @@ def _group(name: str, spec) -> List[Pair]:
             'teacher="neck[0]", loss=dict(type="L2Loss")).')
     unknown = set(spec) - set(PAIR_KEYS)
     if unknown:
-        raise ValueError(f'distill.{name}: unknown keys {sorted(unknown)}.')
+        hints = ''.join(f' {key!r}{did_you_mean(key, PAIR_KEYS)}'
+                        for key in sorted(unknown))
+        raise ValueError(
+            f'distill.{name}: unknown key(s){hints}; a pair takes '
+            f'{", ".join(PAIR_KEYS)}.')
     students = expand_braces(spec['student'])
     teachers = expand_braces(spec['teacher'])
     count = max(len(students), len(teachers))

@@ -1,7 +1,6 @@
 """One frozen teacher, one student, any number of distillation pairs."""
 import copy
 import inspect
-import warnings
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +15,9 @@ from torch.utils.checkpoint import checkpoint
 from mmdistill.connectors.resize import resize_to
 from mmdistill.registry import MODELS
 from mmdistill.utils.checkpoint import load_weights
+from mmdistill.utils.names import UnknownNameError, closest
 from mmdistill.utils.tensor import autocast_enabled, gradients_in_place
+from mmdistill.utils.warn import warn
 from .controls import LOSS_PREFIX, DistillControls
 from .guard import DistillGuard
 from .messages import (WRAPPED, channel_problems, channels_of, pair_error,
@@ -63,12 +64,88 @@ def pair_saved_tensors():
     return hooks(_pack_in_pair, _unpack_in_pair)
 
 
-def build_component(cfg: dict) -> nn.Module:
+def build_component(cfg: dict, where: str) -> nn.Module:
     """Build a connector or loss in the ``mmdistill`` scope (the runner's
     default scope is the student's, e.g. ``mmdet``); a scoped type such as
-    ``'mmdet.SmoothL1Loss'`` still resolves through its own registry."""
+    ``'mmdet.SmoothL1Loss'`` still resolves through its own registry.
+
+    Args:
+        cfg (dict): The config, with ``type``.
+        where (str): Its config key, for messages
+            (``'distill.fpn.loss'``).
+
+    Returns:
+        nn.Module: The connector or loss.
+
+    Raises:
+        UnknownNameError: ``type`` is not registered (the message names
+            ``where`` and the closest registered names).
+        TypeError: The class does not take an argument given (the message
+            names ``where`` and the arguments it takes).
+    """
+    kind = cfg.get('type') if isinstance(cfg, dict) else None
     with DefaultScope.overwrite_default_scope('mmdistill'):
-        return MODELS.build(cfg)
+        if isinstance(kind, str) and MODELS.get(kind) is None:
+            names = sorted(name for name in MODELS.module_dict
+                           if not name.endswith('Distiller'))
+            close = closest(kind, names)
+            if close and close[0].lower() == kind.lower():
+                close = close[:1]  # only the case differs
+            hint = (f"did you mean {' or '.join(repr(c) for c in close)}? "
+                    if close else '')
+            raise UnknownNameError(
+                f'{where}.type={kind!r} is not a registered mmdistill '
+                f'connector or loss: {hint}mmdistill registers '
+                f'{", ".join(names)}; another package\'s class takes its '
+                "scope, e.g. 'mmdet.SmoothL1Loss'.")
+        try:
+            return MODELS.build(cfg)
+        except TypeError as err:
+            cls = MODELS.get(kind) if isinstance(kind, str) else kind
+            takes = ''
+            if inspect.isclass(cls):
+                params = [name for name, p in inspect.signature(
+                    cls.__init__).parameters.items()
+                    if name != 'self' and p.kind not in (p.VAR_POSITIONAL,
+                                                         p.VAR_KEYWORD)]
+                takes = f' {cls.__name__} takes {", ".join(params)}.'
+            if "'align_corners'" in str(err):
+                takes += (" align_corners goes inside resize: resize=dict("
+                          "mode='bilinear', align_corners=True).")
+            raise TypeError(f'{where}: {err}.{takes}') from err
+
+
+#: keys that mmseg's ``init_model`` sets on ``cfg.model`` before building
+#: it as a plain model
+_INFERENCE_KEYS = {'pretrained', 'train_cfg'}
+
+
+def _unexpected_keys_message(unexpected: dict) -> str:
+    """Why a distiller got keys it does not take: the student's model keys
+    merged into it (``_delete_=True`` missing), or an inference API that
+    builds ``cfg.model`` as a plain model."""
+    keys = sorted(unexpected)
+    if set(keys) <= _INFERENCE_KEYS:
+        return (
+            f'SingleTeacherDistiller got {keys}, which mmseg\'s init_model '
+            'sets on the config\'s model to build it as a plain model. For '
+            'inference with a distilled student, give init_model (or '
+            "mmdet's init_detector) the student config (student_config.py "
+            'in the work dir, written by StudentCheckpointHook, or by '
+            'tools/export_student.py) and the student-only checkpoint '
+            '(*_student.pth); tools/test.py takes the distillation config '
+            'itself.')
+    return (
+        f'SingleTeacherDistiller got the keys {keys}, which are not its '
+        'arguments: they look like the student model\'s own keys, merged in '
+        "because the config's `model = dict(...)` extends the `model` it "
+        'inherits from the student\'s config. Start it with '
+        '`model = dict(_delete_=True, '
+        "type='mmdistill.SingleTeacherDistiller', student={{_base_.model}}, "
+        'teacher=..., distill=...)`, so that the '
+        'student\'s model goes in `student` only. The distiller takes '
+        'student, teacher, distill, student_checkpoint, '
+        'init_student_from_teacher, guard, data_preprocessor, init_cfg.')
 
 
 @MODELS.register_module()
@@ -152,7 +229,10 @@ class SingleTeacherDistiller(BaseModel):
                  init_student_from_teacher: Optional[List[str]] = None,
                  guard: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **unexpected) -> None:
+        if unexpected:
+            raise TypeError(_unexpected_keys_message(unexpected))
         super().__init__(init_cfg=init_cfg)
         if not isinstance(student, dict) or 'type' not in student:
             raise TypeError(
@@ -196,8 +276,10 @@ class SingleTeacherDistiller(BaseModel):
         self._loss_takes_samples: Dict[str, bool] = {}
         for name, pair in self.pairs.items():
             if pair.connector is not None:
-                self.connectors[name] = build_component(pair.connector)
-            self.distill_losses[name] = build_component(pair.loss)
+                self.connectors[name] = build_component(
+                    pair.connector, pair.config_path('connector'))
+            self.distill_losses[name] = build_component(
+                pair.loss, pair.config_path('loss'))
             params = inspect.signature(
                 self.distill_losses[name].forward).parameters
             self._loss_takes_samples[name] = 'data_samples' in params
@@ -316,7 +398,7 @@ class SingleTeacherDistiller(BaseModel):
         found = preprocessing_differences(self.data_preprocessor,
                                           self.teacher.data_preprocessor)
         if found:
-            warnings.warn(
+            warn(
                 'The teacher config preprocesses its input unlike the '
                 f'student ({"; ".join(found)}); the student\'s data '
                 'preprocessor serves both models, so the teacher sees '
@@ -572,7 +654,7 @@ class SingleTeacherDistiller(BaseModel):
         if (self.training and not student.requires_grad
                 and name not in self._warned_no_grad):
             self._warned_no_grad.add(name)
-            warnings.warn(
+            warn(
                 f'The student tap of pair {name!r} '
                 f'({self.pairs[name].student}) carries no gradient (a frozen '
                 'stage, e.g. frozen_stages, no_grad code, or a layer inside a '

@@ -24,6 +24,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Union
 import torch
 import torch.nn as nn
 
+from mmdistill.utils.names import UnknownNameError
+
 _BRACES = re.compile(r'\{([^{}]*)\}')
 _INDEXED = re.compile(r'^(?P<path>[^\[\]]*)\[(?P<index>-?\d+)\]$')
 
@@ -124,14 +126,39 @@ def expand_braces(spec: Union[str, dict]) -> List[Union[str, dict]]:
     return expanded
 
 
+#: containers that never run as a whole: their owner loops over them
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict)
+
+
+def _container_problem(tap: Tap, module: nn.Module, owner: str) -> str:
+    """Why a tap on a ModuleList/ModuleDict never records, and what to tap
+    instead: its last element, or the output of the module that owns it."""
+    children = [name for name, _ in module.named_children()]
+    last = f'{tap.path}.{children[-1]}' if children else None
+    top = tap.path.split('.')[0]
+    instead = [repr(last)] if last else []
+    instead.append(f"an output of the module that runs it, e.g. '{top}[i]' "
+                   f'(the i-th element of what {top} returns)')
+    return (f'  {tap.path!r} is a {type(module).__name__} of the {owner}, '
+            'which never runs as a whole (its owner loops over it): tap '
+            + ' or '.join(instead))
+
+
 def check_paths(model: nn.Module, taps: List[Tap], owner: str) -> None:
     """Raise :class:`TapPathError` (a ``KeyError``) naming each unknown
-    path and the closest existing names."""
-    names = [name for name, _ in model.named_modules() if name]
-    known = set(names)
+    path and the closest existing names, and each path of a container
+    (``ModuleList``, ``ModuleDict``) that never runs, with what to tap
+    instead."""
+    modules = dict(model.named_modules())
+    # suggestions name only modules that can run
+    names = [name for name, module in modules.items()
+             if name and not isinstance(module, _CONTAINERS)]
     problems = []
     for tap in taps:
-        if tap.path not in known:
+        module = modules.get(tap.path) if tap.path else None
+        if isinstance(module, _CONTAINERS):
+            problems.append(_container_problem(tap, module, owner))
+        elif module is None:
             close = difflib.get_close_matches(tap.path, names, n=5, cutoff=0.5)
             if not close:
                 parent = tap.path.rsplit('.', 1)[0]
@@ -146,15 +173,15 @@ def check_paths(model: nn.Module, taps: List[Tap], owner: str) -> None:
         raise TapPathError(
             f'Unknown {owner} tap path(s):\n' + '\n'.join(problems) +
             f'\nTop-level modules of the {owner}: {top}. A path is a name '
-            'from model.named_modules(), e.g. "neck.fpn_convs.0.conv".')
+            'from model.named_modules(), e.g. "neck.fpn_convs.0.conv"; '
+            '"backbone[3]" is element 3 of what the backbone returns (one '
+            'map per stage). tools/analysis/suggest_pairs.py lists the '
+            'layers worth tapping.')
 
 
-class TapPathError(KeyError):
-    """An unknown module path; prints its message unquoted, unlike
-    ``KeyError``."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ''
+class TapPathError(UnknownNameError):
+    """An unknown module path (a ``KeyError`` printing its message
+    unquoted)."""
 
 
 class StopForward(BaseException):

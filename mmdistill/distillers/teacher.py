@@ -15,6 +15,7 @@ from mmdistill.utils.checkpoint import load_weights
 from mmdistill.utils.config import load_config
 from mmdistill.utils.tensor import autocast_enabled
 from mmdistill.utils.version_guard import check_scope
+from mmdistill.utils.warn import warn
 from .taps import StopForward
 
 
@@ -396,7 +397,7 @@ class TeacherRunner:
             restore_weights(cast)
             features = self._run(inputs, data_samples, stop, context)
             name = str(self.dtype).replace('torch.', '')
-            warnings.warn(
+            warn(
                 f"teacher.dtype='{name}': the teacher does not run with its "
                 f'convolution and linear weights stored in {name} ({err}); '
                 'they stay float32 and autocast casts them at every step '

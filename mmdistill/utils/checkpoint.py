@@ -26,7 +26,6 @@ import io
 import os
 import os.path as osp
 import urllib.error
-import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from .safe_pickle import UnsafeCheckpointError, safe_torch_load
+from .warn import warn
 
 STUDENT_PREFIX = 'student.'
 #: below this share of a model's values loaded, a checkpoint "does not fit"
@@ -343,8 +343,8 @@ def load_weights(model: nn.Module,
             (f', or {hint} to load only the matching weights.'
              if hint and fraction >= min_fraction else '.'))
     if report:
-        warnings.warn(f'{head}:{report}\nLoading the matching weights only '
-                      f'(strict=False): {share}.')
+        warn(f'{head}:{report}\nLoading the matching weights only '
+             f'(strict=False): {share}.')
     model.load_state_dict({k: state[k] for k in fits}, strict=False)
     print_log(f'{owner} checkpoint {checkpoint}: loaded {share}.',
               logger='current')

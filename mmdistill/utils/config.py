@@ -1,13 +1,40 @@
 """Configs: loading the ones that name a teacher, and the plain student
 config of a distillation config."""
 import copy
+import importlib.util
+import os
 import os.path as osp
 from typing import Optional
 
 from mmengine.config import Config
 
+from .names import closest
+
 #: the student config StudentCheckpointHook writes into the work dir
 STUDENT_CONFIG = 'student_config.py'
+
+
+def _closest_shipped(path: str) -> str:
+    """``'; closest: ...'`` for a ``scope::dir/file.py`` path that does not
+    exist: the files of that package's config folder with the closest
+    names (or its closest folders), or ``''``."""
+    scope, rel = path.split('::', 1)
+    package = {'mmseg': 'mmseg', 'mmdet': 'mmdet',
+               'mmpretrain': 'mmpretrain'}.get(scope)
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        return ''
+    root = osp.join(list(spec.submodule_search_locations)[0], '.mim',
+                    'configs')
+    folder, name = osp.split(rel)
+    if osp.isdir(osp.join(root, folder)):
+        found = closest(name, os.listdir(osp.join(root, folder)))
+        found = [f'{scope}::{folder}/{f}' for f in found]
+    elif osp.isdir(root):
+        found = [f'{scope}::{f}/' for f in closest(folder, os.listdir(root))]
+    else:
+        return ''
+    return f'; closest: {", ".join(found)}' if found else ''
 
 
 def load_config(path: str) -> Config:
@@ -19,11 +46,15 @@ def load_config(path: str) -> Config:
             return get_config(path)
         except Exception as err:
             scope = path.split('::', 1)[0]
+            reason = str(err)
+            if len(reason) > 400:
+                reason = reason[:400] + ' ...'
+            # mmengine's own error chain lists every config it knows
             raise FileNotFoundError(
-                f'Cannot load the config {path!r}: {err}. Check that the '
+                f'Cannot load the config {path!r}: {reason}. Check that the '
                 f'package of scope {scope!r} is installed and that the file '
                 'exists in its configs/ folder (3.x file names for mmdet, '
-                '1.x for mmseg).') from err
+                f'1.x for mmseg){_closest_shipped(path)}.') from None
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'Config file {path!r} does not exist (relative paths are taken '

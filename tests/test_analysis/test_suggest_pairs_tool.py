@@ -12,6 +12,7 @@ import importlib.util
 import os.path as osp
 
 import pytest
+import torch
 from mmengine.config import Config
 from tiny_configs import (CASCADE_X101, FASTER_R50, PSPNET_R18, PSPNET_R101,
                           SEG_SIZE)
@@ -141,6 +142,28 @@ def test_distillation_config_is_refused_before_building(role):
     assert wanted in message and '\n' not in message
 
 
+def test_distillation_config_names_the_nearest_file_of_its_student(
+        pair_files, tmp_path):
+    """A user's chain: the distillation config inherits a local file that
+    changes the student's model; that file is named, not the one it
+    inherits (whose model is not the student's)."""
+    student, teacher = pair_files(PSPNET_R18, PSPNET_R101, 'seg')
+    local = tmp_path / 'my_student.py'
+    local.write_text(f'_base_ = [{student!r}]\n'
+                     'model = dict(decode_head=dict(dropout_ratio=0.3))\n')
+    distill = tmp_path / 'my_distill.py'
+    distill.write_text(
+        "_base_ = ['my_student.py']\n"
+        "model = dict(_delete_=True, type='mmdistill.SingleTeacherDistiller',"
+        ' student={{_base_.model}}, teacher=dict(config=' + repr(teacher) +
+        ", checkpoint='t.pth'), distill=dict())\n")
+    with pytest.raises(ProbeError) as err:
+        probe_model(load_config(str(distill)), str(distill), role='student')
+    message = str(err.value)
+    assert f'its student comes from {local}' in message
+    assert f'from {student}' not in message
+
+
 def test_distillation_config_is_one_line_from_the_tool(pair_files, capsys):
     student, _ = pair_files(PSPNET_R18, PSPNET_R101, 'seg')
     code = load_tool().run([student, osp.join(ROOT, TAT), '--method',
@@ -170,6 +193,43 @@ def test_shallower_student_stage_is_named(pair_files):
     # the student's last stage at the teacher's stride: no note
     s, t = probes(student, teacher)
     assert not any('last stage' in n for n in suggest(s, t, 'mlp').notes)
+
+
+@pytest.mark.parametrize('method,role', [('mlp', 'backbone'),
+                                         ('cwd', 'logits')])
+def test_no_student_layer_of_the_teachers_stride_is_resized(
+        pair_files, tmp_path, method, role):
+    """A stride-8 student (R18-d8) and a stride-32 teacher: no student
+    stage or logits have the teacher's stride, so the student's last stage
+    (logits) is paired and its connector pools it to the teacher's size;
+    the written config builds and one step trains."""
+    from mmengine.registry import MODELS, DefaultScope
+
+    from mmdistill.testing import random_batch, use_random_teacher
+    student, teacher = pair_files(PSPNET_R18, PSPNET_R101, 'seg')
+    out = str(tmp_path / f'{method}.py')
+    result = load_tool().main([student, teacher, '--method', method, '--out',
+                               out, *SIZE, '--teacher-cfg-options',
+                               *STRIDE_32])
+    assert 'error' not in result, result.get('error')
+    cfg = Config.fromfile(out)
+    pair = cfg.model.distill[role]
+    assert pair.connector.resize == dict(mode='pool')
+    if role == 'backbone':
+        assert pair.student == 'backbone.layer4'
+        assert pair.connector.type == 'MLPConnector'
+    else:
+        assert pair.connector.type == 'IdentityConnector'
+    assert any('differ in size' in note and "mode='pool'" in note
+               for note in result['notes'])
+    use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        distiller = MODELS.build(cfg.model)
+    data = distiller.data_preprocessor(random_batch('seg', SEG_SIZE, 2, 19),
+                                       True)
+    distiller.train()
+    losses = distiller(data['inputs'], data['data_samples'], mode='loss')
+    assert torch.isfinite(losses[f'loss_distill_{role}'])
 
 
 # ------------------------------------------- 5: preprocessing warning

@@ -1,11 +1,17 @@
 """Connector and loss errors name the pair, both taps, their shapes and what
 to change (issue 10 item 7), at build time where the taps say their
-channels, else at the first forward."""
+channels, else at the first forward. A user's config mistakes stop at build
+time naming the config key and the fix: the student's model keys merged
+into the distiller (``_delete_=True`` missing), a misspelled loss or
+connector type, an argument a connector does not take, a misspelled pair
+key, a tap on a container that never runs."""
 import copy
+import logging
 
 import pytest
 import torch
 from mmengine.config import ConfigDict
+from mmengine.logging import MMLogger
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
 
@@ -201,3 +207,159 @@ def test_a_loss_that_returns_a_map_is_named(retina):
                        r'loss must return one number .*\.sum\(\) or '
                        r'\.mean\(\)'):
         forward(model)
+
+
+def test_student_keys_merged_into_the_distiller_name_delete(retina):
+    """``model = dict(type=..., student=..., ...)`` without ``_delete_``
+    inherits the student's ``backbone``, ``neck``, ... from ``_base_``."""
+    cfg = retina
+    merged = copy.deepcopy(cfg.model.student)
+    merged.pop('type')
+    merged.pop('data_preprocessor', None)
+    cfg.model.update(merged)
+    with pytest.raises(TypeError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert "'backbone'" in message and "'neck'" in message
+    assert '_delete_=True' in message
+    assert 'student={{_base_.model}}' in message
+
+
+def test_a_distillation_config_in_init_model_names_the_student_config(
+        retina):
+    """mmseg's ``init_model`` sets ``model.pretrained`` and
+    ``model.train_cfg`` before building ``cfg.model``."""
+    cfg = retina
+    cfg.model.pretrained = None
+    cfg.model.train_cfg = None
+    with pytest.raises(TypeError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert "['pretrained', 'train_cfg']" in message
+    assert 'student_config.py' in message and '_student.pth' in message
+    assert '_delete_' not in message
+
+
+@pytest.mark.parametrize('written,meant', [
+    ('L2loss', 'L2Loss'),
+    ('ChannelWiseDivergance', 'ChannelWiseDivergence'),
+])
+def test_a_misspelled_loss_type_names_the_pair_and_the_closest(
+        retina, written, meant):
+    cfg = retina
+    cfg.model.distill.fpn.loss.type = written
+    with pytest.raises(KeyError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert message.startswith(f"distill.fpn.loss.type={written!r} is not a "
+                              'registered mmdistill connector or loss')
+    assert f'did you mean {meant!r}?' in message
+    assert 'SingleTeacherDistiller' not in message  # not a pair's component
+
+
+def test_a_scoped_type_of_another_package_still_builds(retina):
+    cfg = retina
+    cfg.model.distill.fpn.loss = dict(type='mmdet.SmoothL1Loss')
+    model = build(cfg)
+    assert type(model.distill_losses['fpn_0']).__name__ == 'SmoothL1Loss'
+
+
+def test_an_argument_a_connector_does_not_take(retina):
+    cfg = retina
+    cfg.model.distill.fpn.connector.align_corners = True
+    with pytest.raises(TypeError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert message.startswith('distill.fpn.connector: ')
+    assert "unexpected keyword argument 'align_corners'" in message
+    assert 'MLPConnector takes in_channels, out_channels, hidden_channels' \
+        in message
+    assert "resize=dict(mode='bilinear', align_corners=True)" in message
+
+
+def test_a_misspelled_pair_key(retina):
+    cfg = retina
+    cfg.model.distill.fpn.conector = cfg.model.distill.fpn.pop('connector')
+    with pytest.raises(ValueError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert "'conector' (did you mean 'connector'?)" in message
+    assert 'student, teacher, connector, loss, with_cp' in message
+
+
+def test_a_tap_on_a_container_that_never_runs(retina):
+    """``neck.fpn_convs`` is a ModuleList: its owner loops over it, so it
+    would never record; the error names its last element and the owner's
+    indexed output, and suggestions never name containers."""
+    cfg = retina
+    cfg.model.distill.fpn.teacher = 'neck.fpn_convs'
+    with pytest.raises(KeyError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert "'neck.fpn_convs' is a ModuleList of the teacher" in message
+    assert "'neck.fpn_convs.4'" in message and "'neck[i]'" in message
+
+    cfg.model.distill.fpn.teacher = 'neck.fpn_conv'
+    with pytest.raises(KeyError) as err:
+        build(cfg)
+    message = str(err.value)
+    closest = message.split('(closest: ')[1].split(')')[0]
+    assert "'neck.fpn_convs'" not in closest.split(', ')
+    assert "'neck.fpn_convs.0'" in closest
+    assert '"backbone[3]" is element 3' in message
+
+
+def test_a_loss_that_aligns_channels_itself_is_told_to(retina):
+    """FGD aligns the student's channels with its own 1x1 conv
+    (``student_channels``): the fix is that argument, not a connector."""
+    cfg = retina
+    cfg.model.distill = ConfigDict(p3=dict(
+        student='neck.fpn_convs.0.conv', teacher='neck.fpn_convs.0.conv',
+        loss=dict(type='FGDLoss', in_channels=32)))
+    model = build(cfg)
+    with pytest.raises(ValueError) as err:
+        forward(model)
+    message = str(err.value)
+    assert ('FGDLoss aligns them itself: set '
+            'distill.p3.loss.student_channels=16.') in message
+    assert 'add a connector' not in message
+
+
+def test_a_size_mismatch_names_indexed_taps_as_written(retina):
+    cfg = retina
+    cfg.model.distill = ConfigDict(p3=dict(
+        student='neck[0]', teacher='neck[1]',
+        connector=dict(type='MLPConnector', in_channels=16, out_channels=32),
+        loss=dict(type='L2Loss', loss_weight=1.)))
+    model = build(cfg)
+    with pytest.raises(ValueError) as err:
+        forward(model)
+    message = str(err.value)
+    assert "change the student tap 'neck[0]' or the teacher tap 'neck[1]'" \
+        in message
+
+
+def test_a_preprocessing_warning_reaches_the_run_log(tiny_cfg):
+    """Warnings about a run go to mmengine's logger (the work dir's log
+    file), not only to stderr."""
+    cfg, _ = tiny_cfg('pspnet')
+    overrides = dict(cfg.model.teacher.cfg_options or {})
+    overrides['model.data_preprocessor.mean'] = [100., 110., 120.]
+    cfg.model.teacher.cfg_options = overrides
+    records = []
+
+    class Keep(logging.Handler):
+
+        def emit(self, record):
+            records.append(record)
+
+    logger = MMLogger.get_current_instance()
+    handler = Keep(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        with pytest.warns(UserWarning, match="data_preprocessor='own'"):
+            build(cfg)
+    finally:
+        logger.removeHandler(handler)
+    assert any("data_preprocessor='own'" in r.getMessage() and
+               r.levelno == logging.WARNING for r in records)

@@ -29,3 +29,24 @@ def test_student_config_keeps_what_the_distiller_gave_the_student():
     cfg.model.student.data_preprocessor = dict(type='Own')
     assert student_config(cfg).model.data_preprocessor == dict(type='Own')
     assert student_config(Config(dict(model=dict(type='X')))) is None
+
+
+def test_a_misspelled_scoped_config_names_the_closest_shipped_ones():
+    """A ``mmseg::`` path that does not exist: the closest files of its
+    folder (or the closest folders), and none of mmengine's list of every
+    config it knows."""
+    import pytest
+
+    from mmdistill.utils.config import load_config
+    written = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscape-512x1024.py'
+    with pytest.raises(FileNotFoundError) as err:
+        load_config(written)
+    message = str(err.value)
+    assert ('closest: mmseg::pspnet/'
+            'pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py') in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert len(message) < 1200
+
+    with pytest.raises(FileNotFoundError, match=r'closest: mmseg::pspnet/'):
+        load_config('mmseg::pspnt/pspnet_r18-d8_4xb2-80k_cityscapes-'
+                    '512x1024.py')

@@ -1,17 +1,13 @@
 """How :class:`ComposableLoss` reads a piece's spec (``'abs'`` or
 ``dict(type=..., **kwargs)``) and checks its arguments at build time."""
-import difflib
 import inspect
 from typing import Tuple, Union
 
 import torch
 
+from mmdistill.utils.names import did_you_mean
+
 Spec = Union[str, dict]
-
-
-def _closest(name: str, names) -> str:
-    close = difflib.get_close_matches(str(name), list(names), n=1)
-    return f' (did you mean {close[0]!r}?)' if close else ''
 
 
 def _split_spec(spec: Spec, kind: str, names) -> Tuple[str, dict]:
@@ -27,8 +23,8 @@ def _split_spec(spec: Spec, kind: str, names) -> Tuple[str, dict]:
             f'key, got {spec!r}.')
     if name not in names:
         raise ValueError(
-            f'ComposableLoss: unknown {kind} {name!r}{_closest(name, names)}.'
-            f' Known: {", ".join(sorted(names))}.')
+            f'ComposableLoss: unknown {kind} {name!r}'
+            f'{did_you_mean(name, names)}. Known: {", ".join(sorted(names))}.')
     return name, kwargs
 
 
