@@ -204,10 +204,12 @@ def _student_source(path: str, student: dict) -> Optional[str]:
                 base = osp.normpath(osp.join(osp.dirname(file), base))
                 if not osp.isfile(base):
                     continue
+            if base in seen:  # inherited twice (a diamond)
+                continue
+            seen.add(base)
+            order.append(base)
+            if '::' not in base:
                 queue.append(base)
-            if base not in seen:
-                seen.add(base)
-                order.append(base)
     models = []
     for base in order:
         try:

@@ -931,25 +931,31 @@ def _tat_notes(student: Probe, distill: dict,
     probed map.
     """
     notes = []
-    taps = {p['name']: p['student'] for p in report or []}
     crop = (student.profile or {}).get('crop')
     for name, spec in distill.items():
         connector = spec.get('connector') or {}
         grid = connector.get('patch_grid')
         if connector.get('mode') != 'patch_group' or not grid:
             continue
-        tap = taps.get(name)
+        # with a resize, TaT gets the student map at the teacher's size
+        side = 'teacher' if connector.get('resize') else 'student'
+        tap = next((p[side] for p in report or [] if p['name'] == name),
+                   None)
         stride = tap.stride if tap is not None else None
         if crop and isinstance(stride, int):
             size = (crop[0] // stride, crop[1] // stride)
             where = (f"{size[0]} x {size[1]} for the student's "
                      f'{crop[0]} x {crop[1]} crops at stride {stride}')
+            if side == 'teacher':
+                where += " (the teacher's, which resize brings it to)"
         elif tap is not None and tap.spatial:
             size = tap.spatial
             h, w = student.input_shape[-2:]
             where = (f'{size[0]} x {size[1]} for the probed {h} x {w} '
-                     f'input at stride {_stride_text(tap)}; the student '
-                     'config names no crop size')
+                     f'input at stride {_stride_text(tap)}'
+                     + (" (the teacher's, which resize brings it to)"
+                        if side == 'teacher' else '')
+                     + '; the student config names no crop size')
         else:
             size, where = None, 'the student map'
         fits = size is not None and all(

@@ -147,9 +147,9 @@ def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
         out.append(
             f'The spatial sizes differ (student {s_size}, teacher '
             f'{t_size}): {change}; or tap layers with the same output size: '
-            f'change the student tap {str(pair.student)!r} or the teacher '
-            f'tap {str(pair.teacher)!r} (e.g. the same stage or FPN level '
-            'on both sides).')
+            f'change the student tap {pair.student.config_text()} or the '
+            f'teacher tap {pair.teacher.config_text()} (e.g. the same stage '
+            'or FPN level on both sides).')
     s_channels, t_channels = channels_of(student), channels_of(teacher)
     aligns = {attr: getattr(loss, attr, None)
               for attr in ('student_channels', 'in_channels')}

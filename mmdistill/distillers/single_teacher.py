@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdistill.connectors.resize import resize_to
 from mmdistill.registry import MODELS
 from mmdistill.utils.checkpoint import load_weights
-from mmdistill.utils.names import UnknownNameError, closest
+from mmdistill.utils.names import UnknownNameError, closest, did_you_mean
 from mmdistill.utils.tensor import autocast_enabled, gradients_in_place
 from mmdistill.utils.warn import warn
 from .controls import LOSS_PREFIX, DistillControls
@@ -84,8 +84,12 @@ def build_component(cfg: dict, where: str) -> nn.Module:
             names ``where`` and the arguments it takes).
     """
     kind = cfg.get('type') if isinstance(cfg, dict) else None
+    # an unscoped name is looked up in mmdistill's registry: say so when it
+    # is not there (a scoped 'mmdet.X' or a _scope_ key goes to mmengine)
+    unscoped = isinstance(kind, str) and '.' not in kind and \
+        not (isinstance(cfg, dict) and cfg.get('_scope_'))
     with DefaultScope.overwrite_default_scope('mmdistill'):
-        if isinstance(kind, str) and MODELS.get(kind) is None:
+        if unscoped and MODELS.get(kind) is None:
             names = sorted(name for name in MODELS.module_dict
                            if not name.endswith('Distiller'))
             close = closest(kind, names)
@@ -100,52 +104,77 @@ def build_component(cfg: dict, where: str) -> nn.Module:
                 "scope, e.g. 'mmdet.SmoothL1Loss'.")
         try:
             return MODELS.build(cfg)
+        except KeyError as err:  # a scoped type its registry does not have
+            raise UnknownNameError(f'{where}: {err}') from err
         except TypeError as err:
-            cls = MODELS.get(kind) if isinstance(kind, str) else kind
-            takes = ''
-            if inspect.isclass(cls):
-                params = [name for name, p in inspect.signature(
-                    cls.__init__).parameters.items()
-                    if name != 'self' and p.kind not in (p.VAR_POSITIONAL,
-                                                         p.VAR_KEYWORD)]
-                takes = f' {cls.__name__} takes {", ".join(params)}.'
-            if "'align_corners'" in str(err):
-                takes += (" align_corners goes inside resize: resize=dict("
-                          "mode='bilinear', align_corners=True).")
-            raise TypeError(f'{where}: {err}.{takes}') from err
+            raise TypeError(f'{where}: {err}.{_arguments_hint(kind, err)}'
+                            ) from err
 
 
-#: keys that mmseg's ``init_model`` sets on ``cfg.model`` before building
-#: it as a plain model
+def _arguments_of(cls: type) -> List[str]:
+    """The named arguments of ``cls.__init__``."""
+    return [name for name, p in inspect.signature(
+        cls.__init__).parameters.items()
+        if name != 'self' and p.kind not in (p.VAR_POSITIONAL,
+                                             p.VAR_KEYWORD)]
+
+
+def _arguments_hint(kind, err: TypeError) -> str:
+    """What the class takes, for an error about its arguments."""
+    text = str(err)
+    if 'argument' not in text:
+        return ''
+    with DefaultScope.overwrite_default_scope('mmdistill'):
+        cls = MODELS.get(kind) if isinstance(kind, str) else kind
+    hint = ''
+    if inspect.isclass(cls):
+        hint = f' {cls.__name__} takes {", ".join(_arguments_of(cls))}.'
+    if "'align_corners'" in text:
+        hint += (" align_corners goes inside resize: resize=dict("
+                 "mode='bilinear', align_corners=True).")
+    return hint
+
+
+#: keys that mmseg's ``init_model`` (and mmdet's ``init_detector``) set on
+#: ``cfg.model`` before building it as a plain model
 _INFERENCE_KEYS = {'pretrained', 'train_cfg'}
+#: keys of mmdet/mmseg/mmpretrain model configs that a distiller never takes
+_MODEL_KEYS = _INFERENCE_KEYS | {
+    'backbone', 'neck', 'decode_head', 'auxiliary_head', 'bbox_head',
+    'rpn_head', 'roi_head', 'mask_head', 'head', 'test_cfg'}
 
 
-def _unexpected_keys_message(unexpected: dict) -> str:
-    """Why a distiller got keys it does not take: the student's model keys
-    merged into it (``_delete_=True`` missing), or an inference API that
-    builds ``cfg.model`` as a plain model."""
+def _unexpected_keys_message(cls: type, unexpected: dict) -> str:
+    """Why a distiller got keys it does not take: a misspelled argument
+    (the closest one is named), the student's model keys merged into it
+    (``_delete_=True`` missing), or an inference API that builds
+    ``cfg.model`` as a plain model."""
+    takes = _arguments_of(cls)
+    name = cls.__name__
     keys = sorted(unexpected)
+    if not set(keys) & _MODEL_KEYS:
+        listed = ', '.join(f'{key!r}{did_you_mean(key, takes)}'
+                           for key in keys)
+        return (f'{name} does not take {listed}; it takes '
+                f'{", ".join(takes)}.')
     if set(keys) <= _INFERENCE_KEYS:
         return (
-            f'SingleTeacherDistiller got {keys}, which mmseg\'s init_model '
-            'sets on the config\'s model to build it as a plain model. For '
-            'inference with a distilled student, give init_model (or '
-            "mmdet's init_detector) the student config (student_config.py "
-            'in the work dir, written by StudentCheckpointHook, or by '
+            f"{name} got {keys}, which mmseg's init_model (and mmdet's "
+            "init_detector) set on the config's model to build it as a "
+            'plain model. For inference with a distilled student, give them '
+            'the student config (student_config.py in the work dir, '
+            'written by StudentCheckpointHook, or by '
             'tools/export_student.py) and the student-only checkpoint '
             '(*_student.pth); tools/test.py takes the distillation config '
             'itself.')
     return (
-        f'SingleTeacherDistiller got the keys {keys}, which are not its '
-        'arguments: they look like the student model\'s own keys, merged in '
-        "because the config's `model = dict(...)` extends the `model` it "
-        'inherits from the student\'s config. Start it with '
-        '`model = dict(_delete_=True, '
-        "type='mmdistill.SingleTeacherDistiller', student={{_base_.model}}, "
-        'teacher=..., distill=...)`, so that the '
-        'student\'s model goes in `student` only. The distiller takes '
-        'student, teacher, distill, student_checkpoint, '
-        'init_student_from_teacher, guard, data_preprocessor, init_cfg.')
+        f'{name} got the keys {keys}, which are not its arguments: they '
+        "look like the student model's own keys, merged in because the "
+        "config's `model = dict(...)` extends the `model` it inherits from "
+        "the student's config. Start it with `model = dict(_delete_=True, "
+        f"type='mmdistill.{name}', student={{{{_base_.model}}}}, "
+        "teacher=..., distill=...)`, so that the student's model goes in "
+        f'`student` only. {name} takes {", ".join(takes)}.')
 
 
 @MODELS.register_module()
@@ -232,7 +261,8 @@ class SingleTeacherDistiller(BaseModel):
                  init_cfg: Optional[dict] = None,
                  **unexpected) -> None:
         if unexpected:
-            raise TypeError(_unexpected_keys_message(unexpected))
+            raise TypeError(
+                _unexpected_keys_message(type(self), unexpected))
         super().__init__(init_cfg=init_cfg)
         if not isinstance(student, dict) or 'type' not in student:
             raise TypeError(

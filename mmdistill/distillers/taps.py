@@ -49,6 +49,18 @@ class Tap:
     call: int = 0
     clone: bool = False
 
+    def config_text(self) -> str:
+        """The tap as a config writes it: ``'neck[2]'``, or
+        ``dict(path=..., source='input', call=1)`` for the dict form."""
+        simple = repr(self.path if self.index is None else
+                      f'{self.path}[{self.index}]')
+        extra = [f'{k}={v!r}' for k, v, default in (
+            ('source', self.source, 'output'), ('call', self.call, 0),
+            ('clone', self.clone, False)) if v != default]
+        if not extra:
+            return simple
+        return f'dict(path={simple}, ' + ', '.join(extra) + ')'
+
     def __str__(self) -> str:
         text = self.path
         if self.index is not None:
@@ -126,38 +138,57 @@ def expand_braces(spec: Union[str, dict]) -> List[Union[str, dict]]:
     return expanded
 
 
-#: containers that never run as a whole: their owner loops over them
-_CONTAINERS = (nn.ModuleList, nn.ModuleDict)
+def never_runs(module: nn.Module) -> bool:
+    """Whether ``module`` has no forward of its own (a plain ``ModuleList``
+    or ``ModuleDict``, which their owner loops over), so a tap on it never
+    records. Subclasses that define a forward (mmseg's ``PPM``,
+    ``ASPPModule``) run as a whole."""
+    return getattr(type(module), 'forward', None) is nn.Module.forward
 
 
-def _container_problem(tap: Tap, module: nn.Module, owner: str) -> str:
-    """Why a tap on a ModuleList/ModuleDict never records, and what to tap
-    instead: its last element, or the output of the module that owns it."""
-    children = [name for name, _ in module.named_children()]
-    last = f'{tap.path}.{children[-1]}' if children else None
-    top = tap.path.split('.')[0]
+def _container_problem(tap: Tap, modules: Dict[str, nn.Module],
+                       owner: str) -> str:
+    """Why a tap on a module without a forward never records, and what to
+    tap instead: its last element that runs, or the output of the nearest
+    module above it that runs."""
+    module = modules[tap.path]
+    kind = type(module).__name__
+    path, last = tap.path, None
+    while never_runs(module):
+        children = list(module.named_children())
+        if not children:
+            break
+        name, module = children[-1]
+        path = f'{path}.{name}'
+        last = None if never_runs(module) else path
     instead = [repr(last)] if last else []
-    instead.append(f"an output of the module that runs it, e.g. '{top}[i]' "
-                   f'(the i-th element of what {top} returns)')
-    return (f'  {tap.path!r} is a {type(module).__name__} of the {owner}, '
-            'which never runs as a whole (its owner loops over it): tap '
-            + ' or '.join(instead))
+    parent = tap.path
+    while '.' in parent:
+        parent = parent.rsplit('.', 1)[0]
+        if not never_runs(modules[parent]):
+            instead.append(
+                f'the output of the module that runs it, {parent!r} (or '
+                f"'{parent}[i]', the i-th element of what it returns)")
+            break
+    return (f'  {tap.path!r} is a {kind} of the {owner}, without a forward '
+            'of its own: it never runs as a whole (its owner loops over it)'
+            + (': tap ' + ' or '.join(instead) if instead else ''))
 
 
 def check_paths(model: nn.Module, taps: List[Tap], owner: str) -> None:
     """Raise :class:`TapPathError` (a ``KeyError``) naming each unknown
     path and the closest existing names, and each path of a container
-    (``ModuleList``, ``ModuleDict``) that never runs, with what to tap
-    instead."""
+    without a forward (a ``ModuleList``, ``ModuleDict``), which never runs,
+    with what to tap instead."""
     modules = dict(model.named_modules())
     # suggestions name only modules that can run
     names = [name for name, module in modules.items()
-             if name and not isinstance(module, _CONTAINERS)]
+             if name and not never_runs(module)]
     problems = []
     for tap in taps:
         module = modules.get(tap.path) if tap.path else None
-        if isinstance(module, _CONTAINERS):
-            problems.append(_container_problem(tap, module, owner))
+        if module is not None and never_runs(module):
+            problems.append(_container_problem(tap, modules, owner))
         elif module is None:
             close = difflib.get_close_matches(tap.path, names, n=5, cutoff=0.5)
             if not close:
@@ -171,7 +202,8 @@ def check_paths(model: nn.Module, taps: List[Tap], owner: str) -> None:
     if problems:
         top = sorted({n.split('.')[0] for n in names})
         raise TapPathError(
-            f'Unknown {owner} tap path(s):\n' + '\n'.join(problems) +
+            f'{owner.capitalize()} tap path(s) that cannot record:\n' +
+            '\n'.join(problems) +
             f'\nTop-level modules of the {owner}: {top}. A path is a name '
             'from model.named_modules(), e.g. "neck.fpn_convs.0.conv"; '
             '"backbone[3]" is element 3 of what the backbone returns (one '

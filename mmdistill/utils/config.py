@@ -14,18 +14,24 @@ from .names import closest
 STUDENT_CONFIG = 'student_config.py'
 
 
-def _closest_shipped(path: str) -> str:
-    """``'; closest: ...'`` for a ``scope::dir/file.py`` path that does not
-    exist: the files of that package's config folder with the closest
-    names (or its closest folders), or ``''``."""
-    scope, rel = path.split('::', 1)
+def _shipped_folder(path: str) -> Optional[str]:
+    """The folder where a ``scope::dir/file.py`` config would be: the
+    package's ``.mim/configs``; None when the package is not installed."""
+    scope = path.split('::', 1)[0]
     package = {'mmseg': 'mmseg', 'mmdet': 'mmdet',
                'mmpretrain': 'mmpretrain'}.get(scope)
     spec = importlib.util.find_spec(package) if package else None
     if spec is None or not spec.submodule_search_locations:
-        return ''
-    root = osp.join(list(spec.submodule_search_locations)[0], '.mim',
+        return None
+    return osp.join(list(spec.submodule_search_locations)[0], '.mim',
                     'configs')
+
+
+def _closest_shipped(root: str, path: str) -> str:
+    """``'; closest: ...'`` for a ``scope::dir/file.py`` path that does not
+    exist under ``root``: the files of its folder with the closest names
+    (or the closest folders), or ``''``."""
+    scope, rel = path.split('::', 1)
     folder, name = osp.split(rel)
     if osp.isdir(osp.join(root, folder)):
         found = closest(name, os.listdir(osp.join(root, folder)))
@@ -46,15 +52,24 @@ def load_config(path: str) -> Config:
             return get_config(path)
         except Exception as err:
             scope = path.split('::', 1)[0]
+            root = _shipped_folder(path)
+            if root is None or osp.isfile(osp.join(root,
+                                                   path.split('::', 1)[1])):
+                raise FileNotFoundError(
+                    f'Cannot load the config {path!r}: {err}. Check that '
+                    f'the package of scope {scope!r} is installed and that '
+                    'the file exists in its configs/ folder (3.x file names '
+                    'for mmdet, 1.x for mmseg).') from err
             reason = str(err)
             if len(reason) > 400:
                 reason = reason[:400] + ' ...'
-            # mmengine's own error chain lists every config it knows
+            # the file does not exist: mmengine's own error chain would list
+            # every config it knows
             raise FileNotFoundError(
-                f'Cannot load the config {path!r}: {reason}. Check that the '
-                f'package of scope {scope!r} is installed and that the file '
-                'exists in its configs/ folder (3.x file names for mmdet, '
-                f'1.x for mmseg){_closest_shipped(path)}.') from None
+                f'Cannot load the config {path!r}: {reason}. The file does '
+                f'not exist in the configs/ folder of {scope!r} (3.x file '
+                'names for mmdet, 1.x for mmseg)'
+                f'{_closest_shipped(root, path)}.') from None
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'Config file {path!r} does not exist (relative paths are taken '

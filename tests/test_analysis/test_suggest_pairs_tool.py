@@ -195,14 +195,14 @@ def test_shallower_student_stage_is_named(pair_files):
     assert not any('last stage' in n for n in suggest(s, t, 'mlp').notes)
 
 
-@pytest.mark.parametrize('method,role', [('mlp', 'backbone'),
-                                         ('cwd', 'logits')])
+@pytest.mark.parametrize('method', ['mlp', 'cwd', 'tat'])
 def test_no_student_layer_of_the_teachers_stride_is_resized(
-        pair_files, tmp_path, method, role):
+        pair_files, tmp_path, method):
     """A stride-8 student (R18-d8) and a stride-32 teacher: no student
     stage or logits have the teacher's stride, so the student's last stage
-    (logits) is paired and its connector pools it to the teacher's size;
-    the written config builds and one step trains."""
+    (logits) is paired and its connector pools it to the teacher's size
+    (TaT's patch-grid note counts the teacher's map); the written config
+    builds and one step trains."""
     from mmengine.registry import MODELS, DefaultScope
 
     from mmdistill.testing import random_batch, use_random_teacher
@@ -213,15 +213,19 @@ def test_no_student_layer_of_the_teachers_stride_is_resized(
                                *STRIDE_32])
     assert 'error' not in result, result.get('error')
     cfg = Config.fromfile(out)
-    pair = cfg.model.distill[role]
-    assert pair.connector.resize == dict(mode='pool')
-    if role == 'backbone':
-        assert pair.student == 'backbone.layer4'
-        assert pair.connector.type == 'MLPConnector'
-    else:
-        assert pair.connector.type == 'IdentityConnector'
+    for name, pair in cfg.model.distill.items():
+        assert pair.connector.resize == dict(mode='pool'), name
+        if method == 'mlp':
+            assert pair.student == 'backbone.layer4'
+            assert pair.connector.type == 'MLPConnector'
+        if method == 'cwd':
+            assert pair.connector.type == 'IdentityConnector'
     assert any('differ in size' in note and "mode='pool'" in note
                for note in result['notes'])
+    if method == 'tat':
+        grid = next(n for n in result['notes'] if 'patch grid' in n)
+        assert "(the teacher's, which resize brings it to)" in grid
+        assert 'at stride 32' in grid
     use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         distiller = MODELS.build(cfg.model)
@@ -229,7 +233,8 @@ def test_no_student_layer_of_the_teachers_stride_is_resized(
                                        True)
     distiller.train()
     losses = distiller(data['inputs'], data['data_samples'], mode='loss')
-    assert torch.isfinite(losses[f'loss_distill_{role}'])
+    for name in cfg.model.distill:
+        assert torch.isfinite(losses[f'loss_distill_{name}'])
 
 
 # ------------------------------------------- 5: preprocessing warning

@@ -257,11 +257,34 @@ def test_a_misspelled_loss_type_names_the_pair_and_the_closest(
     assert 'SingleTeacherDistiller' not in message  # not a pair's component
 
 
-def test_a_scoped_type_of_another_package_still_builds(retina):
+@pytest.mark.parametrize('loss', [dict(type='mmdet.SmoothL1Loss'),
+                                  dict(type='SmoothL1Loss', _scope_='mmdet')])
+def test_a_scoped_type_of_another_package_still_builds(retina, loss):
     cfg = retina
-    cfg.model.distill.fpn.loss = dict(type='mmdet.SmoothL1Loss')
+    cfg.model.distill.fpn.loss = loss
     model = build(cfg)
     assert type(model.distill_losses['fpn_0']).__name__ == 'SmoothL1Loss'
+
+
+def test_a_misspelled_scoped_type_names_the_pair(retina):
+    cfg = retina
+    cfg.model.distill.fpn.loss = dict(type='mmdet.SmoothL1Los')
+    with pytest.raises(KeyError) as err:
+        build(cfg)
+    assert str(err.value).startswith("distill.fpn.loss: 'mmdet.SmoothL1Los "
+                                     'is not in the')
+
+
+def test_a_misspelled_distiller_argument_names_the_closest(retina):
+    cfg = retina
+    cfg.model.student_checkpont = 'student.pth'
+    with pytest.raises(TypeError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert message.startswith("SingleTeacherDistiller does not take "
+                              "'student_checkpont' (did you mean "
+                              "'student_checkpoint'?)")
+    assert '_delete_' not in message
 
 
 def test_an_argument_a_connector_does_not_take(retina):
@@ -296,7 +319,8 @@ def test_a_tap_on_a_container_that_never_runs(retina):
     with pytest.raises(KeyError) as err:
         build(cfg)
     message = str(err.value)
-    assert "'neck.fpn_convs' is a ModuleList of the teacher" in message
+    assert "'neck.fpn_convs' is a ModuleList of the teacher, without a " \
+        'forward of its own' in message
     assert "'neck.fpn_convs.4'" in message and "'neck[i]'" in message
 
     cfg.model.distill.fpn.teacher = 'neck.fpn_conv'

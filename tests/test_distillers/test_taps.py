@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from mmdistill.distillers.taps import (FeatureRecorder, StopForward, Tap,
-                                       expand_braces, parse_tap)
+                                       check_paths, expand_braces, parse_tap)
 
 
 class Net(nn.Module):
@@ -52,6 +52,66 @@ def test_unknown_path_names_closest_modules():
         FeatureRecorder(Net(), {'a': Tap('body.O')}, 'student')
     message = str(err.value)
     assert "'body.O'" in message and "'body.0'" in message
+
+
+class Pooled(nn.ModuleList):
+    """A ModuleList with a forward of its own (as mmseg's PPM)."""
+
+    def forward(self, x):
+        return [m(x) for m in self]
+
+
+class Nested(nn.Module):
+    """Stages as a ModuleList of ModuleLists (as mmseg's MiT), run by the
+    model's loop, and a ModuleList subclass that runs as a whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages = nn.ModuleList([
+            nn.ModuleList([nn.Conv2d(3, 3, 1), nn.ModuleList([nn.ReLU()])])
+            for _ in range(2)
+        ])
+        self.pool = Pooled([nn.Identity(), nn.Identity()])
+
+    def forward(self, x):
+        for stage in self.stages:
+            x = stage[1][0](stage[0](x))
+        return self.pool(x)
+
+
+def test_containers_without_a_forward_are_refused_with_what_runs():
+    """A tap on a ModuleList/ModuleDict never records: the error names its
+    last element that runs and the module above that runs; a ModuleList
+    subclass with a forward is a tap like any module, and suggestions
+    never name a container."""
+    model = nn.Module()
+    model.backbone = Nested()
+    model.stages = nn.ModuleList([nn.Conv2d(3, 3, 1)])
+    check_paths(model, [Tap('backbone.pool'), Tap('backbone.pool.0')],
+                'student')
+    for path in ('backbone.stages', 'backbone.stages.1'):
+        with pytest.raises(KeyError) as err:
+            check_paths(model, [Tap(path)], 'student')
+        message = str(err.value)
+        assert f"'{path}' is a ModuleList of the student, without a " \
+            'forward of its own' in message
+        # its last element that runs, below the nested ModuleLists
+        assert "tap 'backbone.stages.1.1.0'" in message
+        assert "'backbone' (or 'backbone[i]'" in message
+    with pytest.raises(KeyError) as err:
+        check_paths(model, [Tap('stages')], 'student')
+    assert str(err.value).splitlines()[1].endswith("tap 'stages.0'")
+    with pytest.raises(KeyError) as err:
+        check_paths(model, [Tap('backbone.stage')], 'student')
+    closest = str(err.value).split('(closest: ')[1].split(')')[0]
+    assert 'backbone.stages' not in closest.split(', ')
+
+
+def test_config_text_writes_taps_as_a_config_does():
+    assert parse_tap('neck[2]').config_text() == "'neck[2]'"
+    assert parse_tap(dict(path='head', source='input', call=1)
+                     ).config_text() == \
+        "dict(path='head', source='input', call=1)"
 
 
 def test_records_output_input_index_and_call():

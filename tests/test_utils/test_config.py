@@ -50,3 +50,23 @@ def test_a_misspelled_scoped_config_names_the_closest_shipped_ones():
     with pytest.raises(FileNotFoundError, match=r'closest: mmseg::pspnet/'):
         load_config('mmseg::pspnt/pspnet_r18-d8_4xb2-80k_cityscapes-'
                     '512x1024.py')
+
+
+def test_a_shipped_config_that_fails_to_load_keeps_its_cause(monkeypatch):
+    """A file that exists but does not load is not called missing: no
+    closest names, and the original error stays chained."""
+    import mmengine.hub
+    import pytest
+
+    from mmdistill.utils.config import load_config
+
+    def broken(path):
+        raise ImportError('a module the config imports is missing')
+
+    monkeypatch.setattr(mmengine.hub, 'get_config', broken)
+    path = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'
+    with pytest.raises(FileNotFoundError) as err:
+        load_config(path)
+    assert 'a module the config imports is missing' in str(err.value)
+    assert 'closest' not in str(err.value)
+    assert isinstance(err.value.__cause__, ImportError)
