@@ -21,7 +21,6 @@ and channels. Modules are matched to the outputs of the backbone, neck and
 heads by tensor identity (weak references, so nothing is kept alive), which
 needs no table of model types.
 """
-import copy
 import os.path as osp
 import weakref
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+from mmdistill.utils.config import model_config
 
 #: roles of the candidates
 STAGE, LEVEL, HEAD = 'stage', 'level', 'head'
@@ -366,18 +367,6 @@ def strip_pretrained(node: Any) -> Any:
         for value in node:
             strip_pretrained(value)
     return node
-
-
-def model_config(cfg) -> dict:
-    """The model config of a loaded config, with the config-level data
-    preprocessor when the model names none (as mmengine's Runner does)."""
-    if 'model' not in cfg:
-        raise KeyError('The config has no "model".')
-    model = copy.deepcopy(cfg.model)
-    if model.get('data_preprocessor') is None and cfg.get(
-            'data_preprocessor') is not None:
-        model['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
-    return model
 
 
 #: proposals a two-stage detector keeps in the probe (its RoI heads run

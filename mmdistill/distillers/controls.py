@@ -94,6 +94,9 @@ class DistillControls:
                  auto_weight: Iterable[str] = ()) -> None:
         self.pairs = list(pairs)
         self.loss_scales: Dict[str, float] = {}
+        #: pair -> id of the DistillLossScheduleHook that sets its factor
+        #: (one schedule per pair)
+        self.schedule_owners: Dict[str, int] = {}
         self.loss_weights: Dict[str, Optional[float]] = {
             name: None for name in auto_weight}
         #: set by ``AutoLossWeightHook`` when training starts: without it

@@ -102,6 +102,15 @@ class AutoLossWeightHook(Hook):
                 f'AutoLossWeightHook: weights names {unknown}, which are not '
                 "pairs with loss_weight='auto' (those are "
                 f'{sorted(controls.loss_weights)}).')
+        if controls.measuring and self.warmup_iters >= runner.max_iters:
+            raise ValueError(
+                f'AutoLossWeightHook: warmup_iters={self.warmup_iters} '
+                'measures the losses over that many iterations before the '
+                "'auto' pairs distill, but the run has only "
+                f'{runner.max_iters} (max_iters): those pairs would never '
+                'distill. Set warmup_iters to a few percent of the run (it '
+                'needs to be below max_iters), or give the pairs a '
+                'loss_weight number.')
         controls.auto_weights_hooked = True
         self._reset()
         if not controls.measuring:

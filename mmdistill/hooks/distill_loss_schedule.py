@@ -24,7 +24,11 @@ class DistillLossScheduleHook(Hook):
 
     The factor applies to every pair, or to the pairs named in ``pairs``,
     after each loss's own ``loss_weight``. It is logged as
-    ``distill_factor`` with the training losses. While the factor of every
+    ``distill_factor`` with the training losses, or, for a hook given
+    ``pairs``, as ``distill_factor_<pairs>`` (e.g. ``distill_factor_stage4``),
+    so that several hooks, one per group of pairs, log one factor each; a
+    pair takes one schedule, and two hooks scheduling the same pair stop
+    before training. While the factor of every
     pair is 0 (after ``stop``) the teacher does not run at all, and the
     student trains alone at its own speed; the connectors and loss modules
     then get zero gradients (so DDP without ``find_unused_parameters``
@@ -48,7 +52,8 @@ class DistillLossScheduleHook(Hook):
     Args:
         warmup (int): length of the warm-up, in iterations (epochs with
             ``by_epoch``). Defaults to 0 (none).
-        start (float): factor at the start of the warm-up. Defaults to 0.
+        start (float): factor at the start of the warm-up (a factor, not
+            an iteration: ``warmup`` is the length). Defaults to 0.
         decay_begin (int, optional): when the decay starts. Defaults to
             None (no decay).
         decay_end (int, optional): when the decay reaches ``decay_to``;
@@ -134,24 +139,43 @@ class DistillLossScheduleHook(Hook):
         names = list(distiller.pairs)
         if self.pairs is None:
             self._scheduled = names
-            return
-        self._scheduled = []
-        for wanted in self.pairs:
-            if wanted in distiller.pair_groups:
-                self._scheduled += distiller.pair_groups[wanted]
-            elif wanted in names:
-                self._scheduled.append(wanted)
-            else:
-                raise KeyError(
-                    f'DistillLossScheduleHook: no distillation pair '
-                    f'{wanted!r}; the pairs are {names}.')
+        else:
+            self._scheduled = []
+            for wanted in self.pairs:
+                if wanted in distiller.pair_groups:
+                    self._scheduled += distiller.pair_groups[wanted]
+                elif wanted in names:
+                    self._scheduled.append(wanted)
+                else:
+                    raise KeyError(
+                        f'DistillLossScheduleHook: no distillation pair '
+                        f'{wanted!r}; the pairs are {names}.')
+        # one schedule per pair: a second one would silently override it
+        owners = distiller.controls.schedule_owners
+        taken = sorted(name for name in self._scheduled
+                       if owners.get(name, id(self)) != id(self))
+        if taken:
+            raise ValueError(
+                f'Two DistillLossScheduleHooks schedule the pairs {taken}: '
+                "a pair's factor would be whichever hook ran last. Give "
+                'each hook its own pairs (pairs=[...]); a hook without '
+                '`pairs` schedules every pair.')
+        owners.update(dict.fromkeys(self._scheduled, id(self)))
 
     def _apply(self, runner, t: int) -> None:
         distiller = distiller_of(runner, 'DistillLossScheduleHook')
         value = self.factor(t)
         for name in self._scheduled:
             distiller.controls.loss_scales[name] = value
-        runner.message_hub.update_scalar('train/distill_factor', value)
+        runner.message_hub.update_scalar(f'train/{self.log_key}', value)
+
+    @property
+    def log_key(self) -> str:
+        """``distill_factor``, or ``distill_factor_<pairs>`` for a hook
+        that schedules the pairs it names."""
+        if self.pairs is None:
+            return 'distill_factor'
+        return 'distill_factor_' + '_'.join(self.pairs)
 
     def before_train_epoch(self, runner) -> None:
         if self.by_epoch:

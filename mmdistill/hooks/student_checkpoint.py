@@ -264,8 +264,8 @@ class StudentCheckpointHook(Hook):
                         return
                 path = free_path(path)
             cfg.dump(path)
-            print_log(f'Student config for plain mmdet/mmseg: {path}',
-                      logger='current')
+            print_log('Student config for plain mmdet/mmseg/mmpretrain: '
+                      f'{path}', logger='current')
 
     # ------------------------------------------------------------ training
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -43,6 +43,27 @@ def _closest_shipped(root: str, path: str) -> str:
     return f'; closest: {", ".join(found)}' if found else ''
 
 
+def model_config(cfg) -> dict:
+    """The model config of a loaded config as mmengine's Runner builds it:
+    a copy, with the config-level ``data_preprocessor`` when the model
+    names none (mmpretrain's configs set it there; for a distiller it then
+    serves a student without one).
+
+    Args:
+        cfg (Config): The loaded config.
+
+    Returns:
+        dict: The model config to build.
+    """
+    if 'model' not in cfg:
+        raise KeyError('The config has no "model".')
+    model = copy.deepcopy(cfg.model)
+    if model.get('data_preprocessor') is None and cfg.get(
+            'data_preprocessor') is not None:
+        model['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
+    return model
+
+
 def load_config(path: str) -> Config:
     """Load a config from a local file or a scoped ``mmdet::``/``mmseg::``/
     ``mmpretrain::`` path shipped inside those packages."""

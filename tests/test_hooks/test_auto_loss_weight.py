@@ -116,6 +116,17 @@ def test_weights_name_auto_pairs(tiny_cfg):
         runner.train()
 
 
+def test_a_warmup_as_long_as_the_run_stops_before_training(tiny_cfg):
+    """The 'auto' pairs would never distill, with nothing said."""
+    cfg = auto_cfg(tiny_cfg, iters=2)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r'warmup_iters=2 measures .* the '
+                       r'run has only 2 \(max_iters\): those pairs would '
+                       'never distill'):
+        runner.train()
+    assert runner.iter == 0
+
+
 def test_auto_weight_without_the_hook_stops(tiny_cfg):
     """Nothing would ever set the weight: the pair would silently add
     nothing for the whole run."""

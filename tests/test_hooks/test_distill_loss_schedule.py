@@ -149,3 +149,35 @@ def test_by_epoch_in_an_epoch_loop_and_pair_groups(tiny_cfg):
     first, last = factors[0], factors[-1]
     assert first == {f'fpn_{i}': 0.5 for i in range(5)}
     assert last == {f'fpn_{i}': 0.75 for i in range(5)}
+
+
+def test_one_schedule_per_pair_and_a_factor_per_hook(tiny_cfg):
+    """Two hooks that schedule the same pair stop before training; hooks
+    on separate pairs each log their own factor."""
+    cfg, _ = tiny_cfg('retinanet', epochs=1)
+    cfg.custom_hooks = [
+        dict(type='mmdistill.DistillLossScheduleHook', stop=1,
+             pairs=['fpn_0']),
+        dict(type='mmdistill.DistillLossScheduleHook', warmup=2)]
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r"Two DistillLossScheduleHooks "
+                       r"schedule the pairs \['fpn_0'\]"):
+        runner.train()
+    assert runner.iter == 0
+
+    cfg, _ = tiny_cfg('retinanet', epochs=1)
+    cfg.custom_hooks = [
+        dict(type='mmdistill.DistillLossScheduleHook', stop=0,
+             pairs=['fpn_0']),
+        dict(type='mmdistill.DistillLossScheduleHook', warmup=2,
+             pairs=['fpn_1', 'fpn_2'])]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hub, scales = runner.message_hub, runner.model.controls.loss_scales
+    assert set(scales) == {'fpn_0', 'fpn_1', 'fpn_2'}
+    assert hub.get_scalar('train/distill_factor_fpn_0').current() == \
+        scales['fpn_0'] == 0.0
+    warmup = hub.get_scalar('train/distill_factor_fpn_1_fpn_2').current()
+    assert warmup == scales['fpn_1'] == scales['fpn_2']
+    assert 0.0 <= warmup < 1.0
+    assert 'train/distill_factor' not in hub.log_scalars

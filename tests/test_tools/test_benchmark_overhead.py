@@ -228,3 +228,43 @@ def test_pairs_sharing_embeddings_are_one_part(tmp_path):
         '                       embeddings_from="patch_group"))))\n')
     saved = run(str(config), tmp_path=tmp_path)
     check_parts(saved, ['patch_group+anchor'])
+
+
+@pytest.mark.parametrize('config', [
+    'configs/kd/kd_logits_resnet34_resnet18_100e_in1k.py',
+    'configs/vit_attention/'
+    'vit-attention_last-block_deit-small_deit-tiny_300e_in1k.py'
+])
+def test_mmpretrain_models_get_the_config_level_preprocessor(
+        config, tmp_path):
+    """mmpretrain configs set ``data_preprocessor`` at the top level and
+    the Runner gives it to the model: the analysis tools build the student
+    and the distiller the same way (normalised input, Mixup/CutMix with
+    the class count), without a preprocessing warning."""
+    import warnings
+
+    from mmengine.config import Config
+
+    from mmdistill.testing import random_batch
+    from tools_support import load_script
+    visualize = load_script(
+        osp.join(ROOT, 'tools', 'analysis', 'visualize_features.py'),
+        'visualize_features')
+    tool = load_tool()
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    args = tool.parse_args([config, '--random-teacher'])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        models = [tool.build_student(cfg),
+                  tool.build_distiller(cfg, args, str(tmp_path)),
+                  visualize.build_distiller(
+                      cfg, visualize.parse_args(
+                          [config, 'image.png', '--random-teacher']),
+                      str(tmp_path))]
+    assert not [w for w in caught if 'preprocesses' in str(w.message)]
+    for model in models:
+        pre = model.data_preprocessor
+        assert pre.mean.flatten().tolist() == pytest.approx(
+            cfg.data_preprocessor.mean)
+        data = pre(random_batch('cls', (32, 32), 2), True)  # Mixup/CutMix
+        assert data['inputs'].shape == (2, 3, 32, 32)

@@ -288,9 +288,9 @@ def check_distiller(cfg: Config, path: str) -> None:
 
 def build_student(cfg: Config):
     """The plain student (the model of ``student_config.py``), on CPU."""
-    from mmdistill.utils.config import student_config
+    from mmdistill.utils.config import model_config, student_config
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        return MODELS.build(student_config(cfg).model)
+        return MODELS.build(model_config(student_config(cfg)))
 
 
 def build_distiller(cfg: Config, args, workdir: str):
@@ -298,9 +298,10 @@ def build_distiller(cfg: Config, args, workdir: str):
     float32 (the options are applied by :func:`main` after the baseline)."""
     from mmdistill.testing import use_random_teacher
     from mmdistill.utils.checkpoint import CheckpointError
+    from mmdistill.utils.config import model_config
     if args.random_teacher:
         use_random_teacher(cfg, osp.join(workdir, 'teacher.pth'))
-    model = copy.deepcopy(cfg.model)
+    model = model_config(cfg)  # as the Runner builds it
     for key in ('dtype', 'channels_last'):
         model.teacher.pop(key, None)
     # speed is measured here, not training health (a random teacher)

@@ -20,7 +20,6 @@ connectors; without it they are freshly initialised); ``--random-teacher``
 gives the teacher random weights instead of loading its checkpoint.
 """
 import argparse
-import copy
 import os
 import os.path as osp
 import sys
@@ -59,6 +58,7 @@ def parse_args(argv=None):
 def build_distiller(cfg: Config, args, workdir: str):
     from mmdistill.testing import use_random_teacher
     from mmdistill.utils.checkpoint import read_checkpoint
+    from mmdistill.utils.config import model_config
     if cfg.model.get('type') != 'mmdistill.SingleTeacherDistiller':
         raise ValueError(
             f'{args.config} is not a distillation config (model.type is '
@@ -66,7 +66,9 @@ def build_distiller(cfg: Config, args, workdir: str):
     if args.random_teacher:
         use_random_teacher(cfg, osp.join(workdir, 'teacher.pth'))
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        distiller = MODELS.build(copy.deepcopy(cfg.model))
+        # as the Runner builds it (mmpretrain: the config-level
+        # data_preprocessor)
+        distiller = MODELS.build(model_config(cfg))
     if args.checkpoint:
         state = read_checkpoint(args.checkpoint)
         state = state.get('state_dict', state)
