@@ -152,6 +152,7 @@ def enable_auto_scale_lr(cfg: Config) -> None:
 def setup_cfg(args) -> Config:
     """Apply the command line to the config, as mmdet's/mmseg's tools do."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
+    from mmdistill.utils.config import hook_type_errors
     from mmdistill.utils.setup_env import prepare_config, set_dataloaders
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -197,6 +198,10 @@ def setup_cfg(args) -> Config:
         check_resume(args.resume, cfg.work_dir)
         cfg.resume = True
         cfg.load_from = args.resume
+    problems = hook_type_errors(cfg)
+    if problems:
+        sys.exit('error: ' + '; '.join(problems) + ". mmdistill's hooks "
+                 "are written 'mmdistill.<Name>'.")
     prepare_config(cfg)
     return cfg
 

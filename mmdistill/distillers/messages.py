@@ -25,6 +25,18 @@ def channels_of(x) -> Optional[int]:
     return int(x.shape[-1] if x.dim() == 3 else x.shape[1])
 
 
+def kind_of(x: torch.Tensor) -> str:
+    """What a feature is, by its dimensions, for messages."""
+    return {2: 'vectors (N, C) (logits or pooled features)',
+            3: 'tokens (N, L, C) (a transformer layer)',
+            4: 'maps (N, C, H, W)'}.get(x.dim(), f'{x.dim()}-D tensors')
+
+
+#: connectors that take tokens (N, L, C) or vectors (N, C); the others
+#: take maps (N, C, H, W)
+TOKEN_CONNECTORS = ('TokenProjector', 'IdentityConnector')
+
+
 def tap_channels(model: nn.Module, tap: Tap) -> Optional[int]:
     """The channel count a tap gives, when the tapped module says it
     without running (a conv, linear or norm layer, an mmcv ConvModule);
@@ -95,7 +107,16 @@ def pair_error(pair: Pair, stage: str, err: Exception,
     if sizes:
         what += f' ({", ".join(sizes)})'
     text, advice = str(err), []
-    if stage == 'connector':
+    if stage == 'connector' and isinstance(raw, torch.Tensor) and \
+            raw.dim() != 4 and type(connector).__name__ not in \
+            TOKEN_CONNECTORS:
+        advice.append(
+            f'The student tap gives {kind_of(raw)}; {type(connector).__name__}'
+            ' takes maps (N, C, H, W). For tokens or vectors use '
+            f"{pair.config_path('connector')}=dict(type='TokenProjector', "
+            f'in_channels={channels_of(raw)}, out_channels=...), or tap '
+            'layers that give maps on both sides.')
+    elif stage == 'connector':
         want = getattr(connector, 'in_channels', None)
         have = channels_of(raw)
         if isinstance(want, int) and have is not None and want != have:
@@ -128,10 +149,21 @@ def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
                  teacher, loss: Optional[nn.Module] = None) -> List[str]:
     """What to change when the loss got features it cannot compare (a loss
     with its own channel alignment, FGD's ``student_channels`` and
-    ``in_channels``, is told to set those)."""
+    ``in_channels``, is told to set those; a loss that compares no maps,
+    ``compares_maps = False``, gets no advice here)."""
     if not all(isinstance(x, torch.Tensor) for x in (student, teacher)):
         return []
-    if student.dim() != teacher.dim() or student.dim() < 3:
+    if not getattr(loss, 'compares_maps', True):
+        return []
+    if student.dim() != teacher.dim():
+        return [
+            f'The student gives {kind_of(student)} and the teacher tap '
+            f'{kind_of(teacher)}: {type(loss).__name__} compares features '
+            'of one kind. Tap layers of the same kind on both sides (a '
+            "ViT's tokens against a CNN's maps need a layer that turns one "
+            'into the other; the logits, with KDLoss, DKDLoss or DISTLoss, '
+            'compare any two classifiers of the same classes).']
+    if student.dim() < 3:
         return []
     out = []
     s_size, t_size = tuple(student.shape[2:]), tuple(teacher.shape[2:])
@@ -150,6 +182,8 @@ def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
             f'change the student tap {pair.student.config_text()} or the '
             f'teacher tap {pair.teacher.config_text()} (e.g. the same stage '
             'or FPN level on both sides).')
+    if not getattr(loss, 'same_channels', True):
+        return out  # the loss compares across channel counts
     s_channels, t_channels = channels_of(student), channels_of(teacher)
     aligns = {attr: getattr(loss, attr, None)
               for attr in ('student_channels', 'in_channels')}

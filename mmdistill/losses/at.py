@@ -40,6 +40,10 @@ class ATLoss(nn.Module):
             zero instead of NaN). Defaults to 1e-12.
     """
 
+    #: the attention maps average over channels: student and teacher
+    #: channels may differ
+    same_channels = False
+
     def __init__(self,
                  p: float = 2,
                  loss_weight: float = 1.0,

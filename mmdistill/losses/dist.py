@@ -18,7 +18,12 @@ matrix of a batch and rho_p the Pearson correlation coefficient,
 
 rho_p(u, v) = sum (u - mean u)(v - mean v) / (||u - mean u|| ||v - mean v||
 + eps), with eps = 1e-8 added to the product of the norms as in the
-official code.
+official code. A student whose probabilities are equal for every class (as
+mmpretrain's ViT heads give at the start: their weights are initialised to
+zero) has centred vectors of 0, where the Pearson terms' gradient is of
+the order of 1/eps (about 1e6 on the logits at the first step); the official
+code behaves the same. Gradient clipping (DeiT recipes set it) bounds that
+step; the term is exact as soon as the logits differ.
 """
 from typing import Optional
 

@@ -192,6 +192,10 @@ class ViTAttentionLoss(nn.Module):
         loss_weight (float): Weight of the loss. Defaults to 1.0.
     """
 
+    #: compares attention computed from qkv projections, not maps: the
+    #: distiller's advice about map sizes and channels does not apply
+    compares_maps = False
+
     def __init__(self,
                  student_heads: int,
                  teacher_heads: int,

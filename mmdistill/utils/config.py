@@ -4,11 +4,11 @@ import copy
 import importlib.util
 import os
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 from mmengine.config import Config
 
-from .names import closest
+from .names import closest, did_you_mean
 
 #: the student config StudentCheckpointHook writes into the work dir
 STUDENT_CONFIG = 'student_config.py'
@@ -62,6 +62,39 @@ def model_config(cfg) -> dict:
             'data_preprocessor') is not None:
         model['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
     return model
+
+
+def hook_type_errors(cfg) -> List[str]:
+    """What is wrong with the ``type`` of each of ``cfg.custom_hooks`` that
+    the Runner would not find, looked up as the Runner does (in the config's
+    ``default_scope``), with the closest registered names: mmdistill's hooks
+    are written ``'mmdistill.<Name>'`` in a config whose scope is mmdet's,
+    mmseg's or mmpretrain's.
+
+    Args:
+        cfg (Config): The config.
+
+    Returns:
+        list[str]: One line per hook that would not build; empty when all
+        are found.
+    """
+    from mmengine.registry import HOOKS
+
+    import mmdistill.hooks  # noqa: F401  registers mmdistill's hooks
+    from mmdistill.registry import HOOKS as OUR_HOOKS
+    hooks = cfg.get('custom_hooks', None) or []
+    problems = []
+    with HOOKS.switch_scope_and_registry(cfg.get('default_scope')) as found:
+        names = set(found.module_dict) | set(HOOKS.module_dict) | {
+            f'mmdistill.{name}' for name in OUR_HOOKS.module_dict}
+        for i, hook in enumerate(hooks):
+            kind = hook.get('type') if isinstance(hook, dict) else None
+            if not isinstance(kind, str) or found.get(kind) is not None:
+                continue
+            hint = did_you_mean(kind, names)
+            problems.append(f'custom_hooks[{i}].type={kind!r} is not a '
+                            f'registered hook{hint}')
+    return problems
 
 
 def load_config(path: str) -> Config:

@@ -387,3 +387,68 @@ def test_a_preprocessing_warning_reaches_the_run_log(tiny_cfg):
         logger.removeHandler(handler)
     assert any("data_preprocessor='own'" in r.getMessage() and
                r.levelno == logging.WARNING for r in records)
+
+
+def _fails(module, *inputs):
+    try:
+        module(*inputs)
+    except (ValueError, RuntimeError) as err:
+        return err
+    raise AssertionError('no error')
+
+
+def test_tokens_against_maps_name_both_kinds():
+    """A ViT's tokens against a CNN's maps: the advice names the two kinds
+    (and not "add a connector", which the pair has)."""
+    from mmdistill.connectors import MLPConnector
+    from mmdistill.distillers.messages import pair_error
+    from mmdistill.distillers.pairs import Pair
+    from mmdistill.distillers.taps import Tap
+    from mmdistill.losses import L2Loss
+    pair = Pair('feat', Tap('backbone.layer4'), Tap('backbone.layers.11'),
+                None, dict(type='L2Loss'))
+    connector, loss = MLPConnector(64, 48), L2Loss()
+    raw, teacher = torch.rand(2, 64, 1, 1), torch.rand(2, 5, 48)
+    student = connector(raw)
+    message = str(pair_error(pair, 'loss', _fails(loss, student, teacher),
+                             connector, loss, raw, teacher, student))
+    assert ('The student gives maps (N, C, H, W) and the teacher tap '
+            'tokens (N, L, C) (a transformer layer)') in message
+    assert 'add a connector' not in message
+
+
+def test_a_map_connector_on_tokens_points_to_the_token_projector():
+    from mmdistill.connectors import MLPConnector
+    from mmdistill.distillers.messages import pair_error
+    from mmdistill.distillers.pairs import Pair
+    from mmdistill.distillers.taps import Tap
+    from mmdistill.losses import L2Loss
+    pair = Pair('feat', Tap('backbone.layers.11'), Tap('backbone.layers.11'),
+                dict(type='MLPConnector'), dict(type='L2Loss'))
+    connector = MLPConnector(48, 96)
+    raw, teacher = torch.rand(2, 17, 48), torch.rand(2, 17, 96)
+    message = str(pair_error(pair, 'connector', _fails(connector, raw),
+                             connector, L2Loss(), raw, teacher))
+    assert ('The student tap gives tokens (N, L, C) (a transformer layer); '
+            'MLPConnector takes maps (N, C, H, W)') in message
+    assert ("distill.feat.connector=dict(type='TokenProjector', "
+            'in_channels=48') in message
+
+
+def test_losses_that_compare_no_maps_get_no_map_advice():
+    """ViTAttentionLoss compares attention from qkv projections; AT
+    compares channel means: no "channels differ, add a connector"."""
+    from mmdistill.distillers.messages import shape_advice
+    from mmdistill.distillers.pairs import Pair
+    from mmdistill.distillers.taps import Tap
+    from mmdistill.losses import ATLoss, L2Loss, ViTAttentionLoss
+    pair = Pair('p', Tap('a'), Tap('b'), None, dict(type='L2Loss'))
+    tokens = torch.rand(2, 17, 144), torch.rand(2, 18, 288)
+    assert shape_advice(pair, None, *tokens,
+                        ViTAttentionLoss(student_heads=3,
+                                         teacher_heads=6)) == []
+    assert shape_advice(pair, None, *tokens, L2Loss())  # channels differ
+    maps = torch.rand(2, 16, 8, 8), torch.rand(2, 32, 4, 4)
+    advice = shape_advice(pair, None, *maps, ATLoss())
+    assert len(advice) == 1 and 'spatial sizes differ' in advice[0]
+    assert len(shape_advice(pair, None, *maps, L2Loss())) == 2

@@ -206,3 +206,24 @@ def test_mmpretrain_dataloader_defaults_and_flags(train, configs, tmp_path):
     cfg = train.setup_cfg(train.parse_args([configs['det']] + work))
     assert 'collate_fn' not in cfg.train_dataloader
     assert 'pin_memory' not in cfg.train_dataloader
+
+
+def test_a_misspelled_hook_stops_before_the_runner(train, configs, tmp_path):
+    """mmengine's KeyError names the student's scope's registry and no
+    close name; an mmdistill hook without its prefix is not found there."""
+    cfg = Config.fromfile(configs['seg'])
+    n = len(cfg.custom_hooks)
+    cfg.custom_hooks = [*cfg.custom_hooks,
+                        dict(type='mmdistill.FeatureStatHook'),
+                        dict(type='DistillLossScheduleHook')]
+    config = str(tmp_path / 'hooks.py')
+    cfg.dump(config)
+    work_dir = str(tmp_path / 'work')
+    message = stops(train, [config, '--work-dir', work_dir])
+    assert (f"custom_hooks[{n}].type='mmdistill.FeatureStatHook' is not a "
+            "registered hook (did you mean 'mmdistill.FeatureStatsHook'?)"
+            ) in message
+    assert (f"custom_hooks[{n + 1}].type='DistillLossScheduleHook' is not a "
+            "registered hook (did you mean "
+            "'mmdistill.DistillLossScheduleHook'?)") in message
+    assert not osp.exists(work_dir)
