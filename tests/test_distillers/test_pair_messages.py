@@ -154,16 +154,21 @@ def test_resize_errors(retina):
         build(cfg)
 
 
-def test_channel_mismatch_without_a_connector_suggests_one(retina):
-    cfg = retina
-    cfg.model.distill = ConfigDict(p3=dict(
-        student='neck.fpn_convs.0.conv',
-        teacher='neck.fpn_convs.0.conv',
-        loss=dict(type='L2Loss', loss_weight=1.)))
+def first_forward_error(cfg, **pair) -> str:
+    """The message of the ValueError the first forward stops with, for the
+    RetinaNet distiller with the one pair ``p3``."""
+    cfg.model.distill = ConfigDict(p3=pair)
     model = build(cfg)
     with pytest.raises(ValueError) as err:
         forward(model)
-    message = str(err.value)
+    return str(err.value)
+
+
+def test_channel_mismatch_without_a_connector_suggests_one(retina):
+    message = first_forward_error(
+        retina, student='neck.fpn_convs.0.conv',
+        teacher='neck.fpn_convs.0.conv',
+        loss=dict(type='L2Loss', loss_weight=1.))
     assert ("add a connector, e.g. distill.p3.connector=dict(type="
             "'MLPConnector', in_channels=16, out_channels=32)") in message
     assert '(2, 16, 8, 8)' in message and '(2, 32, 8, 8)' in message
@@ -336,29 +341,20 @@ def test_a_tap_on_a_container_that_never_runs(retina):
 def test_a_loss_that_aligns_channels_itself_is_told_to(retina):
     """FGD aligns the student's channels with its own 1x1 conv
     (``student_channels``): the fix is that argument, not a connector."""
-    cfg = retina
-    cfg.model.distill = ConfigDict(p3=dict(
-        student='neck.fpn_convs.0.conv', teacher='neck.fpn_convs.0.conv',
-        loss=dict(type='FGDLoss', in_channels=32)))
-    model = build(cfg)
-    with pytest.raises(ValueError) as err:
-        forward(model)
-    message = str(err.value)
+    message = first_forward_error(
+        retina, student='neck.fpn_convs.0.conv',
+        teacher='neck.fpn_convs.0.conv',
+        loss=dict(type='FGDLoss', in_channels=32))
     assert ('FGDLoss aligns them itself: set '
             'distill.p3.loss.student_channels=16.') in message
     assert 'add a connector' not in message
 
 
 def test_a_size_mismatch_names_indexed_taps_as_written(retina):
-    cfg = retina
-    cfg.model.distill = ConfigDict(p3=dict(
-        student='neck[0]', teacher='neck[1]',
+    message = first_forward_error(
+        retina, student='neck[0]', teacher='neck[1]',
         connector=dict(type='MLPConnector', in_channels=16, out_channels=32),
-        loss=dict(type='L2Loss', loss_weight=1.)))
-    model = build(cfg)
-    with pytest.raises(ValueError) as err:
-        forward(model)
-    message = str(err.value)
+        loss=dict(type='L2Loss', loss_weight=1.))
     assert "change the student tap 'neck[0]' or the teacher tap 'neck[1]'" \
         in message
 
