@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 
 from .probe import HEAD, LEVEL, STAGE, Candidate, Probe, profile_of
 
@@ -421,13 +422,37 @@ def load_settings(method: str, variant: str,
     return Settings(source, pairs, inherit, optim, hooks, notes)
 
 
+def classifier_layer(probe: Probe) -> Optional[str]:
+    """The path of a classifier's last linear layer (its logits), or None.
+
+    Args:
+        probe (Probe): A probed mmpretrain classifier.
+
+    Returns:
+        str | None: ``'head.fc'`` for a ResNet, ``'head.layers.head'`` for
+        a ViT, ...
+    """
+    model = getattr(probe, 'model', None)
+    if model is None:
+        return None
+    found = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and name.startswith('head')]
+    return found[-1] if found else None
+
+
+def _classifier_advice(student: Probe, teacher: Probe) -> str:
+    """What to do for two mmpretrain classifiers, naming their logit
+    layers."""
+    s, t = classifier_layer(student), classifier_layer(teacher)
+    taps = (f"student='{s}', teacher='{t}' (their last linear layers)"
+            if s and t else "both models' last linear layer of the head")
+    return ('suggest_pairs proposes pairs for mmdet detectors and mmseg '
+            'segmentors. For mmpretrain classifiers start from a logit '
+            f'config, configs/kd, configs/dkd or configs/dist, with {taps}; '
+            'for two ViTs, configs/vit_attention (their blocks\' attn.qkv).')
+
+
 def _unsupported(method: str, kind: str) -> str:
-    if kind == 'cls':
-        return (
-            'suggest_pairs proposes pairs for mmdet detectors and mmseg '
-            'segmentors. For mmpretrain classifiers start from the logit '
-            'configs configs/kd, configs/dkd or configs/dist (both models\' '
-            "'head.fc'), or configs/vit_attention for ViTs.")
     if method == 'fgd':
         return ('FGD needs ground-truth boxes (its focal masks): it '
                 'distils detectors. For a segmentor use --method mlp, lad, '
@@ -834,7 +859,7 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
                            f'{method!r}.')
     variant = variant_of(student, teacher)
     if variant == 'cls':
-        raise SuggestError(_unsupported(method, 'cls'))
+        raise SuggestError(_classifier_advice(student, teacher))
     settings = load_settings(method, variant,
                              student.components.get('backbone'),
                              student.profile or None,
@@ -1299,7 +1324,10 @@ def format_candidates(probe: Probe, title: str) -> str:
             tap += f'  = {c.path.split(".")[0]}[{c.index}]'
         if c.inplace:
             tap += '  (changed in place later: clone=True)'
-        what = _ROLE_NAMES[c.role] + (f' ({c.note})' if c.note else '')
+        what = _ROLE_NAMES[c.role]
+        if c.role == LEVEL and not c.spatial:  # a classifier's pooling neck
+            what = 'neck output'
+        what += f' ({c.note})' if c.note else ''
         rows.append((tap, 'x'.join(str(v) for v in c.shape),
                      _stride_text(c), str(c.channels), what))
     width = max([len(r[0]) for r in rows] + [3])

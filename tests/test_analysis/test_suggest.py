@@ -140,3 +140,19 @@ def test_unsupported_methods_say_what_to_use(pair_files):
     assert [c.path for c in s.by_role('head')] == ['decode_head.conv_seg']
     with pytest.raises(SuggestError, match='FGD needs ground-truth boxes'):
         suggest(s, t, 'fgd')
+
+
+def test_classifiers_are_pointed_to_their_logit_layers():
+    """Two mmpretrain classifiers (a ResNet student, a DeiT teacher): the
+    message names each model's own last linear layer."""
+    from mmdistill.utils.config import load_config
+    student = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
+    teacher = 'mmpretrain::deit/deit-tiny_4xb256_in1k.py'
+    s = probe_model(load_config(student), student, (64, 64))
+    t = probe_model(load_config(teacher), teacher, (224, 224))
+    with pytest.raises(SuggestError) as err:
+        suggest(s, t, 'mlp')
+    message = str(err.value)
+    assert ("student='head.fc', teacher='head.layers.head' (their last "
+            'linear layers)') in message
+    assert 'configs/kd' in message
