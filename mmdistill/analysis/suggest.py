@@ -437,6 +437,11 @@ def classifier_layer(probe: Probe) -> Optional[str]:
         return None
     found = [name for name, module in model.named_modules()
              if isinstance(module, nn.Linear) and name.startswith('head')]
+    # not a distillation-token branch (DeiT's head_dist, EfficientFormer's
+    # dist_head), whose logits the prediction only averages in
+    classes = [name for name in found
+               if not any('dist' in part for part in name.split('.')[1:])]
+    found = classes or found
     return found[-1] if found else None
 
 

@@ -151,7 +151,12 @@ class DistillLossScheduleHook(Hook):
                         f'DistillLossScheduleHook: no distillation pair '
                         f'{wanted!r}; the pairs are {names}.')
         # one schedule per pair: a second one would silently override it
+        # (owners left by another Runner's hooks on this model do not count)
         owners = distiller.controls.schedule_owners
+        running = {id(hook) for hook in runner.hooks}
+        for name in [n for n, owner in owners.items()
+                     if owner not in running]:
+            del owners[name]
         taken = sorted(name for name in self._scheduled
                        if owners.get(name, id(self)) != id(self))
         if taken:

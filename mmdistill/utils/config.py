@@ -81,19 +81,26 @@ def hook_type_errors(cfg) -> List[str]:
     from mmengine.registry import HOOKS
 
     import mmdistill.hooks  # noqa: F401  registers mmdistill's hooks
-    from mmdistill.registry import HOOKS as OUR_HOOKS
     hooks = cfg.get('custom_hooks', None) or []
     problems = []
-    with HOOKS.switch_scope_and_registry(cfg.get('default_scope')) as found:
-        names = set(found.module_dict) | set(HOOKS.module_dict) | {
-            f'mmdistill.{name}' for name in OUR_HOOKS.module_dict}
-        for i, hook in enumerate(hooks):
-            kind = hook.get('type') if isinstance(hook, dict) else None
-            if not isinstance(kind, str) or found.get(kind) is not None:
+    for i, hook in enumerate(hooks):
+        kind = hook.get('type') if isinstance(hook, dict) else None
+        if not isinstance(kind, str):
+            continue
+        # the scope the Runner builds it in: its own _scope_, else the
+        # config's
+        scope = hook.get('_scope_') or cfg.get('default_scope')
+        with HOOKS.switch_scope_and_registry(scope) as found:
+            if found.get(kind) is not None:
                 continue
-            hint = did_you_mean(kind, names)
-            problems.append(f'custom_hooks[{i}].type={kind!r} is not a '
-                            f'registered hook{hint}')
+            # the scope's own, mmengine's, and every loaded scope's by its
+            # prefix ('mmdistill.StudentCheckpointHook', 'mmdet.X')
+            names = set(found.module_dict) | set(HOOKS.module_dict) | {
+                f'{child_scope}.{name}'
+                for child_scope, child in HOOKS.children.items()
+                for name in child.module_dict}
+        problems.append(f'custom_hooks[{i}].type={kind!r} is not a '
+                        f'registered hook{did_you_mean(kind, names)}')
     return problems
 
 

@@ -156,3 +156,27 @@ def test_classifiers_are_pointed_to_their_logit_layers():
     assert ("student='head.fc', teacher='head.layers.head' (their last "
             'linear layers)') in message
     assert 'configs/kd' in message
+
+
+def test_the_logit_layer_is_not_a_distillation_token_branch():
+    """Heads with a distillation-token branch (DeiT's ``head_dist``,
+    EfficientFormer's ``dist_head``, LeViT's ``head_dist``): the class
+    branch is named."""
+    from types import SimpleNamespace
+
+    import torch.nn as nn
+    from mmpretrain.models.heads import (DeiTClsHead, EfficientFormerClsHead,
+                                         LeViTClsHead)
+
+    from mmengine.registry import DefaultScope
+
+    from mmdistill.analysis.suggest import classifier_layer
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        heads = ((EfficientFormerClsHead(10, 8), 'head.head'),
+                 (DeiTClsHead(10, 8), 'head.layers.head'),
+                 (LeViTClsHead(num_classes=10, in_channels=8),
+                  'head.head.linear'))
+    for head, expected in heads:
+        model = nn.Module()
+        model.head = head
+        assert classifier_layer(SimpleNamespace(model=model)) == expected

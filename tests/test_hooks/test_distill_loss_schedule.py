@@ -181,3 +181,31 @@ def test_one_schedule_per_pair_and_a_factor_per_hook(tiny_cfg):
     assert warmup == scales['fpn_1'] == scales['fpn_2']
     assert 0.0 <= warmup < 1.0
     assert 'train/distill_factor' not in hub.log_scalars
+
+
+def test_a_later_runner_on_the_same_model_may_schedule_again():
+    """The pairs a hook scheduled stay its own only while that hook runs:
+    another Runner (with its own hooks) around the same model is free to
+    schedule them."""
+    from types import SimpleNamespace
+
+    from mmdistill.distillers import SingleTeacherDistiller
+    from mmdistill.distillers.controls import DistillControls
+    from mmdistill.hooks import DistillLossScheduleHook
+    model = SingleTeacherDistiller.__new__(SingleTeacherDistiller)
+    for key, value in dict(
+            pairs=dict(fpn_0=0, fpn_1=0),
+            pair_groups=dict(fpn=['fpn_0', 'fpn_1']),
+            controls=DistillControls(['fpn_0', 'fpn_1'])).items():
+        object.__setattr__(model, key, value)
+    first = DistillLossScheduleHook(warmup=10)
+    runner = SimpleNamespace(model=model, train_loop=None, hooks=[first])
+    first.before_train(runner)
+    first.before_train(runner)  # runner.train() again
+    second = DistillLossScheduleHook(decay_begin=0, decay_end=10)
+    second.before_train(SimpleNamespace(model=model, train_loop=None,
+                                        hooks=[second]))
+    clash = DistillLossScheduleHook(stop=5, pairs=['fpn'])
+    with pytest.raises(ValueError, match='Two DistillLossScheduleHooks'):
+        clash.before_train(SimpleNamespace(model=model, train_loop=None,
+                                           hooks=[second, clash]))

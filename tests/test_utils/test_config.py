@@ -70,3 +70,19 @@ def test_a_shipped_config_that_fails_to_load_keeps_its_cause(monkeypatch):
     assert 'a module the config imports is missing' in str(err.value)
     assert 'closest' not in str(err.value)
     assert isinstance(err.value.__cause__, ImportError)
+
+
+def test_hook_types_are_looked_up_where_the_runner_builds_them():
+    """In the config's default scope, or the hook's own ``_scope_``;
+    mmdistill's hooks with their prefix."""
+    from mmdistill.utils.config import hook_type_errors
+    cfg = Config(dict(default_scope='mmpretrain', custom_hooks=[
+        dict(type='MeanTeacherHook', _scope_='mmdet'),
+        dict(type='mmdet.MeanTeacherHook'),
+        dict(type='mmdistill.StudentCheckpointHook'),
+        dict(type='EMAHook'),
+        dict(type='MeanTeacherHook'),
+    ]))
+    assert hook_type_errors(cfg) == [
+        "custom_hooks[4].type='MeanTeacherHook' is not a registered hook "
+        "(did you mean 'mmdet.MeanTeacherHook'?)"]
