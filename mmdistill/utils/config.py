@@ -17,10 +17,9 @@ STUDENT_CONFIG = 'student_config.py'
 def _shipped_folder(path: str) -> Optional[str]:
     """The folder where a ``scope::dir/file.py`` config would be: the
     package's ``.mim/configs``; None when the package is not installed."""
-    scope = path.split('::', 1)[0]
-    package = {'mmseg': 'mmseg', 'mmdet': 'mmdet',
-               'mmpretrain': 'mmpretrain'}.get(scope)
-    spec = importlib.util.find_spec(package) if package else None
+    scope = path.split('::', 1)[0]  # the package's own name
+    known = scope in ('mmdet', 'mmseg', 'mmpretrain')
+    spec = importlib.util.find_spec(scope) if known else None
     if spec is None or not spec.submodule_search_locations:
         return None
     return osp.join(list(spec.submodule_search_locations)[0], '.mim',
