@@ -23,7 +23,8 @@ DETECTION_CHANCE = 0.01
 
 
 class TeacherCheckError(RuntimeError):
-    """The teacher failed :class:`TeacherCheckHook`'s check."""
+    """The teacher failed :class:`TeacherCheckHook`'s check, or the
+    student's evaluator could not score it."""
 
 
 def _last(key: str) -> str:
@@ -127,6 +128,41 @@ def chance_level(key: str, num_classes: Optional[int],
     return None
 
 
+def teacher_class_counts(model: torch.nn.Module) -> List[int]:
+    """The distinct ``num_classes`` (positive ints) of ``model``'s modules,
+    sorted: e.g. ``[1, 80]`` for a two-stage detector (its RPN head
+    predicts one class-agnostic "object" class), ``[19]`` for a PSPNet
+    with its auxiliary head. Empty for an open-vocabulary detector (one
+    with a ``language_model``: its ``num_classes`` is a text length, and
+    it predicts the classes it is prompted with)."""
+    if any(hasattr(m, 'language_model') for m in model.modules()):
+        return []
+    return sorted({
+        m.num_classes for m in model.modules()
+        if isinstance(getattr(m, 'num_classes', None), int)
+        and not isinstance(m.num_classes, bool) and m.num_classes > 0
+    })
+
+
+def class_mismatch(counts: Sequence[int],
+                   num_classes: Optional[int]) -> Optional[int]:
+    """The number of classes the teacher predicts when it surely differs
+    from the dataset's ``num_classes``, else None.
+
+    ``counts`` are the teacher's :func:`teacher_class_counts`. Counts of 1
+    are left out: class-agnostic heads (the RPN of a two-stage detector; an
+    RPN alone is scored class-agnostically). The teacher matches when the
+    dataset's count is among the rest, and differs when the rest is one
+    count; with no dataset count, no other count, or several (e.g. a
+    panoptic model's thing and stuff heads) it cannot be told: None.
+    """
+    predicting = {c for c in counts if c > 1}
+    if (not num_classes or num_classes in predicting
+            or len(predicting) != 1):
+        return None
+    return predicting.pop()
+
+
 def _best_constant_miou(results: Sequence) -> Optional[float]:
     """mIoU (percent) of predicting one class everywhere, the best class,
     from mmseg ``IoUMetric`` results (per image: intersection, union,
@@ -161,6 +197,17 @@ class TeacherCheckHook(Hook):
     :func:`chance_level`: mmdet mAP about 0, mmseg mIoU no better than
     ``100 / num_classes`` or one class everywhere, mmpretrain accuracy no
     better than random guessing).
+
+    When the teacher predicts another number of classes than the dataset
+    has (see :func:`class_mismatch`: e.g. a COCO-80 teacher distilled on
+    the backbone/FPN features of a student with 3 classes), the student's
+    evaluator cannot score its predictions: the hook logs why, does not
+    score the teacher and lets training start (the features the student is
+    distilled on do not depend on the classes); the ``teacher.dtype`` check
+    below still runs. Every rank takes the main process's decision. When
+    the evaluator raises for another reason, the hook stops with a
+    :class:`TeacherCheckError` that names the likely cause, chained to the
+    evaluator's error.
 
     Works with the evaluators of mmdet (``CocoMetric``: the COCO evaluation
     is restricted to the images scored), mmseg (``IoUMetric``) and
@@ -220,6 +267,10 @@ class TeacherCheckHook(Hook):
         #: with a half ``teacher.dtype``: tap -> (relative difference from
         #: float32, all finite) on the first batch of the last check
         self.precision: Dict[str, Tuple[float, bool]] = {}
+        #: why the last check did not score the teacher (the teacher and
+        #: the dataset have different classes), else None
+        self.skipped: Optional[str] = None
+        self._num_classes: Optional[int] = None
 
     # ------------------------------------------------------------ pieces
     @staticmethod
@@ -277,10 +328,45 @@ class TeacherCheckHook(Hook):
             metric.compute_metrics = wrapped
         return notes
 
+    def _skip_reason(self, teacher) -> Optional[str]:
+        """Why the teacher cannot be scored with the student's evaluator
+        (its classes differ from the dataset's), the main process's answer
+        on every rank; None when it can be (or the counts cannot be
+        told)."""
+        predicted = class_mismatch(teacher_class_counts(teacher),
+                                   self._num_classes)
+        reason = None
+        if predicted is not None:
+            reason = (
+                f'the teacher predicts {predicted} classes and the dataset '
+                f"has {self._num_classes}, so the student's val_evaluator "
+                'cannot score its predictions (the features the student is '
+                'distilled on do not depend on the classes)')
+        shared = [reason]
+        broadcast_object_list(shared)  # a no-op outside a distributed run
+        return shared[0]
+
+    def _scoring_failed(self, distiller, evaluator,
+                        error: Exception) -> TeacherCheckError:
+        names = ', '.join(type(m).__name__ for m in evaluator.metrics)
+        return TeacherCheckError(
+            f"TeacherCheckHook could not score the teacher: the student's "
+            f'val_evaluator ({names}) raised {type(error).__name__}: '
+            f'{error}. Likely cause: the teacher predicts what the '
+            "student's evaluator cannot score (another dataset, other "
+            'classes, another task or output format)'
+            + self._classes(distiller) + '. Make the teacher config match '
+            "the student's dataset, or, when distilling features that do "
+            'not depend on the predictions, remove TeacherCheckHook from '
+            'custom_hooks (training then starts unchecked).')
+
     @torch.no_grad()
     def evaluate_teacher(self, runner) -> Dict[str, object]:
         """Score the teacher on ``num_batches`` validation batches per rank;
-        returns the evaluator's metrics (also kept in ``self.metrics``)."""
+        returns the evaluator's metrics (also kept in ``self.metrics``), or
+        ``{}`` when the teacher's classes differ from the dataset's
+        (``self.skipped`` says so; only the ``teacher.dtype`` comparison
+        runs then)."""
         distiller = distiller_of(runner, 'TeacherCheckHook')
         teacher = distiller.teacher
         # building a loader and its iterator draw seeds: the training
@@ -290,13 +376,24 @@ class TeacherCheckHook(Hook):
         count = batches = 0
         try:
             loader = self._dataloader(runner)
-            evaluator = self._evaluator(runner)
             dataset = loader.dataset
+            classes = (getattr(dataset, 'metainfo', None) or {}).get(
+                'classes')
+            self._num_classes = len(classes) if classes else None
+            self.skipped = self._skip_reason(teacher)
+            self.precision = {}
+            if self.skipped is not None:
+                print_log(f'TeacherCheckHook: not scoring the teacher: '
+                          f'{self.skipped}; training goes on.',
+                          logger='current', level=logging.WARNING)
+                self.metrics = {}
+                self._compare_precision(distiller, loader)
+                return self.metrics
+            evaluator = self._evaluator(runner)
             if hasattr(dataset, 'metainfo'):
                 evaluator.dataset_meta = dataset.metainfo
             notes = self._watch_metrics(evaluator)
             teacher.eval()
-            self.precision = {}
             for index, batch in enumerate(loader):
                 if index >= self.num_batches:
                     break
@@ -309,7 +406,12 @@ class TeacherCheckHook(Hook):
                 if convert is not None:  # teacher.data_preprocessor='own'
                     data['inputs'] = convert(data['inputs'])
                 outputs = teacher(**data, mode='predict')
-                evaluator.process(data_samples=outputs, data_batch=batch)
+                try:
+                    evaluator.process(data_samples=outputs,
+                                      data_batch=batch)
+                except Exception as error:
+                    raise self._scoring_failed(distiller, evaluator,
+                                               error) from error
                 count += len(outputs)
                 batches += 1
         finally:
@@ -328,7 +430,10 @@ class TeacherCheckHook(Hook):
         print_log(f'TeacherCheckHook: scoring the teacher (not the student) '
                   f'on {size} validation images; what the evaluator prints '
                   'next is the teacher\'s.', logger='current')
-        metrics = dict(evaluator.evaluate(size))
+        try:
+            metrics = dict(evaluator.evaluate(size))
+        except Exception as error:
+            raise self._scoring_failed(distiller, evaluator, error) from error
         # the metrics are computed, and the notes taken, on the main process
         # only; the evaluator broadcasts its metrics, the notes follow
         shared = [notes]
@@ -343,9 +448,25 @@ class TeacherCheckHook(Hook):
         self._num_samples = size
         self._num_batches = batches  # this rank's (fewer if the set ends)
         self._constant_miou = notes.get('constant_miou')
-        classes = getattr(dataset, 'metainfo', {}).get('classes')
-        self._num_classes = len(classes) if classes else None
         return self.metrics
+
+    def _compare_precision(self, distiller, loader) -> None:
+        """Only the ``teacher.dtype`` comparison, on the first batch."""
+        if distiller.teacher_runner.dtype not in (torch.float16,
+                                                  torch.bfloat16):
+            return
+        teacher = distiller.teacher
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            for batch in loader:
+                data = distiller.data_preprocessor(batch, False)
+                self.precision = \
+                    distiller.teacher_runner.half_precision_error(
+                        data['inputs'], data.get('data_samples'))
+                break
+        finally:
+            teacher.train(was_training)
 
     def _report(self, runner, metrics: Dict[str, object]) -> None:
         numbers = {f'teacher/{k}': float(v) for k, v in metrics.items()
@@ -365,10 +486,15 @@ class TeacherCheckHook(Hook):
         states = get_rng_state()
         try:
             metrics = self.evaluate_teacher(runner)
-            # a visualiser backend may draw random numbers when it starts
-            self._report(runner, metrics)
+            if self.skipped is None:
+                # a visualiser backend may draw random numbers when it
+                # starts
+                self._report(runner, metrics)
         finally:
             set_rng_state(states)
+        if self.skipped is not None:  # the classes differ: not scored
+            self._check_precision(runner)
+            return
         key = main_metric(metrics, self.metric)
         score = float(metrics[key])
         problems = []
@@ -471,9 +597,7 @@ class TeacherCheckHook(Hook):
                 'the teacher with the student\'s')
 
     def _classes(self, distiller) -> str:
-        counts = sorted({m.num_classes for _, m in
-                         distiller.teacher.named_modules()
-                         if isinstance(getattr(m, 'num_classes', None), int)})
+        counts = teacher_class_counts(distiller.teacher)
         if not counts or self._num_classes is None:
             return ''
         if self._num_classes in counts:

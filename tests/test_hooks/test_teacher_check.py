@@ -9,6 +9,7 @@ maximum, which also shows that the COCO evaluation is restricted to the
 images scored."""
 import copy
 import glob
+import json
 import os
 import os.path as osp
 
@@ -21,7 +22,8 @@ from mmengine.runner import Runner
 from mmdistill.hooks.teacher_check import (TeacherCheckError,
                                            TeacherCheckHook,
                                            _best_constant_miou, chance_level,
-                                           main_metric)
+                                           class_mismatch, main_metric,
+                                           teacher_class_counts)
 from mmdistill.testing import tiny_model, tiny_segmentation
 from mmdistill.utils.config import load_config
 
@@ -97,6 +99,36 @@ def test_arguments_are_checked():
         TeacherCheckHook(num_batches=0)
     with pytest.raises(ValueError, match='min_score'):
         TeacherCheckHook(min_score='high')
+
+
+def test_class_mismatch_is_judged_on_the_predicting_heads():
+    """What counts as the teacher predicting other classes than the
+    dataset: heads of 1 class (RPN) and auxiliary heads are no mismatch;
+    several other counts, or none, cannot be told (the teacher is scored
+    as before)."""
+    assert class_mismatch([80], 3) == 80  # RetinaNet COCO, 3 classes
+    assert class_mismatch([1, 80], 3) == 80  # Faster R-CNN: RPN + RoI head
+    assert class_mismatch([1, 80], 80) is None
+    assert class_mismatch([1, 80], 1) == 80  # one class: the RPN's is not it
+    assert class_mismatch([1], 1) is None
+    assert class_mismatch([1], 3) is None  # class-agnostic only: unknown
+    assert class_mismatch([19], 19) is None  # decode + auxiliary head
+    assert class_mismatch([19], 150) == 19
+    assert class_mismatch([54, 80], 133) is None  # panoptic: unknown
+    assert class_mismatch([], 3) is None
+    assert class_mismatch([80], None) is None
+
+    class Head(nn.Module):
+
+        def __init__(self, num_classes):
+            super().__init__()
+            self.num_classes = num_classes
+
+    model = nn.Sequential(Head(1), Head(80), Head(80), Head(None),
+                          Head(True), Head(0))
+    assert teacher_class_counts(model) == [1, 80]
+    model.language_model = nn.Identity()  # open vocabulary: prompted
+    assert teacher_class_counts(model) == []
 
 
 # ------------------------------------------------- random teachers stop
@@ -266,6 +298,78 @@ def test_min_score_stops_a_working_teacher(tiny_cfg):
     with pytest.raises(TeacherCheckError,
                        match=r'mIoU = 100 .*below min_score=100.5'):
         runner.train()
+
+
+# ------------------------------------- teacher classes the dataset lacks
+def _three_class_student(tiny_cfg, coco_root):
+    """The RetinaNet pair with a COCO-80 teacher and a student trained on 3
+    of the classes (those of the validation images first): the teacher
+    keeps boxes of all 80 classes, which the student's CocoMetric has no
+    category for."""
+    cfg, _ = tiny_cfg('retinanet')
+    with open(osp.join(coco_root, 'annotations',
+                       'instances_val2017.json')) as f:
+        ann = json.load(f)
+    names = {c['id']: c['name'] for c in ann['categories']}
+    used = sorted({a['category_id'] for a in ann['annotations']})
+    ids = list(dict.fromkeys(used + sorted(names)))[:3]
+    classes = tuple(names[i] for i in ids)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].dataset.metainfo = dict(classes=classes)
+    cfg.model.student.bbox_head.num_classes = 3
+    teacher = cfg.model.teacher.cfg_options['model']
+    assert teacher['bbox_head']['num_classes'] == 80
+    teacher['test_cfg'].update(score_thr=0.0, max_per_img=20)
+    return cfg
+
+
+def test_teacher_with_other_classes_is_not_scored(tiny_cfg, coco_root):
+    """A COCO-80 teacher, a 3-class student dataset: the check is skipped
+    with one line saying why, the bfloat16 comparison still runs, and
+    training goes on (the student's CocoMetric raised IndexError on the
+    teacher's labels before)."""
+    cfg = _three_class_student(tiny_cfg, coco_root)
+    cfg.model.teacher.dtype = 'bfloat16'
+    _hook(cfg, num_batches=1)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2  # trained (4 images, batches of 2)
+    hook = _the_hook(runner)
+    assert hook.skipped is not None and hook.metrics == {}
+    assert hook.precision  # teacher.dtype still compared with float32
+    assert not any(k.startswith('teacher/')
+                   for k in runner.message_hub.log_scalars)
+    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    assert ('TeacherCheckHook: not scoring the teacher: the teacher '
+            "predicts 80 classes and the dataset has 3, so the student's "
+            'val_evaluator cannot score its predictions (the features the '
+            'student is distilled on do not depend on the classes); '
+            'training goes on.') in log
+    assert log.count('not scoring the teacher') == 1
+    assert "teacher.dtype='bfloat16': its tapped features differ" in log
+    assert 'scoring the teacher (not the student)' not in log
+
+
+def test_evaluator_errors_name_the_hook(tiny_cfg, coco_root, monkeypatch):
+    """When the class counts cannot be told, the teacher is scored as
+    before; the evaluator's error comes wrapped, naming the hook, the likely
+    cause and the fix, chained to the original."""
+    from mmdistill.hooks import teacher_check
+    monkeypatch.setattr(teacher_check, 'teacher_class_counts',
+                        lambda model: [])
+    cfg = _three_class_student(tiny_cfg, coco_root)
+    _hook(cfg, num_batches=1)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TeacherCheckError) as info:
+        runner.train()
+    text = str(info.value)
+    assert text.startswith('TeacherCheckHook could not score the teacher: '
+                           "the student's val_evaluator (CocoMetric) raised "
+                           'IndexError: list index out of range.')
+    assert 'other classes' in text
+    assert 'remove TeacherCheckHook from custom_hooks' in text
+    assert isinstance(info.value.__cause__, IndexError)
+    assert runner.iter == 0
 
 
 # ------------------------------------------- teacher.dtype against float32
