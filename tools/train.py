@@ -152,7 +152,9 @@ def enable_auto_scale_lr(cfg: Config) -> None:
 def setup_cfg(args) -> Config:
     """Apply the command line to the config, as mmdet's/mmseg's tools do."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
-    from mmdistill.utils.config import hook_type_errors
+    from mmdistill.utils.config import (hook_type_errors, lost_from_student,
+                                        unsafe_hook_errors)
+    from mmdistill.utils.warn import warn
     from mmdistill.utils.setup_env import prepare_config, set_dataloaders
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -202,6 +204,13 @@ def setup_cfg(args) -> Config:
     if problems:
         sys.exit('error: ' + '; '.join(problems) + ". mmdistill's hooks "
                  "are written 'mmdistill.<Name>'.")
+    if 'student' in (cfg.get('model') or {}):
+        problems = unsafe_hook_errors(cfg.get('custom_hooks', None) or [])
+        if problems:
+            sys.exit('error: ' + ' '.join(problems))
+        if os.environ.get('RANK', '0') == '0':  # once, not per process
+            for message in lost_from_student(args.config, cfg):
+                warn(message)
     prepare_config(cfg)
     return cfg
 

@@ -21,7 +21,6 @@ and channels. Modules are matched to the outputs of the backbone, neck and
 heads by tensor identity (weak references, so nothing is kept alive), which
 needs no table of model types.
 """
-import os.path as osp
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -29,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from mmdistill.utils.config import model_config
+from mmdistill.utils.config import model_config, student_source
 
 #: roles of the candidates
 STAGE, LEVEL, HEAD = 'stage', 'level', 'head'
@@ -180,56 +179,6 @@ def is_distiller(cfg) -> bool:
         'teacher' in model
 
 
-def _student_source(path: str, student: dict) -> Optional[str]:
-    """The config a distillation config file takes its student from: the
-    nearest ``_base_`` file (local or ``mmseg::...``) whose model is the
-    student as the distillation config has it (so a local file that
-    shrinks or changes a stock model is named, not the stock one); else the
-    first OpenMMLab config it inherits whose model has the student's type
-    and backbone; None when that cannot be told."""
-    from mmdistill.utils.config import load_config
-    from .suggest import _bases
-
-    if '::' in path or not osp.isfile(path):
-        return None
-    # the inherited files, nearest first (breadth-first)
-    order, queue, seen = [], [osp.abspath(path)], set()
-    while queue:
-        file = queue.pop(0)
-        try:
-            bases = _bases(file)
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for base in bases:
-            if '::' not in base:
-                base = osp.normpath(osp.join(osp.dirname(file), base))
-                if not osp.isfile(base):
-                    continue
-            if base in seen:  # inherited twice (a diamond)
-                continue
-            seen.add(base)
-            order.append(base)
-            if '::' not in base:
-                queue.append(base)
-    models = []
-    for base in order:
-        try:
-            model = load_config(base).get('model') or {}
-        except Exception:  # an unreadable base only loses the hint
-            continue
-        if model == student:
-            return base
-        models.append((base, model))
-    backbone = (student.get('backbone') or {})
-    for base, model in models:
-        theirs = model.get('backbone') or {}
-        if '::' in base and model.get('type') == student.get('type') and \
-                all(theirs.get(k) == backbone.get(k)
-                    for k in ('type', 'depth')):
-            return base
-    return None
-
-
 def check_not_distiller(cfg, path: str = 'the config',
                         role: Optional[str] = None) -> None:
     """Stop on a distillation config given where a model config belongs.
@@ -252,7 +201,7 @@ def check_not_distiller(cfg, path: str = 'the config',
         else None
     hints = []
     if role in (None, 'student'):
-        source = _student_source(path, model.student)
+        source = student_source(path, model.student)
         if source:
             hints.append(f'its student comes from {source}')
     if role in (None, 'teacher') and isinstance(teacher_config, str):

@@ -30,16 +30,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from mmdistill.utils.config import config_bases
+
 from .probe import HEAD, LEVEL, STAGE, Candidate, Probe, profile_of
 
-METHODS = ('mlp', 'fgd', 'mgd', 'cwd', 'lad', 'cad', 'tat')
+METHODS = ('mlp', 'fgd', 'mgd', 'cwd', 'lad', 'cad', 'tat', 'kd', 'dkd',
+           'dist')
+#: the methods on a classifier's logits (mmpretrain)
+LOGIT_METHODS = ('kd', 'dkd', 'dist')
 
 #: the folder of configs/ that holds each method's configs
 FOLDERS = dict(mlp='mlp', fgd='fgd', mgd='mgd', cwd='cwd', lad='angular',
-               cad='angular', tat='tat')
+               cad='angular', tat='tat', kd='kd', dkd='dkd', dist='dist')
 #: variants: a detector without / with an RoI head; a segmentor with the
-#: teacher's decode head type / another one
-VARIANTS = ('det-one', 'det-two', 'seg-homo', 'seg-hetero')
+#: teacher's decode head type / another one; a classifier
+VARIANTS = ('det-one', 'det-two', 'seg-homo', 'seg-hetero', 'cls')
 
 #: settings no shipped config holds yet, each from its method's official
 #: configs; applied on top of the nearest shipped config (``base``)
@@ -136,11 +141,14 @@ class Settings:
     optim_wrapper: Optional[dict] = None
     hooks: List[dict] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: what the shipped config changes in its student (KD: the weight of
+    #: the student's own loss), merged into the student written
+    student: Optional[dict] = None
 
 
 def method_of(model: dict) -> Optional[str]:
     """Which of :data:`METHODS` a distiller config uses, from its losses
-    and connectors (``None`` for others, e.g. logit KD)."""
+    and connectors (``None`` for others, e.g. ViT attention)."""
     found = set()
     for spec in model.get('distill', {}).values():
         loss = spec.get('loss') or {}
@@ -162,6 +170,8 @@ def method_of(model: dict) -> Optional[str]:
         elif kind == 'AngularLoss':
             found.add({'layer': 'lad', 'channel': 'cad'}.get(
                 loss.get('mode', 'layer'), 'pad'))
+        elif kind in ('KDLoss', 'DKDLoss', 'DISTLoss'):
+            found.add(kind[:-4].lower())
     found &= set(METHODS)
     return found.pop() if len(found) == 1 else None
 
@@ -183,9 +193,11 @@ def classify(path: str, mtime: float = 0.0) -> Optional[Tuple[str, str]]:
         return None
     method = method_of(model)
     kind = KIND_OF_SCOPE.get(cfg.get('default_scope'))
-    if method is None or kind not in ('det', 'seg'):
+    if method is None or kind not in ('det', 'seg', 'cls'):
         return None
     student = model.student
+    if kind == 'cls':
+        return method, 'cls'
     if kind == 'det':
         return method, 'det-two' if student.get('roi_head') else 'det-one'
     teacher = _load_config(model.teacher.config).model
@@ -194,27 +206,11 @@ def classify(path: str, mtime: float = 0.0) -> Optional[Tuple[str, str]]:
     return method, 'seg-homo' if same else 'seg-hetero'
 
 
-def _bases(path: str) -> List[str]:
-    """The ``_base_`` entries a config file assigns (read, not run)."""
-    with open(path, encoding='utf-8') as f:
-        tree = ast.parse(f.read(), path)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == '_base_'
-                for t in node.targets):
-            try:
-                value = _literal(node.value)
-            except ValueError:
-                return []
-            return [value] if isinstance(value, str) else list(value)
-    return []
-
-
 def _scope_of_file(path: str, seen: Tuple[str, ...] = ()) -> Optional[str]:
     """The OpenMMLab package (``mmdet``/``mmseg``/``mmpretrain``) a config
     inherits from, following its local ``_base_`` files: a cheap filter
     before loading it."""
-    for base in _bases(path):
+    for base in config_bases(path):
         if '::' in base:
             return base.split('::', 1)[0]
         local = osp.normpath(osp.join(osp.dirname(path), base))
@@ -294,7 +290,8 @@ def find_source(method: str, variant: str,
     Returns:
         str | None: The path; None if no shipped config matches.
     """
-    scope = {'det': 'mmdet', 'seg': 'mmseg'}[variant.split('-')[0]]
+    scope = {'det': 'mmdet', 'seg': 'mmseg',
+             'cls': 'mmpretrain'}[variant.split('-')[0]]
     folder = osp.join(configs_root(), FOLDERS[method])
     found = []
     for name in sorted(n for n in os.listdir(folder) if n.endswith('.py')):
@@ -327,7 +324,7 @@ def top_level_value(path: str, name: str) -> Any:
                 isinstance(t, ast.Name) and t.id == name
                 for t in node.targets):
             return _literal(node.value)
-    for base in _bases(path):
+    for base in config_bases(path):
         if '::' not in base:
             local = osp.normpath(osp.join(osp.dirname(path), base))
             if osp.isfile(local):
@@ -370,8 +367,7 @@ def load_settings(method: str, variant: str,
         raise SuggestError(f'--method must be one of {METHODS}, got '
                            f'{method!r}.')
     extra, notes = None, []
-    path = find_source(method, variant, backbone, student, teacher) \
-        if kind in ('det', 'seg') else None
+    path = find_source(method, variant, backbone, student, teacher)
     if path is None:
         extra = UNSHIPPED.get((method, variant)) or \
             UNSHIPPED.get((method, kind))
@@ -404,6 +400,12 @@ def load_settings(method: str, variant: str,
                                   for k in extra_keys})
     inherit = list(model.get('init_student_from_teacher') or [])
     optim = top_level_value(path, 'optim_wrapper')
+    try:
+        written = top_level_value(path, 'model')
+    except ValueError:  # not literals ({{_base_.model}}, variables)
+        written = None
+    student_changes = written.get('student') if isinstance(
+        written, dict) else None
     hooks = [dict(h) for h in (cfg.get('custom_hooks') or [])]
     if extra is not None:
         for spec in pairs.values():
@@ -419,7 +421,9 @@ def load_settings(method: str, variant: str,
         if extra.get('optim') is False:
             optim = None
     source = osp.relpath(path, osp.dirname(configs_root()))
-    return Settings(source, pairs, inherit, optim, hooks, notes)
+    return Settings(source, pairs, inherit, optim, hooks, notes,
+                    student_changes if isinstance(student_changes, dict)
+                    else None)
 
 
 def classifier_layer(probe: Probe) -> Optional[str]:
@@ -445,19 +449,43 @@ def classifier_layer(probe: Probe) -> Optional[str]:
     return found[-1] if found else None
 
 
-def _classifier_advice(student: Probe, teacher: Probe) -> str:
-    """What to do for two mmpretrain classifiers, naming their logit
-    layers."""
-    s, t = classifier_layer(student), classifier_layer(teacher)
-    taps = (f"student='{s}', teacher='{t}' (their last linear layers)"
-            if s and t else "both models' last linear layer of the head")
-    return ('suggest_pairs proposes pairs for mmdet detectors and mmseg '
-            'segmentors. For mmpretrain classifiers start from a logit '
-            f'config, configs/kd, configs/dkd or configs/dist, with {taps}; '
-            'for two ViTs, configs/vit_attention (their blocks\' attn.qkv).')
+def _classifier_advice(method: str) -> str:
+    """What to do for two mmpretrain classifiers with a ``method`` of
+    detectors and segmentors."""
+    return (f'--method {method} distils detectors and segmentors. Two '
+            'mmpretrain classifiers are distilled on their logits: --method '
+            'kd, dkd or dist; two ViTs also on their attention, '
+            "configs/vit_attention (their blocks' attn.qkv).")
+
+
+def classifier_pair(student: Probe, teacher: Probe
+                    ) -> Tuple[Candidate, Candidate]:
+    """The logits of two classifiers (:func:`classifier_layer`), of equal
+    class count."""
+
+    def logits(probe: Probe) -> Candidate:
+        path = classifier_layer(probe)
+        found = [c for c in probe.by_role(HEAD) if c.path == path]
+        if not found:
+            raise SuggestError(f'No classifier layer found in the head of '
+                               f'{probe.config}.')
+        return found[-1]
+
+    s, t = logits(student), logits(teacher)
+    if s.channels != t.channels:
+        raise SuggestError(
+            f'The logits have {s.channels} (student, {s.path}) and '
+            f'{t.channels} (teacher, {t.path}) classes: logit distillation '
+            'needs the same classes. Use a teacher trained on the same '
+            'dataset.')
+    return s, t
 
 
 def _unsupported(method: str, kind: str) -> str:
+    if method in LOGIT_METHODS:
+        return (f'{method.upper()} distils the logits of mmpretrain '
+                'classifiers. For a segmentor\'s logits use --method cwd; '
+                'for a detector --method fgd, mgd, cwd or mlp.')
     if method == 'fgd':
         return ('FGD needs ground-truth boxes (its focal masks): it '
                 'distils detectors. For a segmentor use --method mlp, lad, '
@@ -864,7 +892,11 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
                            f'{method!r}.')
     variant = variant_of(student, teacher)
     if variant == 'cls':
-        raise SuggestError(_classifier_advice(student, teacher))
+        if method not in LOGIT_METHODS:
+            raise SuggestError(_classifier_advice(method))
+        return _classifier_suggestion(student, teacher, method)
+    if method in LOGIT_METHODS:
+        raise SuggestError(_unsupported(method, variant.split('-')[0]))
     settings = load_settings(method, variant,
                              student.components.get('backbone'),
                              student.profile or None,
@@ -950,6 +982,44 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
         notes += _tat_notes(student, distill, report)
     return Suggestion(method, variant, settings, report, distill, inherit,
                       notes)
+
+
+def _classifier_suggestion(student: Probe, teacher: Probe,
+                           method: str) -> Suggestion:
+    """The logit pair of two classifiers, with the shipped config's loss
+    and its change of the student's own loss."""
+    settings = load_settings(method, 'cls',
+                             student.components.get('backbone'),
+                             student.profile or None,
+                             teacher.profile or None)
+    s, t = classifier_pair(student, teacher)
+    template = next(iter(settings.pairs.values()))
+    spec = dict(student=s.path, teacher=t.path)
+    if template['connector'] is not None:
+        spec['connector'] = copy.deepcopy(template['connector'])
+    spec['loss'] = copy.deepcopy(template['loss'])
+    spec.update(copy.deepcopy(template['extra']))
+    notes = list(settings.notes)
+    if settings.student:
+        notes.append(f'{_dotted(settings.student, "model.student")} as in '
+                     f'{settings.source}')
+    report = [dict(name='logits', student=s, teacher=t, student_tap=s.path,
+                   teacher_tap=t.path, connector=spec.get('connector'),
+                   loss=spec['loss'])]
+    return Suggestion(method, 'cls', settings, report, dict(logits=spec),
+                      [], notes)
+
+
+def _dotted(changes: dict, prefix: str) -> str:
+    """``{'head': {'loss': {'loss_weight': 0.5}}}`` ->
+    ``'model.student.head.loss.loss_weight=0.5'`` (``prefix`` first)."""
+    parts = []
+    for key, value in changes.items():
+        if isinstance(value, dict) and value:
+            parts.append(_dotted(value, f'{prefix}.{key}'))
+        else:
+            parts.append(f'{prefix}.{key}={value!r}')
+    return ', '.join(parts)
 
 
 def _tat_notes(student: Probe, distill: dict,
@@ -1197,7 +1267,8 @@ def render_config(suggestion: Suggestion, student_config: str,
         f'#   teacher: {teacher_config}',
     ] + ([f'#     --teacher-cfg-options {_options_text(teacher_options)}']
          if teacher_options else []) + [
-        '# Pairs matched by stride on a '
+        ('# The logit layers, probed on a ' if suggestion.variant == 'cls'
+         else '# Pairs matched by stride on a ')
         + 'x'.join(str(v) for v in input_shape) + ' dummy batch:',
     ]
     for pair in suggestion.pairs:
@@ -1213,16 +1284,17 @@ def render_config(suggestion: Suggestion, student_config: str,
         'with the teacher config',
         '# (a local path or URL) before training.',
         f'_base_ = [{base!r}]',
-        "custom_imports = dict(imports=['mmdistill'], "
-        'allow_failed_imports=False)',
         '',
     ]
     model_options = [k for k in student_options
                      if k == 'model' or k.startswith('model.')]
     # the student config's model with the --cfg-options on it, in full:
     # {{_base_.model}} is the model before them
-    student = _plain(student_cfg.model) if model_options else \
+    changes = suggestion.settings.student
+    student = _plain(student_cfg.model) if model_options or changes else \
         Raw('{{_base_.model}}')
+    if changes:
+        student = _merge_into(_plain(changes), student)
     teacher = dict(
         config=teacher_path,
         checkpoint=f'{FILL_ME}: path or URL of the weights trained with '
@@ -1240,9 +1312,13 @@ def render_config(suggestion: Suggestion, student_config: str,
     if model_options:
         lines.append('# student: the model of the student config with '
                      '--cfg-options ' + ', '.join(model_options))
+    if changes:
+        lines.append('# student: the model of the student config with '
+                     f'{_dotted(changes, "model.student")}')
     lines.append('model = ' + format_value(model, 0, len('model = ')))
     top = student_overrides(student_options, student_cfg)
-    top.pop('custom_hooks', None)  # written below, from student_cfg
+    # written below: the student's, with the --cfg-options on them
+    hooks_changed = top.pop('custom_hooks', None) is not None
     optim = suggestion.settings.optim_wrapper
     if 'optim_wrapper' in top:
         mine = top.pop('optim_wrapper')
@@ -1257,24 +1333,42 @@ def render_config(suggestion: Suggestion, student_config: str,
     if optim:
         lines += ['', 'optim_wrapper = ' + format_value(
             optim, 0, len('optim_wrapper = '))]
-    hooks = [dict(h) for h in (student_cfg.get('custom_hooks') or [])]
-    names = {h.get('type') for h in hooks}
-    hooks += [h for h in suggestion.settings.hooks
-              if h.get('type') not in names]
+    student_hooks = [dict(h) for h in (student_cfg.get('custom_hooks') or [])]
+    names = {h.get('type') for h in student_hooks}
+    hooks = [h for h in suggestion.settings.hooks
+             if h.get('type') not in names]
     if teacher_check:
         hooks.append(dict(type='mmdistill.TeacherCheckHook', num_batches=10))
+    if hooks:
+        # a list replaces its base's: the student's hooks stay in front
+        hooks = (student_hooks if hooks_changed else
+                 [Raw("*_base_.get('custom_hooks', [])")]) + hooks
+    elif hooks_changed:
+        hooks = student_hooks
+    default_hooks = dict(
+        student_checkpoint=dict(type='mmdistill.StudentCheckpointHook'),
+        rng_state=dict(type='mmdistill.RNGStateHook'))
     lines += [
         '',
         '# StudentCheckpointHook: student-only checkpoints; RNGStateHook: '
-        'exact resume;',
-        '# TeacherCheckHook: scores the teacher on 10 validation batches '
-        'before the',
-        '# first iteration and stops when it is at chance level (a wrong '
-        'checkpoint).' if teacher_check else
-        '# (TeacherCheckHook left out: --no-teacher-check)',
-        'custom_hooks = ' + format_value(hooks, 0, len('custom_hooks = ')),
-        '',
+        'exact resume',
+        '# (merged into the student\'s default_hooks)',
+        'default_hooks = ' + format_value(default_hooks, 0,
+                                          len('default_hooks = ')),
     ]
+    if hooks or hooks_changed:
+        lines += [
+            '# TeacherCheckHook: scores the teacher on 10 validation '
+            'batches before the',
+            '# first iteration and stops when it is at chance level (a '
+            'wrong checkpoint).' if teacher_check else
+            '# (TeacherCheckHook left out: --no-teacher-check)',
+            'custom_hooks = ' + format_value(hooks, 0,
+                                             len('custom_hooks = ')),
+        ]
+    elif not teacher_check:
+        lines.append('# (TeacherCheckHook left out: --no-teacher-check)')
+    lines.append('')
     return '\n'.join(lines)
 
 

@@ -189,7 +189,14 @@ class SingleTeacherDistiller(BaseModel):
     weights are loaded on CPU, and it is kept frozen: eval mode through every
     ``train()`` call, no gradients, outside ``parameters()`` (so neither the
     optimizer nor DDP nor runner checkpoints see it; it is reloaded from its
-    checkpoint), and it runs only as far as its deepest tap.
+    checkpoint), and it runs only as far as its deepest tap. A copy of the
+    distiller (``copy.deepcopy``, e.g. the averaged model of mmengine's
+    ``EMAHook``) shares the teacher instead of copying it.
+
+    Hooks of the student's recipe that reach into the model
+    (``model.bbox_head``, as mmdet's ``YOLOXModeSwitchHook`` does) find the
+    student's attribute: an attribute the distiller does not have is looked
+    up on its student.
 
     The distillation forward reads nothing back to the host (no
     synchronisation of a GPU); whether training works is checked once per
@@ -277,7 +284,19 @@ class SingleTeacherDistiller(BaseModel):
         student = copy.deepcopy(student)
         if student.get('data_preprocessor') is None and data_preprocessor:
             student['data_preprocessor'] = data_preprocessor
-        self.student = ROOT_MODELS.build(student)
+        try:
+            self.student = ROOT_MODELS.build(student)
+        except KeyError as err:
+            if 'registry' not in str(err):
+                raise
+            raise KeyError(
+                f'{err.args[0]} (building model.student). If it is a '
+                "module of the student's own project, which its config "
+                'imports through custom_imports: a custom_imports list '
+                "written in the distillation config replaces the student "
+                "config's, so list the student's modules there too, or "
+                'drop it (mmdistill needs none).'
+            ) from err
         self.data_preprocessor = self.student.data_preprocessor
 
         # Kept out of the module tree on purpose: see the class docstring.
@@ -437,6 +456,31 @@ class SingleTeacherDistiller(BaseModel):
                 "each batch the teacher's way.")
 
     # -------------------------------------------------------- module plumbing
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError as err:
+            missing = err
+        student = self.__dict__.get('_modules', {}).get('student')
+        if student is None or name.startswith('__'):
+            raise missing
+        try:
+            return getattr(student, name)
+        except AttributeError:
+            raise AttributeError(
+                f'{type(self).__name__!r} object has no attribute {name!r}, '
+                f'nor has its student ({type(student).__name__})') from None
+
+    def __deepcopy__(self, memo: dict) -> 'SingleTeacherDistiller':
+        # The frozen teacher is shared: EMAHook's copy averages the
+        # student's weights and never runs it.
+        memo[id(self.teacher)] = self.teacher
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            copied.__dict__[key] = copy.deepcopy(value, memo)
+        return copied
+
     def train(self, mode: bool = True) -> 'SingleTeacherDistiller':
         super().train(mode)
         self.teacher.train(False)

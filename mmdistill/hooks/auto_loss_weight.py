@@ -210,13 +210,15 @@ class AutoLossWeightHook(Hook):
             return kind.__name__ if isinstance(kind, type) else str(
                 kind).split('.')[-1]
 
-        entries = [h for h in runner.cfg.get('custom_hooks') or []
-                   if isinstance(h, dict)
+        listed = list(runner.cfg.get('custom_hooks') or []) + list(
+            (runner.cfg.get('default_hooks') or {}).values())
+        entries = [h for h in listed if isinstance(h, dict)
                    and named(h.get('type')) == type(self).__name__]
         if len(entries) != 1:
             runner.logger.warning(
                 'AutoLossWeightHook: the config does not list this hook once '
-                'in custom_hooks, so the weights are not written into it.')
+                '(custom_hooks, default_hooks), so the weights are not '
+                'written into it.')
             return
         weights = dict(entries[0].get('weights') or {})
         weights.update((n, float(w)) for n, w in chosen.items())

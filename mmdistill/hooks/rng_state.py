@@ -11,6 +11,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from mmdistill.registry import HOOKS
+from .utils import check_registered_once
 
 #: key of the states in the runner checkpoint
 RNG_KEY = 'rng_state'
@@ -203,12 +204,11 @@ class RNGStateHook(Hook):
     * Generators outside the global ones (a ``torch.Generator`` or
       ``np.random.default_rng`` held by user code) are not saved.
 
-    Example::
+    Example (what ``configs/_base_/distill_runtime.py`` adds)::
 
-        custom_hooks = [
-            dict(type='mmdistill.StudentCheckpointHook'),
-            dict(type='mmdistill.RNGStateHook'),
-        ]
+        default_hooks = dict(
+            student_checkpoint=dict(type='mmdistill.StudentCheckpointHook'),
+            rng_state=dict(type='mmdistill.RNGStateHook'))
     """
     # After ParamSchedulerHook (LOW, registered first) and before
     # CheckpointHook (VERY_LOW): the states of every process are gathered in
@@ -220,6 +220,11 @@ class RNGStateHook(Hook):
         self._val_ranks: Optional[List[Dict[str, Any]]] = None
         self._ranks: Optional[List[Dict[str, Any]]] = None
         self._loaded: Optional[dict] = None
+
+    def before_run(self, runner) -> None:
+        check_registered_once(
+            self, runner, 'save and restore the generators, and skip the '
+            'batches already seen on resume, once more')
 
     # ------------------------------------------------------------- saving
     @staticmethod

@@ -13,7 +13,9 @@ from mmdistill.registry import HOOKS
 from mmdistill.utils.checkpoint import (free_path, read_checkpoint,
                                         save_student_checkpoint,
                                         student_state_dict)
-from mmdistill.utils.config import STUDENT_CONFIG, student_config
+from mmdistill.utils.config import (STUDENT_CONFIG, student_config,
+                                    unsafe_hook_errors)
+from .utils import check_registered_once
 
 
 @HOOKS.register_module()
@@ -63,6 +65,13 @@ class StudentCheckpointHook(Hook):
         self._found: Dict[str, List[str]] = {}
         self._saved_state: Optional[dict] = None
         self._saved_step: tuple = (None, None)
+
+    def before_run(self, runner) -> None:
+        check_registered_once(self, runner,
+                              'export every checkpoint once more')
+        problems = unsafe_hook_errors(runner.hooks)
+        if problems:
+            raise ValueError(' '.join(problems))
 
     @staticmethod
     def _checkpoint_hooks(runner) -> List[CheckpointHook]:

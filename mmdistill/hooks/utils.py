@@ -1,4 +1,4 @@
-"""How hooks reach the distiller."""
+"""How hooks reach the distiller, and what they share."""
 from mmengine.model import is_model_wrapper
 
 
@@ -30,3 +30,38 @@ def train_log_header(runner, batch_idx: int) -> str:
     epoch = f'[{runner.epoch + 1}]'.rjust(len(str(runner.max_epochs)) + 3)
     return f'Epoch(train){epoch}' \
            f'[{str(batch_idx + 1).rjust(len(str(total)))}/{total}]'
+
+
+def config_places(runner, name: str) -> list:
+    """Where ``runner.cfg`` lists a hook of class ``name``:
+    ``['default_hooks.student_checkpoint', 'custom_hooks[0]']``."""
+    def named(hook) -> bool:
+        kind = hook.get('type') if isinstance(hook, dict) else None
+        kind = getattr(kind, '__name__', kind)
+        return isinstance(kind, str) and kind.split('.')[-1] == name
+
+    cfg = getattr(runner, 'cfg', None) or {}
+    return [f'default_hooks.{key}' for key, hook in
+            (cfg.get('default_hooks', None) or {}).items() if named(hook)] + [
+        f'custom_hooks[{i}]' for i, hook in
+        enumerate(cfg.get('custom_hooks', None) or []) if named(hook)]
+
+
+def check_registered_once(hook, runner, doing: str) -> None:
+    """Stop before training when the Runner holds more than one hook of
+    ``hook``'s class (each would do ``doing``), naming the config entries.
+
+    mmdistill's distiller configs add ``StudentCheckpointHook`` and
+    ``RNGStateHook`` to ``default_hooks``; a config written for an earlier
+    version may list them again in ``custom_hooks``.
+    """
+    same = [h for h in runner.hooks if type(h) is type(hook)]
+    if len(same) < 2 or same[0] is not hook:
+        return
+    name = type(hook).__name__
+    places = config_places(runner, name)
+    raise ValueError(
+        f'{name} is registered {len(same)} times'
+        + (f' ({", ".join(places)})' if places else '') + f': each would '
+        f'{doing}. Keep one: remove it from custom_hooks (mmdistill\'s '
+        'configs put it in default_hooks).')

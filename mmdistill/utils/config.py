@@ -1,5 +1,6 @@
 """Configs: loading the ones that name a teacher, and the plain student
 config of a distillation config."""
+import ast
 import copy
 import importlib.util
 import os
@@ -64,11 +65,11 @@ def model_config(cfg) -> dict:
 
 
 def hook_type_errors(cfg) -> List[str]:
-    """What is wrong with the ``type`` of each of ``cfg.custom_hooks`` that
-    the Runner would not find, looked up as the Runner does (in the config's
-    ``default_scope``), with the closest registered names: mmdistill's hooks
-    are written ``'mmdistill.<Name>'`` in a config whose scope is mmdet's,
-    mmseg's or mmpretrain's.
+    """What is wrong with the ``type`` of each of ``cfg.custom_hooks`` and
+    ``cfg.default_hooks`` that the Runner would not find, looked up as the
+    Runner does (in the config's ``default_scope``), with the closest
+    registered names: mmdistill's hooks are written ``'mmdistill.<Name>'``
+    in a config whose scope is mmdet's, mmseg's or mmpretrain's.
 
     Args:
         cfg (Config): The config.
@@ -80,9 +81,12 @@ def hook_type_errors(cfg) -> List[str]:
     from mmengine.registry import HOOKS
 
     import mmdistill.hooks  # noqa: F401  registers mmdistill's hooks
-    hooks = cfg.get('custom_hooks', None) or []
+    hooks = [(f'custom_hooks[{i}]', hook) for i, hook in
+             enumerate(cfg.get('custom_hooks', None) or [])]
+    hooks += [(f'default_hooks.{key}', hook) for key, hook in
+              (cfg.get('default_hooks', None) or {}).items()]
     problems = []
-    for i, hook in enumerate(hooks):
+    for where, hook in hooks:
         kind = hook.get('type') if isinstance(hook, dict) else None
         if not isinstance(kind, str):
             continue
@@ -98,9 +102,148 @@ def hook_type_errors(cfg) -> List[str]:
                 f'{child_scope}.{name}'
                 for child_scope, child in HOOKS.children.items()
                 for name in child.module_dict}
-        problems.append(f'custom_hooks[{i}].type={kind!r} is not a '
+        problems.append(f'{where}.type={kind!r} is not a '
                         f'registered hook{did_you_mean(kind, names)}')
     return problems
+
+
+def config_bases(path: str) -> List[str]:
+    """The ``_base_`` entries a config file assigns (read, not run)."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_'
+                for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            return [value] if isinstance(value, str) else list(value)
+    return []
+
+
+def student_source(path: str, student: dict) -> Optional[str]:
+    """The config a distillation config file takes its student from: the
+    nearest ``_base_`` file (local or ``mmseg::...``) whose model is the
+    student as the distillation config has it (so a local file that
+    shrinks or changes a stock model is named, not the stock one); else the
+    first OpenMMLab config it inherits whose model has the student's type
+    and backbone; None when that cannot be told."""
+    if '::' in path or not osp.isfile(path):
+        return None
+    # the inherited files, nearest first (breadth-first)
+    order, queue, seen = [], [osp.abspath(path)], set()
+    while queue:
+        file = queue.pop(0)
+        try:
+            bases = config_bases(file)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for base in bases:
+            if '::' not in base:
+                base = osp.normpath(osp.join(osp.dirname(file), base))
+                if not osp.isfile(base):
+                    continue
+            if base in seen:  # inherited twice (a diamond)
+                continue
+            seen.add(base)
+            order.append(base)
+            if '::' not in base:
+                queue.append(base)
+    models = []
+    for base in order:
+        try:
+            model = load_config(base).get('model') or {}
+        except Exception:  # an unreadable base only loses the hint
+            continue
+        if model == student:
+            return base
+        models.append((base, model))
+    backbone = (student.get('backbone') or {})
+    for base, model in models:
+        theirs = model.get('backbone') or {}
+        if '::' in base and model.get('type') == student.get('type') and \
+                all(theirs.get(k) == backbone.get(k)
+                    for k in ('type', 'depth')):
+            return base
+    return None
+
+
+#: hooks of the OpenMMLab recipes that cannot run on a distiller, and why
+UNSAFE_HOOKS = {
+    'MeanTeacherHook':
+    "mmdet's MeanTeacherHook averages model.student into model.teacher (its "
+    'semi-supervised detectors have these attributes); on a distiller that '
+    'would overwrite the frozen teacher with the student. A semi-supervised '
+    'detector is not a distillation student: distil its plain detector and '
+    'remove the hook',
+}
+
+
+def hook_name(hook) -> str:
+    """A hook config's class name without its scope (``'EMAHook'`` for
+    ``dict(type='mmdet.EMAHook')``, a class or a built hook)."""
+    kind = hook.get('type', '') if isinstance(hook, dict) else hook
+    if not isinstance(kind, str):
+        kind = getattr(kind, '__name__', type(kind).__name__)
+    return kind.split('.')[-1]
+
+
+def unsafe_hook_errors(hooks) -> List[str]:
+    """Why each of ``hooks`` (configs, classes or built hooks) cannot run on
+    a distiller (:data:`UNSAFE_HOOKS`); empty when all can."""
+    return [f'{hook_name(h)}: {UNSAFE_HOOKS[hook_name(h)]}.' for h in hooks
+            if hook_name(h) in UNSAFE_HOOKS]
+
+
+def lost_from_student(path: str, cfg: Config) -> List[str]:
+    """What a distillation config's own ``custom_hooks`` / ``custom_imports``
+    dropped of its student config's: a list written in a config replaces its
+    base's, so the student recipe's EMAHook or its project's modules are
+    silently gone.
+
+    Args:
+        path (str): The distillation config file.
+        cfg (Config): It, loaded.
+
+    Returns:
+        list[str]: One message per list that lost entries.
+    """
+    student = (cfg.get('model') or {}).get('student')
+    if not isinstance(student, dict) or not osp.isfile(path):
+        return []
+    source = student_source(path, student)
+    if source is None:
+        return []
+    try:
+        base = load_config(source)
+    except Exception:  # an unreadable base only loses the hint
+        return []
+    found = []
+    kept = {hook_name(h) for h in cfg.get('custom_hooks', None) or []}
+    lost = [hook_name(h) for h in base.get('custom_hooks', None) or []
+            if hook_name(h) not in kept]
+    if lost:
+        found.append(
+            f'custom_hooks of {osp.basename(path)} replaces the list of its '
+            f'student config {source}: its {", ".join(lost)} no longer run '
+            '(a list in a config replaces its base\'s). Extend the '
+            "student's list, custom_hooks = [*_base_.get('custom_hooks', "
+            "[]), ...], and put mmdistill's StudentCheckpointHook and "
+            'RNGStateHook in default_hooks (README, "A distillation '
+            'config").')
+    imports = (cfg.get('custom_imports', None) or {}).get('imports') or []
+    lost = [m for m in (base.get('custom_imports', None) or {}).get(
+        'imports') or [] if m not in imports]
+    if lost:
+        found.append(
+            f'custom_imports of {osp.basename(path)} replaces the list of '
+            f'its student config {source}: {", ".join(lost)} is not '
+            'imported. mmdistill needs no import (its types carry the '
+            "'mmdistill.' prefix): drop custom_imports, or list the "
+            "student's modules too.")
+    return found
 
 
 def load_config(path: str) -> Config:
@@ -167,6 +310,13 @@ def student_config(cfg: Config) -> Optional[Config]:
         plain['custom_hooks'] = hooks
     else:
         plain.pop('custom_hooks', None)
+    plain['default_hooks'] = {
+        key: hook for key, hook in (plain.get('default_hooks') or {}).items()
+        if not (isinstance(hook, dict)
+                and _is_mmdistill_hook(hook.get('type', '')))}
+    if not plain['default_hooks']:
+        plain.pop('default_hooks')
+    plain.pop('distill_hooks', None)  # _base_/distill_runtime.py's
     imports = plain.get('custom_imports')
     if imports:
         names = [n for n in imports.get('imports', []) if n != 'mmdistill'

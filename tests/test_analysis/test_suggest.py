@@ -42,9 +42,9 @@ def test_written_values_read_back():
 
 @pytest.mark.slow
 def test_shipped_configs_are_classified_by_content():
-    """Every shipped feature config of the seven methods is recognised
-    (method and variant) from its content, so file renames do not matter,
-    and each method has a setting for the detector / segmentor variants
+    """Every shipped config of the ten methods is recognised (method and
+    variant) from its content, so file renames do not matter, and each
+    method has a setting for the detector / segmentor / classifier variants
     the tool supports."""
     import glob
     found = {}
@@ -58,7 +58,8 @@ def test_shipped_configs_are_classified_by_content():
                 ('cwd', 'det-two'), ('cwd', 'seg-homo'),
                 ('cwd', 'seg-hetero'), ('lad', 'seg-homo'),
                 ('lad', 'seg-hetero'), ('cad', 'seg-homo'),
-                ('cad', 'seg-hetero'), ('tat', 'seg-homo')}
+                ('cad', 'seg-hetero'), ('tat', 'seg-homo'), ('kd', 'cls'),
+                ('dkd', 'cls'), ('dist', 'cls')}
     assert expected <= set(found), expected - set(found)
     # the weights come from the files, e.g. the MLP-connector paper's two
     # detector alphas (one-stage, two-stage)
@@ -71,7 +72,7 @@ def test_shipped_configs_are_classified_by_content():
     assert fgd.optim_wrapper == dict(clip_grad=dict(max_norm=35,
                                                     norm_type=2))
     for method in ('fgd', 'tat'):
-        for variant in VARIANTS:
+        for variant in VARIANTS[:-1]:  # not 'cls'
             if (method == 'fgd') == variant.startswith('det'):
                 assert load_settings(method, variant).pairs
 
@@ -142,20 +143,30 @@ def test_unsupported_methods_say_what_to_use(pair_files):
         suggest(s, t, 'fgd')
 
 
-def test_classifiers_are_pointed_to_their_logit_layers():
-    """Two mmpretrain classifiers (a ResNet student, a DeiT teacher): the
-    message names each model's own last linear layer."""
+def test_classifiers_get_their_logit_layers_paired():
+    """Two mmpretrain classifiers (a ResNet student, a DeiT teacher):
+    --method kd pairs each model's own last linear layer with the shipped
+    KD setting; a method of detectors and segmentors names the logit
+    methods; a logit method on segmentors names CWD."""
     from mmdistill.utils.config import load_config
     student = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
     teacher = 'mmpretrain::deit/deit-tiny_4xb256_in1k.py'
     s = probe_model(load_config(student), student, (64, 64))
     t = probe_model(load_config(teacher), teacher, (224, 224))
-    with pytest.raises(SuggestError) as err:
+    found = suggest(s, t, 'kd')
+    assert found.distill == dict(logits=dict(
+        student='head.fc', teacher='head.layers.head',
+        loss=dict(type='KDLoss', tau=1.0, loss_weight=0.5)))
+    assert found.settings.student == dict(head=dict(loss=dict(
+        loss_weight=0.5)))
+    assert found.settings.source.startswith('configs/kd/')
+    dkd = suggest(s, t, 'dkd')
+    assert dkd.distill['logits']['loss']['type'] == 'DKDLoss'
+    assert dkd.settings.student is None
+    assert suggest(s, t, 'dist').distill['logits']['loss']['type'] == \
+        'DISTLoss'
+    with pytest.raises(SuggestError, match='--method kd, dkd or dist'):
         suggest(s, t, 'mlp')
-    message = str(err.value)
-    assert ("student='head.fc', teacher='head.layers.head' (their last "
-            'linear layers)') in message
-    assert 'configs/kd' in message
 
 
 def test_the_logit_layer_is_not_a_distillation_token_branch():

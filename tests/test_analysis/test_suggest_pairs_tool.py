@@ -96,6 +96,74 @@ def test_written_config_builds_the_probed_models(pair_files, tmp_path):
     assert distiller.student.backbone.depth == 50
 
 
+def test_the_students_own_hooks_and_imports_stay(pair_files, tmp_path):
+    """A student config with custom_hooks (RTMDet's EMAHook) and
+    custom_imports: the written config keeps both (mmdistill's hooks go into
+    default_hooks, TeacherCheckHook after the student's own); a
+    --cfg-options change of the student's hooks is written in full."""
+    student, teacher = pair_files(PSPNET_R18, PSPNET_R101, 'seg')
+    with open(student, 'a') as f:
+        f.write("\ncustom_imports = dict(imports=['mmdistill.testing'], "
+                'allow_failed_imports=False)\n'
+                "custom_hooks = [dict(type='EMAHook', momentum=0.0002)]\n")
+    out = str(tmp_path / 'mlp.py')
+    result = load_tool().main([student, teacher, '--method', 'mlp',
+                               '--out', out, *SIZE])
+    assert 'error' not in result, result.get('error')
+    with open(out) as f:
+        assert "*_base_.get('custom_hooks', [])" in f.read()
+    cfg = Config.fromfile(out)
+    assert cfg.custom_imports.imports == ['mmdistill.testing']
+    assert [h.type for h in cfg.custom_hooks] == [
+        'EMAHook', 'mmdistill.TeacherCheckHook']
+    assert cfg.default_hooks.student_checkpoint.type == \
+        'mmdistill.StudentCheckpointHook'
+    assert cfg.default_hooks.checkpoint.type == 'CheckpointHook'
+
+    out = str(tmp_path / 'changed.py')
+    result = load_tool().main([
+        student, teacher, '--method', 'mlp', '--out', out, *SIZE,
+        '--no-teacher-check', '--cfg-options', 'custom_hooks.0.momentum=0.5'])
+    assert 'error' not in result, result.get('error')
+    cfg = Config.fromfile(out)
+    assert [(h.type, h.momentum) for h in cfg.custom_hooks] == [
+        ('EMAHook', 0.5)]
+
+
+def test_classifier_config_is_written_and_trains(tmp_path):
+    """--method kd on two mmpretrain classifiers writes the logit pair and
+    the KD config's weight of the student's own loss; the written config
+    builds and computes its losses. Other classes than the student's stop
+    with a clear message."""
+    from mmengine.registry import MODELS, DefaultScope
+
+    from mmdistill.testing import use_random_teacher
+    from mmdistill.testing.batches import random_batch
+    student = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
+    teacher = 'mmpretrain::resnet/resnet34_8xb32_in1k.py'
+    out = str(tmp_path / 'kd.py')
+    result = load_tool().main([student, teacher, '--method', 'kd', '--out',
+                               out, '--size', '64', '64'])
+    assert 'error' not in result, result.get('error')
+    cfg = Config.fromfile(out)
+    assert cfg.model.distill.logits.student == 'head.fc'
+    assert cfg.model.distill.logits.loss.type == 'KDLoss'
+    assert cfg.model.student.head.loss.loss_weight == 0.5
+    assert cfg.model.student.backbone.depth == 18
+    use_random_teacher(cfg, str(tmp_path / 'teacher.pth'))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(dict(cfg.model,
+                                  data_preprocessor=cfg.data_preprocessor))
+    data = model.data_preprocessor(random_batch('cls', (64, 64)), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert set(losses) == {'loss', 'loss_distill_logits'}
+
+    result = load_tool().main([
+        student, teacher, '--method', 'dist', '--size', '64', '64',
+        '--teacher-cfg-options', 'model.head.num_classes=10'])
+    assert 'logit distillation needs the same classes' in result['error']
+
+
 def test_student_overrides_through_lists_write_the_whole_value(tmp_path):
     """A --cfg-options key through a list index writes the overridden
     top-level value whole (mmengine merges dicts, not list items)."""

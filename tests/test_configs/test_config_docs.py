@@ -49,10 +49,11 @@ def test_config_parses_as_a_distillation_config(config):
     assert cfg.model.student.type and cfg.model.distill
     assert set(cfg.model.teacher) >= {'config', 'checkpoint'}
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
-    assert 'mmdistill' in cfg.custom_imports.imports
-    assert not cfg.custom_imports.get('allow_failed_imports', True)
-    assert [h for h in cfg.custom_hooks
-            if h.type == 'mmdistill.StudentCheckpointHook']
+    # mmdistill's hooks merged into the student's default_hooks
+    assert cfg.default_hooks.student_checkpoint.type == \
+        'mmdistill.StudentCheckpointHook'
+    assert cfg.default_hooks.rng_state.type == 'mmdistill.RNGStateHook'
+    assert {'checkpoint', 'logger'} <= set(cfg.default_hooks)
     assert not cfg.get('find_unused_parameters', False)
 
 

@@ -1,7 +1,7 @@
 """The layout of configs/ that configs/README.md describes: one naming
 scheme, every config built from its distiller base in configs/_base_/
 (student config + teacher + runtime) or from another config of its folder,
-custom_imports/custom_hooks written once, the fragment variables
+mmdistill's hooks written once (into default_hooks), the fragment variables
 ``teacher``/``distill`` equal to what the distiller gets, no unused
 fragment, and papers cited by name (issue 13)."""
 import ast
@@ -130,25 +130,33 @@ def test_distiller_base_is_student_teacher_and_runtime(base):
     assert fields(teacher)[0] == parts[0], (base, teacher)
 
 
-def test_custom_imports_and_hooks_are_written_once():
-    """Only _base_/distill_runtime.py writes them; a config may extend the
-    hooks with ``[*_base_.custom_hooks, ...]``."""
+def test_mmdistill_hooks_are_written_once_and_merged_into_default_hooks():
+    """Only _base_/distill_runtime.py names mmdistill's hooks; each
+    distiller base merges them into the student's default_hooks (a dict, so
+    the student's own custom_hooks and custom_imports stay: RTMDet's and
+    YOLOX's recipes carry EMAHook there); no config writes custom_imports;
+    a config may extend the student's hooks with
+    ``[*_base_.get('custom_hooks', []), ...]``."""
     for path in ALL_PY:
         if path == RUNTIME:
             continue
         found = assignments(path)
         assert 'custom_imports' not in found, path
+        assert 'distill_hooks' not in found, path
         hooks = found.get('custom_hooks')
         if hooks is not None:
             assert (isinstance(hooks, ast.List) and hooks.elts
                     and isinstance(hooks.elts[0], ast.Starred)), (
                         f'{path} replaces custom_hooks; extend them with '
-                        '[*_base_.custom_hooks, ...]')
+                        "[*_base_.get('custom_hooks', []), ...]")
+        if osp.dirname(path) == osp.join(BASE_DIR, 'distillers'):
+            assert ast.unparse(found['default_hooks']) == \
+                '{{_base_.distill_hooks}}', path
+    assert set(assignments(RUNTIME)) == {'distill_hooks'}
     runtime = Config.fromfile(RUNTIME)
-    assert [h.type for h in runtime.custom_hooks] == [
-        'mmdistill.StudentCheckpointHook', 'mmdistill.RNGStateHook'
-    ]
-    assert runtime.custom_imports.imports == ['mmdistill']
+    assert {k: h.type for k, h in runtime.distill_hooks.items()} == dict(
+        student_checkpoint='mmdistill.StudentCheckpointHook',
+        rng_state='mmdistill.RNGStateHook')
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -161,9 +169,9 @@ def test_fragment_variables_equal_the_distillers_and_runtime_is_there(
                 f'{config}: the top-level `{name}` is not model.{name}; a '
                 f'config that changes it sets both (see configs/README.md)')
     runtime = Config.fromfile(RUNTIME)
-    assert cfg.custom_imports == runtime.custom_imports
-    assert cfg.custom_hooks[:len(runtime.custom_hooks)] == \
-        runtime.custom_hooks
+    assert cfg.distill_hooks == runtime.distill_hooks
+    for key, hook in runtime.distill_hooks.items():
+        assert cfg.default_hooks[key] == hook, (config, key)
 
 
 def test_every_fragment_is_used():

@@ -135,8 +135,8 @@ def test_train_validate_save_resume_export(name, tiny_cfg):
                                           ('pspnet', 'mmseg')])
 def test_trains_with_the_stock_train_script(name, package, tiny_cfg,
                                             tmp_path):
-    """mmdet's / mmseg's own tools/train.py, mmdistill only through
-    custom_imports."""
+    """mmdet's / mmseg's own tools/train.py: no custom_imports, mmengine
+    imports mmdistill when it meets the 'mmdistill.' types."""
     import importlib
     cfg, _ = tiny_cfg(name, work_dir=str(tmp_path / 'stock'))
     path = str(tmp_path / 'distill_config.py')

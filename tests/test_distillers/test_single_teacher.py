@@ -99,6 +99,54 @@ def test_teacher_stays_in_eval_through_train_calls(retina):
         assert all(not m.training for m in model.teacher.modules())
 
 
+def test_recipe_hooks_reach_the_student_and_a_copy_shares_the_teacher(
+        retina):
+    """mmdet's YOLOXModeSwitchHook sets ``model.bbox_head.use_l1`` (it
+    raised AttributeError on a distiller at the switch epoch); EMAHook's
+    averaged model deep-copies the distiller and must not copy the teacher
+    (a second teacher on the device, never used)."""
+    from types import SimpleNamespace
+
+    from mmdet.engine.hooks import YOLOXModeSwitchHook
+    from mmdet.models.layers import ExpMomentumEMA
+    from mmengine.logging import MMLogger
+    cfg, _ = retina
+    model = build(cfg)
+    assert model.bbox_head is model.student.bbox_head
+    assert not hasattr(model, 'detector')
+    with pytest.raises(AttributeError,
+                       match=r"'detector', nor has its student \(RetinaNet"):
+        model.detector
+    dataset = SimpleNamespace(update_skip_type_keys=lambda keys: None)
+    runner = SimpleNamespace(
+        epoch=1, max_epochs=2, model=model,
+        train_dataloader=SimpleNamespace(dataset=dataset),
+        logger=MMLogger.get_instance('yolox_switch'))
+    YOLOXModeSwitchHook(num_last_epochs=1).before_train_epoch(runner)
+    assert model.student.bbox_head.use_l1 is True
+
+    ema = ExpMomentumEMA(model)
+    assert ema.module.teacher is model.teacher
+    assert ema.module.teacher_runner.model is model.teacher
+    assert ema.module.student is not model.student
+    assert all(torch.equal(a, b) for a, b in zip(
+        ema.module.parameters(), model.parameters()))
+    assert not any(p.data_ptr() == q.data_ptr() for p, q in zip(
+        ema.module.parameters(), model.parameters()))
+
+
+def test_an_unregistered_student_module_names_custom_imports(retina):
+    cfg, _ = retina
+    cfg.model.student.neck.type = 'MyPAFPN'
+    with pytest.raises(KeyError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert 'MyPAFPN is not in the mmdet::model registry' in message
+    assert '(building model.student)' in message
+    assert 'custom_imports list written in the distillation config' \
+        in message
+
+
 def test_unknown_tap_path_names_the_closest(retina):
     cfg, _ = retina
     cfg.model.distill.fpn.student = 'neck.fpn_conv.{0-4}.conv'

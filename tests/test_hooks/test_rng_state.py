@@ -85,8 +85,7 @@ def train(cfg, work_dir, rng_hook=True, resume_from=None):
     cfg.work_dir = work_dir
     cfg.experiment_name = osp.basename(work_dir)
     if not rng_hook:
-        cfg.custom_hooks = [h for h in cfg.custom_hooks
-                            if 'RNGStateHook' not in h['type']]
+        cfg.default_hooks.pop('rng_state')
     if resume_from is not None:
         shutil.copy(resume_from, work_dir)
         cfg.resume = True
@@ -103,7 +102,7 @@ def same(a, b):
 @pytest.mark.slow
 def test_resume_in_the_runner_is_bit_identical(tiny_cfg, tmp_path):
     cfg, _ = tiny_cfg('pspnet', iters=4)
-    assert any('RNGStateHook' in h['type'] for h in cfg.custom_hooks)
+    assert cfg.default_hooks.rng_state.type == 'mmdistill.RNGStateHook'
     cfg.randomness = dict(seed=0)
     cfg.train_cfg.val_interval = 2
     # save_best re-saves iter_2.pth during the validation that follows it:

@@ -34,13 +34,72 @@ def test_exports_follow_saved_and_deleted_checkpoints(tiny_cfg):
         assert torch.equal(value, saved['student.' + key]), key
 
 
+def test_the_students_ema_hook_averages_and_is_exported(tiny_cfg):
+    """A student recipe with EMAHook in its custom_hooks (mmdet's RTMDet,
+    YOLOX): mmdistill's hooks sit in default_hooks beside it, the averaged
+    copy shares the teacher, and the export holds the averaged weights, as
+    mmdet's own checkpoint does."""
+    cfg, _ = tiny_cfg('pspnet', iters=2)
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=0.5)]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    ema, = [h for h in runner.hooks if type(h).__name__ == 'EMAHook']
+    assert ema.ema_model.module.teacher is runner.model.teacher
+    saved = torch.load(osp.join(cfg.work_dir, 'iter_2.pth'))
+    export = torch.load(osp.join(cfg.work_dir, 'iter_2_student.pth'))
+    raw = runner.model.student.state_dict()
+    averaged = ema.ema_model.module.student.state_dict()
+    moved = 0
+    for key, value in export['state_dict'].items():
+        # EMAHook saves the averaged weights as the checkpoint's state_dict
+        assert torch.equal(value, saved['state_dict']['student.' + key])
+        assert torch.equal(value, averaged[key])
+        moved += not torch.equal(value, raw[key])
+    assert moved  # the averaged weights, not the trained ones
+
+
 def test_student_config_drops_the_distiller(tiny_cfg):
     cfg, _ = tiny_cfg('retinanet')
     plain = student_config(cfg)
     assert plain.model.type == 'RetinaNet'
     assert 'teacher' not in plain.model
     assert 'custom_hooks' not in plain and 'custom_imports' not in plain
+    assert 'distill_hooks' not in plain
+    assert not [h for h in plain.default_hooks.values()
+                if 'mmdistill' in str(h['type'])]
+    assert plain.default_hooks.checkpoint == cfg.default_hooks.checkpoint
     assert plain.train_dataloader == cfg.train_dataloader
+
+
+def test_a_hook_listed_twice_or_unsafe_stops_before_training(tiny_cfg):
+    """A config written for an earlier mmdistill lists the hooks in
+    custom_hooks too; each copy would export (or skip batches on resume)
+    once more: the run stops before training, naming both entries. So does
+    a hook that cannot run on a distiller (mmdet's MeanTeacherHook)."""
+    cfg, _ = tiny_cfg('pspnet', iters=1)
+    cfg.custom_hooks = [dict(type='mmdistill.StudentCheckpointHook'),
+                        dict(type='mmdistill.RNGStateHook')]
+    for name, entries in [
+            ('RNGStateHook', 'default_hooks.rng_state, custom_hooks[1]'),
+            ('StudentCheckpointHook',
+             'default_hooks.student_checkpoint, custom_hooks[0]')]:
+        runner = Runner.from_cfg(cfg)
+        with pytest.raises(ValueError) as err:
+            runner.train()
+        assert f'{name} is registered 2 times ({entries})' in str(err.value)
+        assert 'remove it from custom_hooks' in str(err.value)
+        assert runner.iter == 0
+        cfg.custom_hooks = cfg.custom_hooks[:1]
+    # mmdet's MeanTeacherHook would blend the student into the teacher
+    cfg.custom_hooks = [dict(type='mmdet.MeanTeacherHook')]
+    runner = Runner.from_cfg(cfg)
+    teacher = {k: v.clone() for k, v in
+               runner.model.teacher.state_dict().items()}
+    with pytest.raises(ValueError, match='would overwrite the frozen '
+                       'teacher with the student'):
+        runner.train()
+    assert all(torch.equal(v, runner.model.teacher.state_dict()[k])
+               for k, v in teacher.items())
 
 
 def student_of(path):

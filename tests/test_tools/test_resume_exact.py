@@ -45,7 +45,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     cfg = Config.fromfile(config)
     assert cfg.model.student.decode_head.dropout_ratio > 0
     assert cfg.train_dataloader.num_workers == 0
-    assert any(h.type == 'mmdistill.RNGStateHook' for h in cfg.custom_hooks)
+    assert cfg.default_hooks.rng_state.type == 'mmdistill.RNGStateHook'
     cfg.default_hooks.checkpoint.max_keep_ckpts = 2
     # validate after iterations 2, 4, 6: the kill at 4 falls between the
     # checkpoint and the validation that follows it

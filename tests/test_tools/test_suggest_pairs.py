@@ -138,9 +138,14 @@ def test_written_config_trains(case, pair_files, tmp_path):
             assert (pair['connector']['in_channels'],
                     pair['connector']['out_channels']) == (64, 128)
         assert distill['patch_group']['loss']['loss_weight'] == 0.1
+    # mmdistill's hooks merged into the student's default_hooks, its own
+    # custom_hooks kept in front of TeacherCheckHook
+    assert cfg.default_hooks.student_checkpoint.type == \
+        'mmdistill.StudentCheckpointHook'
+    assert cfg.default_hooks.rng_state.type == 'mmdistill.RNGStateHook'
+    assert 'checkpoint' in cfg.default_hooks
     hooks = [h['type'] for h in cfg.custom_hooks]
-    assert hooks == ['mmdistill.StudentCheckpointHook',
-                     'mmdistill.RNGStateHook', 'mmdistill.TeacherCheckHook']
+    assert hooks == ['mmdistill.TeacherCheckHook']
 
     # train it: a random teacher (which TeacherCheckHook would rightly stop)
     cfg.custom_hooks = [h for h in cfg.custom_hooks

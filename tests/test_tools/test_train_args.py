@@ -208,14 +208,45 @@ def test_mmpretrain_dataloader_defaults_and_flags(train, configs, tmp_path):
     assert 'pin_memory' not in cfg.train_dataloader
 
 
+def test_a_hook_unsafe_on_a_distiller_stops_and_lost_hooks_are_named(
+        train, configs, tmp_path):
+    """mmdet's MeanTeacherHook stops before the Runner; a config whose own
+    custom_hooks list replaced its student config's names what was lost."""
+    cfg = Config.fromfile(configs['seg'])
+    cfg.custom_hooks = [dict(type='mmdet.MeanTeacherHook')]
+    config = str(tmp_path / 'mean_teacher.py')
+    cfg.dump(config)
+    work_dir = str(tmp_path / 'work')
+    assert 'would overwrite the frozen teacher' in stops(
+        train, [config, '--work-dir', work_dir])
+    assert not osp.exists(work_dir)
+
+    student = tmp_path / 'student.py'
+    plain = Config(cfg.to_dict())
+    plain.model = cfg.model.student
+    plain.custom_hooks = [dict(type='EMAHook')]
+    plain.pop('default_hooks')
+    plain.dump(str(student))
+    distill = tmp_path / 'distill.py'
+    distill.write_text(
+        "_base_ = ['student.py']\n"
+        f'model = dict(_delete_=True, **{cfg.model.to_dict()!r})\n'
+        "custom_hooks = [dict(type='mmdistill.StudentCheckpointHook')]\n")
+    with pytest.warns(UserWarning, match='its EMAHook no longer run'):
+        train.setup_cfg(train.parse_args([str(distill), '--work-dir',
+                                          work_dir]))
+
+
 def test_a_misspelled_hook_stops_before_the_runner(train, configs, tmp_path):
     """mmengine's KeyError names the student's scope's registry and no
     close name; an mmdistill hook without its prefix is not found there."""
     cfg = Config.fromfile(configs['seg'])
-    n = len(cfg.custom_hooks)
-    cfg.custom_hooks = [*cfg.custom_hooks,
+    n = len(cfg.get('custom_hooks') or [])
+    cfg.custom_hooks = [*(cfg.get('custom_hooks') or []),
                         dict(type='mmdistill.FeatureStatHook'),
                         dict(type='DistillLossScheduleHook')]
+    cfg.default_hooks.student_checkpoint.type = \
+        'mmdistill.StudentCheckpointHok'
     config = str(tmp_path / 'hooks.py')
     cfg.dump(config)
     work_dir = str(tmp_path / 'work')
@@ -226,4 +257,7 @@ def test_a_misspelled_hook_stops_before_the_runner(train, configs, tmp_path):
     assert (f"custom_hooks[{n + 1}].type='DistillLossScheduleHook' is not a "
             "registered hook (did you mean "
             "'mmdistill.DistillLossScheduleHook'?)") in message
+    assert ("default_hooks.student_checkpoint.type="
+            "'mmdistill.StudentCheckpointHok' is not a registered hook (did "
+            "you mean 'mmdistill.StudentCheckpointHook'?)") in message
     assert not osp.exists(work_dir)

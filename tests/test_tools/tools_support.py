@@ -276,10 +276,11 @@ def write_tiny_config(name: str,
     extra = ([dict(type='StudentWeightProbe')] if probe else []) + [
         dict(h) for h in hooks]
     if extra:
-        imports = copy.deepcopy(cfg.custom_imports)
-        imports['imports'] = list(imports['imports']) + ['tools_support']
+        imports = copy.deepcopy(cfg.get('custom_imports') or {})
+        imports['imports'] = list(imports.get('imports', [])) + [
+            'tools_support']
         cfg.custom_imports = imports
-        cfg.custom_hooks = list(cfg.custom_hooks) + extra
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + extra
     path = osp.join(root, f'{name}.py')
     cfg.dump(path)
     return path

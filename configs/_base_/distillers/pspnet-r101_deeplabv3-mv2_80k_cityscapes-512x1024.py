@@ -15,3 +15,4 @@ model = dict(
     type='mmdistill.SingleTeacherDistiller',
     student={{_base_.model}},
     teacher={{_base_.teacher}})
+default_hooks = {{_base_.distill_hooks}}

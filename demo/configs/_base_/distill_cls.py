@@ -10,8 +10,8 @@ model = dict(
     teacher=dict(
         config='{{fileDirname}}/../cls/resnet18-w32_teacher_synth.py',
         checkpoint='work_dirs/demo/cls/teacher/iter_1500.pth'))
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
+# merged into the student's default_hooks; RNGStateHook: random generator
+# states in the checkpoints, so --resume continues exactly
+default_hooks = dict(
+    student_checkpoint=dict(type='mmdistill.StudentCheckpointHook'),
+    rng_state=dict(type='mmdistill.RNGStateHook'))

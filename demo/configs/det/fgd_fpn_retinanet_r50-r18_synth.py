@@ -20,8 +20,8 @@ model = dict(
             loss=dict(
                 type='FGDLoss', in_channels=32, tau=0.5,
                 alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6))))
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
+# merged into the student's default_hooks; RNGStateHook: random generator
+# states in the checkpoints, so --resume continues exactly
+default_hooks = dict(
+    student_checkpoint=dict(type='mmdistill.StudentCheckpointHook'),
+    rng_state=dict(type='mmdistill.RNGStateHook'))

@@ -22,8 +22,8 @@ model = dict(
             connector=dict(
                 type='MLPConnector', in_channels=32, out_channels=32),
             loss=dict(type='L2Loss', loss_weight=1e-4))))
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
+# merged into the student's default_hooks; RNGStateHook: random generator
+# states in the checkpoints, so --resume continues exactly
+default_hooks = dict(
+    student_checkpoint=dict(type='mmdistill.StudentCheckpointHook'),
+    rng_state=dict(type='mmdistill.RNGStateHook'))

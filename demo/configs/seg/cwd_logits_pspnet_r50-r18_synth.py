@@ -16,8 +16,8 @@ model = dict(
             teacher='decode_head.conv_seg',
             loss=dict(type='ChannelWiseDivergence', tau=1.0,
                       loss_weight=5.0))))
-custom_hooks = [
-    dict(type='mmdistill.StudentCheckpointHook'),
-    # random generator states in the checkpoints: --resume continues exactly
-    dict(type='mmdistill.RNGStateHook'),
-]
+# merged into the student's default_hooks; RNGStateHook: random generator
+# states in the checkpoints, so --resume continues exactly
+default_hooks = dict(
+    student_checkpoint=dict(type='mmdistill.StudentCheckpointHook'),
+    rng_state=dict(type='mmdistill.RNGStateHook'))
