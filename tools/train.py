@@ -149,6 +149,11 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     cfg.auto_scale_lr.enable = True
 
 
+#: the default hooks mmengine's Runner knows (None removes one of them)
+MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger',
+                          'param_scheduler', 'checkpoint')
+
+
 def setup_cfg(args) -> Config:
     """Apply the command line to the config, as mmdet's/mmseg's tools do."""
     import mmdistill  # noqa: F401  registries, checkpoint allowlist
@@ -156,7 +161,16 @@ def setup_cfg(args) -> Config:
                                         unsafe_hook_errors)
     from mmdistill.utils.warn import warn
     from mmdistill.utils.setup_env import prepare_config, set_dataloaders
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(args.config)
+    except AttributeError as err:
+        if 'custom_hooks' not in str(err):
+            raise
+        # mmdistill's configs no longer list hooks in custom_hooks
+        sys.exit(f'error: {args.config}: {err}. A config that extends its '
+                 "base's hooks writes custom_hooks = [*_base_.get("
+                 "'custom_hooks', []), ...] (the shipped distiller bases "
+                 "put mmdistill's hooks in default_hooks, not custom_hooks).")
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -208,9 +222,15 @@ def setup_cfg(args) -> Config:
         problems = unsafe_hook_errors(cfg.get('custom_hooks', None) or [])
         if problems:
             sys.exit('error: ' + ' '.join(problems))
-        if os.environ.get('RANK', '0') == '0':  # once, not per process
+        rank = os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0'))
+        if rank == '0':  # once, not per process
             for message in lost_from_student(args.config, cfg):
                 warn(message)
+    # mmengine's Runner takes None only for its own default hooks: None
+    # turns off the others too (default_hooks.rng_state=None)
+    for key, hook in list((cfg.get('default_hooks') or {}).items()):
+        if hook is None and key not in MMENGINE_DEFAULT_HOOKS:
+            cfg.default_hooks.pop(key)
     prepare_config(cfg)
     return cfg
 

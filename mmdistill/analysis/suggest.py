@@ -465,11 +465,16 @@ def classifier_pair(student: Probe, teacher: Probe
 
     def logits(probe: Probe) -> Candidate:
         path = classifier_layer(probe)
-        found = [c for c in probe.by_role(HEAD) if c.path == path]
-        if not found:
+        if path is None:
             raise SuggestError(f'No classifier layer found in the head of '
                                f'{probe.config}.')
-        return found[-1]
+        found = [c for c in probe.by_role(HEAD) if c.path == path]
+        if found:
+            return found[-1]
+        # a head that averages branches (DeiT-distilled's class and
+        # distillation tokens) returns no layer's output: its class branch
+        layer = probe.model.get_submodule(path)
+        return Candidate(path, HEAD, (1, layer.out_features), None)
 
     s, t = logits(student), logits(teacher)
     if s.channels != t.channels:
@@ -1001,13 +1006,37 @@ def _classifier_suggestion(student: Probe, teacher: Probe,
     spec.update(copy.deepcopy(template['extra']))
     notes = list(settings.notes)
     if settings.student:
-        notes.append(f'{_dotted(settings.student, "model.student")} as in '
-                     f'{settings.source}')
+        notes.append(f'{settings.source} also sets '
+                     f'{_dotted(settings.student, "model.student")} (written '
+                     'where the student has that part)')
     report = [dict(name='logits', student=s, teacher=t, student_tap=s.path,
                    teacher_tap=t.path, connector=spec.get('connector'),
                    loss=spec['loss'])]
     return Suggestion(method, 'cls', settings, report, dict(logits=spec),
                       [], notes)
+
+
+def _fitting(changes: dict, target: dict) -> Tuple[dict, dict]:
+    """Split ``changes`` into those whose parent keys exist in ``target``
+    (KD's ``head.loss.loss_weight`` needs a ``head.loss`` dict) and the
+    rest."""
+    fits, misfits = {}, {}
+    for key, value in changes.items():
+        inner = target.get(key) if isinstance(target, dict) else None
+        if isinstance(value, dict) and value:
+            if isinstance(inner, dict):
+                fit, misfit = _fitting(value, inner)
+                if fit:
+                    fits[key] = fit
+                if misfit:
+                    misfits[key] = misfit
+            else:
+                misfits[key] = value
+        elif isinstance(target, dict):
+            fits[key] = value
+        else:
+            misfits[key] = value
+    return fits, misfits
 
 
 def _dotted(changes: dict, prefix: str) -> str:
@@ -1290,11 +1319,16 @@ def render_config(suggestion: Suggestion, student_config: str,
                      if k == 'model' or k.startswith('model.')]
     # the student config's model with the --cfg-options on it, in full:
     # {{_base_.model}} is the model before them
-    changes = suggestion.settings.student
+    changes, misfit = _fitting(_plain(suggestion.settings.student or {}),
+                               _plain(student_cfg.model))
     student = _plain(student_cfg.model) if model_options or changes else \
         Raw('{{_base_.model}}')
     if changes:
-        student = _merge_into(_plain(changes), student)
+        student = _merge_into(changes, student)
+    if misfit:
+        lines.insert(-4, f'# Note: {_dotted(misfit, "model.student")} of '
+                     f'{suggestion.settings.source} is not written: this '
+                     "student has no such part; weigh its own loss yourself")
     teacher = dict(
         config=teacher_path,
         checkpoint=f'{FILL_ME}: path or URL of the weights trained with '

@@ -479,7 +479,30 @@ class SingleTeacherDistiller(BaseModel):
         memo[id(self)] = copied
         for key, value in self.__dict__.items():
             copied.__dict__[key] = copy.deepcopy(value, memo)
+        # moving or casting the copy (EMAHook(device=...)) leaves the
+        # shared teacher where the training distiller keeps it
+        copied.__dict__['_teacher_shared'] = True
         return copied
+
+    def get_layer_depth(self, param_name: str) -> Tuple[int, int]:
+        """The layer depth of a parameter for mmpretrain's layer-wise
+        learning-rate decay (``LearningRateDecayOptimWrapperConstructor``):
+        the student's, by its name in the student; connectors and losses
+        count as its head.
+
+        Returns:
+            tuple[int, int]: The layer's depth and the number of layers.
+        """
+        student = self.student
+        if not hasattr(student, 'get_layer_depth'):
+            raise NotImplementedError(
+                f'The student ({type(student).__name__}) has no '
+                'get_layer_depth: layer-wise learning-rate decay needs an '
+                'mmpretrain classifier whose backbone has one.')
+        prefix = 'student.'
+        if param_name.startswith(prefix):
+            param_name = param_name[len(prefix):]
+        return student.get_layer_depth(param_name)
 
     def train(self, mode: bool = True) -> 'SingleTeacherDistiller':
         super().train(mode)
@@ -488,7 +511,8 @@ class SingleTeacherDistiller(BaseModel):
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
+        if not self.__dict__.get('_teacher_shared', False):
+            self.teacher._apply(fn, *args, **kwargs)
         return self
 
     def init_weights(self) -> None:

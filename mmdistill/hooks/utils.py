@@ -60,8 +60,11 @@ def check_registered_once(hook, runner, doing: str) -> None:
         return
     name = type(hook).__name__
     places = config_places(runner, name)
+    fix = '.'
+    if any(p.startswith('custom_hooks') for p in places):
+        fix = (": remove it from custom_hooks (mmdistill's configs put it "
+               'in default_hooks).')
     raise ValueError(
         f'{name} is registered {len(same)} times'
         + (f' ({", ".join(places)})' if places else '') + f': each would '
-        f'{doing}. Keep one: remove it from custom_hooks (mmdistill\'s '
-        'configs put it in default_hooks).')
+        f'{doing}. Keep one{fix}')

@@ -233,9 +233,13 @@ def lost_from_student(path: str, cfg: Config) -> List[str]:
             "[]), ...], and put mmdistill's StudentCheckpointHook and "
             'RNGStateHook in default_hooks (README, "A distillation '
             'config").')
-    imports = (cfg.get('custom_imports', None) or {}).get('imports') or []
-    lost = [m for m in (base.get('custom_imports', None) or {}).get(
-        'imports') or [] if m not in imports]
+
+    def imported(config) -> List[str]:
+        names = (config.get('custom_imports', None) or {}).get('imports')
+        return [names] if isinstance(names, str) else list(names or [])
+
+    imports = imported(cfg)
+    lost = [m for m in imported(base) if m not in imports]
     if lost:
         found.append(
             f'custom_imports of {osp.basename(path)} replaces the list of '

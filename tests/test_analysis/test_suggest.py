@@ -167,6 +167,20 @@ def test_classifiers_get_their_logit_layers_paired():
         'DISTLoss'
     with pytest.raises(SuggestError, match='--method kd, dkd or dist'):
         suggest(s, t, 'mlp')
+    # a head that averages its class and distillation branches: the class
+    # branch, which the probe does not list as an output
+    teacher = 'mmpretrain::deit/deit-tiny-distilled_4xb256_in1k.py'
+    t = probe_model(load_config(teacher), teacher, (224, 224))
+    assert suggest(s, t, 'kd').distill['logits']['teacher'] == \
+        'head.layers.head'
+
+
+def test_student_changes_are_written_only_where_the_student_has_the_part():
+    from mmdistill.analysis.suggest import _fitting
+    kd = dict(head=dict(loss=dict(loss_weight=0.5)))
+    assert _fitting(kd, dict(head=dict(type='H', loss=dict(type='CE')))) \
+        == (kd, {})
+    assert _fitting(kd, dict(head=dict(type='H'))) == ({}, kd)
 
 
 def test_the_logit_layer_is_not_a_distillation_token_branch():

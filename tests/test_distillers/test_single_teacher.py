@@ -127,12 +127,45 @@ def test_recipe_hooks_reach_the_student_and_a_copy_shares_the_teacher(
 
     ema = ExpMomentumEMA(model)
     assert ema.module.teacher is model.teacher
+    # moving or casting the copy leaves the shared teacher as it is
+    ema.module.to(torch.float64)
+    assert all(p.dtype == torch.float32 for p in model.teacher.parameters())
     assert ema.module.teacher_runner.model is model.teacher
     assert ema.module.student is not model.student
     assert all(torch.equal(a, b) for a, b in zip(
         ema.module.parameters(), model.parameters()))
     assert not any(p.data_ptr() == q.data_ptr() for p, q in zip(
         ema.module.parameters(), model.parameters()))
+
+
+def test_layer_depths_are_the_students_for_layer_wise_lr_decay():
+    """mmpretrain's LearningRateDecayOptimWrapperConstructor asks the
+    model for each parameter's depth by its name: a distiller answers with
+    the student's depth of ``student.<name>`` (connectors count as the
+    head); through the attribute fallback the student was asked with the
+    distiller's names and put every parameter in the head."""
+    from types import SimpleNamespace
+
+    from mmdistill.distillers import SingleTeacherDistiller
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        student = ROOT_MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='VisionTransformer', img_size=32,
+                          patch_size=16,
+                          arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                    feedforward_channels=64)),
+            head=dict(type='VisionTransformerClsHead', num_classes=10,
+                      in_channels=32)))
+    depth = SingleTeacherDistiller.get_layer_depth
+    fake = SimpleNamespace(student=student)
+    name = 'backbone.layers.0.ln1.weight'
+    assert depth(fake, 'student.' + name) == student.get_layer_depth(name)
+    assert depth(fake, 'student.' + name)[0] < depth(
+        fake, 'student.backbone.layers.1.ln1.weight')[0]
+    assert depth(fake, 'connectors.logits.weight') == \
+        student.get_layer_depth('head.layers.head.weight')
+    with pytest.raises(NotImplementedError, match='no get_layer_depth'):
+        depth(SimpleNamespace(student=torch.nn.Linear(2, 2)), 'student.x')
 
 
 def test_an_unregistered_student_module_names_custom_imports(retina):

@@ -237,6 +237,27 @@ def test_a_hook_unsafe_on_a_distiller_stops_and_lost_hooks_are_named(
                                           work_dir]))
 
 
+def test_old_hook_extension_is_named_and_none_turns_a_hook_off(
+        train, configs, tmp_path):
+    """A config that extended its base's hooks with _base_.custom_hooks
+    (the distiller bases have none now) stops naming the new form;
+    default_hooks.rng_state=None turns mmdistill's hook off (mmengine's
+    Runner asserts on None for hooks other than its own)."""
+    config = tmp_path / 'extends.py'
+    config.write_text(f"_base_ = [{configs['seg']!r}]\n"
+                      'custom_hooks = [*_base_.custom_hooks, '
+                      "dict(type='mmdistill.FeatureStatsHook')]\n")
+    work_dir = str(tmp_path / 'work')
+    message = stops(train, [str(config), '--work-dir', work_dir])
+    assert "custom_hooks = [*_base_.get('custom_hooks', []), ...]" in message
+    cfg = train.setup_cfg(train.parse_args([
+        configs['seg'], '--work-dir', work_dir, '--cfg-options',
+        'default_hooks.rng_state=None']))
+    assert 'rng_state' not in cfg.default_hooks
+    assert cfg.default_hooks.student_checkpoint.type == \
+        'mmdistill.StudentCheckpointHook'
+
+
 def test_a_misspelled_hook_stops_before_the_runner(train, configs, tmp_path):
     """mmengine's KeyError names the student's scope's registry and no
     close name; an mmdistill hook without its prefix is not found there."""
