@@ -8,6 +8,7 @@ from mmengine.hooks import Hook
 
 from mmdistill.distillers.controls import LOSS_PREFIX, RAW_PREFIX
 from mmdistill.registry import HOOKS
+from mmdistill.utils.config import hook_name
 from .utils import distiller_of
 
 CHECKPOINT_KEY = 'auto_loss_weights'
@@ -206,14 +207,10 @@ class AutoLossWeightHook(Hook):
         """Put the numbers into this hook's ``weights`` in ``runner.cfg``
         (stored in later checkpoints) and rewrite the config mmengine dumped
         into the work dir with them."""
-        def named(kind) -> str:  # a string, or the class (lazy configs)
-            return kind.__name__ if isinstance(kind, type) else str(
-                kind).split('.')[-1]
-
         listed = list(runner.cfg.get('custom_hooks') or []) + list(
             (runner.cfg.get('default_hooks') or {}).values())
         entries = [h for h in listed if isinstance(h, dict)
-                   and named(h.get('type')) == type(self).__name__]
+                   and hook_name(h) == type(self).__name__]
         if len(entries) != 1:
             runner.logger.warning(
                 'AutoLossWeightHook: the config does not list this hook once '

@@ -1,6 +1,8 @@
 """How hooks reach the distiller, and what they share."""
 from mmengine.model import is_model_wrapper
 
+from mmdistill.utils.config import hook_name
+
 
 def distiller_of(runner, owner: str):
     """The runner's SingleTeacherDistiller (unwrapped from DDP), or a clear
@@ -36,9 +38,7 @@ def config_places(runner, name: str) -> list:
     """Where ``runner.cfg`` lists a hook of class ``name``:
     ``['default_hooks.student_checkpoint', 'custom_hooks[0]']``."""
     def named(hook) -> bool:
-        kind = hook.get('type') if isinstance(hook, dict) else None
-        kind = getattr(kind, '__name__', kind)
-        return isinstance(kind, str) and kind.split('.')[-1] == name
+        return isinstance(hook, dict) and hook_name(hook) == name
 
     cfg = getattr(runner, 'cfg', None) or {}
     return [f'default_hooks.{key}' for key, hook in
