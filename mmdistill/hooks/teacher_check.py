@@ -6,7 +6,8 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.dist import all_reduce, broadcast_object_list
+from mmengine.dist import (all_gather_object, all_reduce,
+                           broadcast_object_list)
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
@@ -63,6 +64,10 @@ def main_metric(metrics: Dict[str, object],
         f'{numeric} is the score (it knows {list(MAIN_METRICS)}): set '
         "dict(type='mmdistill.TeacherCheckHook', metric=<one of them>, "
         'min_score=...).')
+
+
+def _error_text(error: BaseException) -> str:
+    return f'{type(error).__name__}: {error}'
 
 
 def _is_number(value) -> bool:
@@ -301,11 +306,14 @@ class TeacherCheckHook(Hook):
         return runner.build_evaluator(copy.deepcopy(cfg))
 
     @staticmethod
-    def _watch_metrics(evaluator) -> dict:
+    def _watch_metrics(evaluator, raised: list) -> dict:
         """Wrap what the metrics compute from the gathered results: restrict
         mmdet's COCO evaluation to the images scored (it evaluates every
         image of the annotation file otherwise) and note mmseg's
-        best-constant mIoU. Returns the dict the notes go to."""
+        best-constant mIoU. An error there is noted (its text) and kept in
+        ``raised`` instead of raised: the metrics are computed on the main
+        process only, and the others wait for them in a broadcast, so the
+        main process must reach it. Returns the dict the notes go to."""
         notes = {}
         for metric in evaluator.metrics:
             compute = metric.compute_metrics
@@ -314,16 +322,22 @@ class TeacherCheckHook(Hook):
 
             def wrapped(results, compute=compute, metric=metric, coco=coco,
                         seg=seg):
-                if coco and results and isinstance(results[0], tuple):
-                    metric.img_ids = sorted(
-                        {gt['img_id'] for gt, _ in results})
-                    if not any(len(pred['bboxes']) for _, pred in results):
-                        # CocoMetric returns no numbers at all then
-                        notes['no_detections'] = '/'.join(
-                            p for p in (metric.prefix, 'bbox_mAP') if p)
-                if seg:
-                    notes['constant_miou'] = _best_constant_miou(results)
-                return compute(results)
+                try:
+                    if coco and results and isinstance(results[0], tuple):
+                        metric.img_ids = sorted(
+                            {gt['img_id'] for gt, _ in results})
+                        if not any(len(pred['bboxes'])
+                                   for _, pred in results):
+                            # CocoMetric returns no numbers at all then
+                            notes['no_detections'] = '/'.join(
+                                p for p in (metric.prefix, 'bbox_mAP') if p)
+                    if seg:
+                        notes['constant_miou'] = _best_constant_miou(results)
+                    return compute(results)
+                except Exception as error:
+                    notes.setdefault('error', _error_text(error))
+                    raised.append(error)
+                    return {}
 
             metric.compute_metrics = wrapped
         return notes
@@ -347,14 +361,16 @@ class TeacherCheckHook(Hook):
         return shared[0]
 
     def _scoring_failed(self, distiller, evaluator,
-                        error: Exception) -> TeacherCheckError:
+                        error: str) -> TeacherCheckError:
+        """The error to raise when the evaluator raised ``error`` (its
+        text, ``'<type>: <message>'``)."""
         names = ', '.join(type(m).__name__ for m in evaluator.metrics)
         return TeacherCheckError(
             f"TeacherCheckHook could not score the teacher: the student's "
-            f'val_evaluator ({names}) raised {type(error).__name__}: '
-            f'{error}. Likely cause: the teacher predicts what the '
-            "student's evaluator cannot score (another dataset, other "
-            'classes, another task or output format)'
+            f'val_evaluator ({names}) raised {error}. Likely cause: the '
+            "teacher predicts what the student's evaluator cannot score "
+            '(another dataset, other classes, another task or output '
+            'format)'
             + self._classes(distiller) + '. Make the teacher config match '
             "the student's dataset, or, when distilling features that do "
             'not depend on the predictions, remove TeacherCheckHook from '
@@ -374,6 +390,7 @@ class TeacherCheckHook(Hook):
         states = get_rng_state()
         was_training = teacher.training
         count = batches = 0
+        failure = None  # what this process raised while scoring
         try:
             loader = self._dataloader(runner)
             dataset = loader.dataset
@@ -392,34 +409,48 @@ class TeacherCheckHook(Hook):
             evaluator = self._evaluator(runner)
             if hasattr(dataset, 'metainfo'):
                 evaluator.dataset_meta = dataset.metainfo
-            notes = self._watch_metrics(evaluator)
+            raised = []
+            notes = self._watch_metrics(evaluator, raised)
             teacher.eval()
             for index, batch in enumerate(loader):
                 if index >= self.num_batches:
                     break
-                data = distiller.data_preprocessor(batch, False)
-                if index == 0:  # teacher.dtype: half against float32
-                    self.precision = \
-                        distiller.teacher_runner.half_precision_error(
-                            data['inputs'], data.get('data_samples'))
-                convert = distiller.teacher_runner.convert_input
-                if convert is not None:  # teacher.data_preprocessor='own'
-                    data['inputs'] = convert(data['inputs'])
-                outputs = teacher(**data, mode='predict')
+                # an error stops this loop, not the process: the others
+                # learn of it below instead of waiting for this one
+                try:
+                    data = distiller.data_preprocessor(batch, False)
+                    if index == 0:  # teacher.dtype: half against float32
+                        self.precision = \
+                            distiller.teacher_runner.half_precision_error(
+                                data['inputs'], data.get('data_samples'))
+                    convert = distiller.teacher_runner.convert_input
+                    if convert is not None:  # data_preprocessor='own'
+                        data['inputs'] = convert(data['inputs'])
+                    outputs = teacher(**data, mode='predict')
+                except Exception as error:
+                    failure = error
+                    break
                 try:
                     evaluator.process(data_samples=outputs,
                                       data_batch=batch)
                 except Exception as error:
-                    raise self._scoring_failed(distiller, evaluator,
-                                               error) from error
+                    failure = self._scoring_failed(distiller, evaluator,
+                                                   _error_text(error))
+                    failure.__cause__ = error
+                    break
                 count += len(outputs)
                 batches += 1
         finally:
             teacher.train(was_training)
             set_rng_state(states)
-        total = torch.tensor(count, dtype=torch.int64)
-        all_reduce(total)  # a no-op outside a distributed run
-        size = int(total)
+        # [images scored, processes that failed]: a no-op outside a
+        # distributed run
+        total = torch.tensor([count, int(failure is not None)],
+                             dtype=torch.int64)
+        all_reduce(total)
+        if int(total[1]):
+            self._stop_together(failure)
+        size = int(total[0])
         if hasattr(dataset, '__len__'):
             size = min(size, len(dataset))
         if size == 0:
@@ -433,12 +464,16 @@ class TeacherCheckHook(Hook):
         try:
             metrics = dict(evaluator.evaluate(size))
         except Exception as error:
-            raise self._scoring_failed(distiller, evaluator, error) from error
+            raise self._scoring_failed(distiller, evaluator,
+                                       _error_text(error)) from error
         # the metrics are computed, and the notes taken, on the main process
         # only; the evaluator broadcasts its metrics, the notes follow
         shared = [notes]
         broadcast_object_list(shared)
         notes = shared[0]
+        if 'error' in notes:  # every process stops with the main one
+            error = self._scoring_failed(distiller, evaluator, notes['error'])
+            raise error from (raised[0] if raised else None)
         empty = notes.get('no_detections')
         self._no_detections = bool(empty) and not any(
             _is_number(v) for v in metrics.values())
@@ -449,6 +484,23 @@ class TeacherCheckHook(Hook):
         self._num_batches = batches  # this rank's (fewer if the set ends)
         self._constant_miou = notes.get('constant_miou')
         return self.metrics
+
+    @staticmethod
+    def _stop_together(failure: Optional[Exception]) -> None:
+        """Some process failed while scoring (every process gets here): the
+        one that failed raises its error, the others an error naming it,
+        instead of waiting for it in the evaluator's gather until the
+        launcher's timeout."""
+        texts = all_gather_object(
+            None if failure is None else _error_text(failure))
+        if failure is not None:
+            raise failure
+        ranks = [rank for rank, text in enumerate(texts) if text]
+        raise TeacherCheckError(
+            f'TeacherCheckHook: process {ranks[0]} failed while scoring '
+            f'the teacher ({texts[ranks[0]]}); this process stops with it. '
+            f'The error and its traceback are in process {ranks[0]}\'s '
+            'output.')
 
     def _compare_precision(self, distiller, loader) -> None:
         """Only the ``teacher.dtype`` comparison, on the first batch."""

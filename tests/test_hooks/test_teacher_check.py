@@ -372,6 +372,76 @@ def test_evaluator_errors_name_the_hook(tiny_cfg, coco_root, monkeypatch):
     assert runner.iter == 0
 
 
+def test_no_process_waits_for_one_that_failed(tiny_cfg, monkeypatch):
+    """Under DDP an error on one process used to leave the others waiting
+    in the evaluator's gather until the launcher's timeout. Here, in one
+    process, the collectives are observed: a process whose evaluator
+    raises still reaches the all-reduce that tells the others; a process
+    told that another failed stops naming it; the main process whose
+    metrics raised still reaches the evaluator's broadcast."""
+    import mmengine.evaluator.metric as metric_module
+    from mmdistill.hooks import teacher_check
+    from mmseg.evaluation import IoUMetric
+    cfg, _ = tiny_cfg('pspnet')
+    runner = Runner.from_cfg(_hook(cfg, num_batches=2))
+    hook = _the_hook(runner)
+    reduced = []
+
+    def all_reduce(tensor, peer_failed=False):
+        reduced.append(tensor.tolist())
+        tensor[1] += int(peer_failed)
+
+    # 1. this process's evaluator raises on its batch
+    monkeypatch.setattr(teacher_check, 'all_reduce', all_reduce)
+
+    def process(self, data_batch, data_samples):
+        raise ValueError('a sample the metric cannot read')
+
+    with monkeypatch.context() as patch:
+        patch.setattr(IoUMetric, 'process', process)
+        with pytest.raises(TeacherCheckError,
+                           match='raised ValueError: a sample the metric '
+                           'cannot read') as info:
+            hook.before_train(runner)
+    assert reduced == [[0, 1]]  # told the others, then raised
+    assert isinstance(info.value.__cause__, ValueError)
+
+    # 2. another process failed: this one stops too, naming it, before
+    # the evaluator's gather
+    reduced.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(teacher_check, 'all_reduce',
+                      lambda t: all_reduce(t, peer_failed=True))
+        patch.setattr(teacher_check, 'all_gather_object',
+                      lambda text: [text, 'RuntimeError: out of memory'])
+        with pytest.raises(TeacherCheckError) as info:
+            hook.before_train(runner)
+    assert str(info.value).startswith(
+        'TeacherCheckHook: process 1 failed while scoring the teacher '
+        '(RuntimeError: out of memory); this process stops with it.')
+    assert reduced == [[2, 0]]  # both of its images scored
+
+    # 3. the main process's metrics raise: it still broadcasts (its
+    # metrics, then the error), and every process raises the same
+    broadcasts = []
+    broadcast = metric_module.broadcast_object_list
+    monkeypatch.setattr(metric_module, 'broadcast_object_list',
+                        lambda data, *a, **k: (broadcasts.append('metric'),
+                                               broadcast(data, *a, **k)))
+
+    def compute_metrics(self, results):
+        raise KeyError('ignore_index')
+
+    monkeypatch.setattr(IoUMetric, 'compute_metrics', compute_metrics)
+    with pytest.raises(TeacherCheckError,
+                       match=r"\(IoUMetric\) raised KeyError: 'ignore_index'"
+                       ) as info:
+        hook.before_train(runner)
+    assert broadcasts == ['metric']
+    assert isinstance(info.value.__cause__, KeyError)
+    assert runner.iter == 0
+
+
 # ------------------------------------------- teacher.dtype against float32
 def _float16_cpu_autocast() -> bool:
     """Whether this torch autocasts a CPU conv to float16 (2.1 does not)."""
