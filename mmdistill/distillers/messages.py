@@ -1,6 +1,6 @@
 """What the distiller says when a pair does not fit: every message names the
 pair, both taps, the shapes and the config key to change."""
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -95,10 +95,11 @@ def channel_problems(pair: Pair, connector: nn.Module, student: nn.Module,
 def pair_error(pair: Pair, stage: str, err: Exception,
                connector: Optional[nn.Module], loss: nn.Module,
                raw: torch.Tensor, teacher: torch.Tensor,
-               student: Optional[torch.Tensor] = None) -> Exception:
+               student: Optional[torch.Tensor] = None,
+               notes: Sequence[str] = ()) -> Exception:
     """``err``'s type with a message naming the pair, both taps, their
-    shapes and what to change; chained to ``err`` unless the message
-    replaces its advice."""
+    shapes and what to change (and ``notes``, what the caller knows of the
+    models); chained to ``err`` unless the message replaces its advice."""
     module = connector if stage == 'connector' else loss
     what = type(module).__name__
     sizes = [f'{a}={getattr(module, a)}' for a in
@@ -138,11 +139,34 @@ def pair_error(pair: Pair, stage: str, err: Exception,
            if student is not None and student is not raw else '')
         + f' and the teacher tap of shape {shape_of(teacher)}: '
         + text.rstrip('.') + '.'
-    ] + advice
+    ] + advice + list(notes)
     exc = type(err)('\n'.join(lines))
     exc.__cause__ = None if replaced else err
     exc.__suppress_context__ = True
     return exc
+
+
+def denoising_note(pair: Pair, model: nn.Module, student,
+                   teacher) -> List[str]:
+    """Why a DETR student's decoder gives more queries than its teacher's:
+    in training, DINO-style detectors (a ``dn_query_generator``) put the
+    denoising queries of ``dn_cfg`` ahead of the object queries, which the
+    teacher, in eval mode, runs alone."""
+    if not (getattr(model, 'dn_query_generator', None) is not None
+            and model.training and 'decoder' in pair.student.path
+            and isinstance(student, torch.Tensor)
+            and isinstance(teacher, torch.Tensor) and student.dim() == 3
+            and teacher.dim() == 3 and student.shape[1] > teacher.shape[1]):
+        return []
+    extra = student.shape[1] - teacher.shape[1]
+    return [
+        f'The {extra} extra student tokens are the denoising queries '
+        f'{type(model).__name__} adds in training ({pair.student.path} runs '
+        "them ahead of the object queries; their number follows dn_cfg and "
+        "each batch's boxes), which the teacher, in eval mode, does not "
+        'run. Decoder queries cannot be paired in training: tap the '
+        "encoder (e.g. 'encoder.layers.5', the image tokens) or the neck "
+        'on both sides instead.']
 
 
 def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
@@ -166,6 +190,15 @@ def shape_advice(pair: Pair, connector: Optional[nn.Module], student,
     if student.dim() < 3:
         return []
     out = []
+    if student.dim() == 3 and student.shape[1] != teacher.shape[1]:
+        out.append(
+            f'The token counts differ (student {student.shape[1]}, teacher '
+            f'{teacher.shape[1]}): tap layers that give as many tokens on '
+            f'both sides; change the student tap '
+            f'{pair.student.config_text()} or the teacher tap '
+            f'{pair.teacher.config_text()} (ViTs give as many patch tokens '
+            'for the same patch size and input size; a class or '
+            'distillation token counts as one more).')
     s_size, t_size = tuple(student.shape[2:]), tuple(teacher.shape[2:])
     if student.dim() == 4 and s_size != t_size:
         if connector is not None:

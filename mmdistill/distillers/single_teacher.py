@@ -20,8 +20,8 @@ from mmdistill.utils.tensor import autocast_enabled, gradients_in_place
 from mmdistill.utils.warn import warn
 from .controls import LOSS_PREFIX, DistillControls
 from .guard import DistillGuard
-from .messages import (WRAPPED, channel_problems, channels_of, pair_error,
-                       weight_fix)
+from .messages import (WRAPPED, channel_problems, channels_of,
+                       denoising_note, pair_error, weight_fix)
 from .pairs import (Pair, groups_of, link_shared_embeddings, parse_pairs,
                     resolve_channels)
 from .taps import FeatureRecorder, TapPathError
@@ -713,8 +713,10 @@ class SingleTeacherDistiller(BaseModel):
         except WRAPPED as err:
             if type(err) not in WRAPPED:  # e.g. out of memory
                 raise
-            raise pair_error(self.pairs[name], 'connector', err, connector,
-                             self.distill_losses[name], student, teacher)
+            raise pair_error(pair, 'connector', err, connector,
+                             self.distill_losses[name], student, teacher,
+                             notes=denoising_note(pair, self.student,
+                                                  student, teacher))
         return connected, teacher
 
     def pair_loss(self, name: str, student: torch.Tensor,
@@ -733,9 +735,12 @@ class SingleTeacherDistiller(BaseModel):
             if type(err) not in WRAPPED:
                 raise
             raw = student if raw is None else raw
-            raise pair_error(self.pairs[name], 'loss', err,
+            pair = self.pairs[name]
+            raise pair_error(pair, 'loss', err,
                              self.connectors[name] if name in self.connectors
-                             else None, loss, raw, teacher, student)
+                             else None, loss, raw, teacher, student,
+                             denoising_note(pair, self.student, raw,
+                                            teacher))
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             # mmengine would log and optimise the mean of a map
             got = (f'a tensor of shape {tuple(value.shape)}'

@@ -6,6 +6,7 @@ into the distiller (``_delete_=True`` missing), a misspelled loss or
 connector type, an argument a connector does not take, a misspelled pair
 key, a tap on a container that never runs."""
 import copy
+import re
 
 import pytest
 import torch
@@ -438,3 +439,54 @@ def test_losses_that_compare_no_maps_get_no_map_advice():
     advice = shape_advice(pair, None, *maps, ATLoss())
     assert len(advice) == 1 and 'spatial sizes differ' in advice[0]
     assert len(shape_advice(pair, None, *maps, L2Loss())) == 2
+
+
+def _tiny_dino():
+    """mmdet's DINO-4scale with a ResNet-18 of width 8, one encoder and two
+    decoder layers, 10 object queries and 6 denoising ones per group
+    (DINO's decoder needs embed_dims=256)."""
+    from mmdistill.testing.tiny import shrink_resnet
+    from mmdistill.utils.config import load_config
+    cfg = load_config('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py')
+    model = cfg.model
+    model.neck.in_channels = shrink_resnet(model.backbone, 8, 18)[-3:]
+    model.encoder.num_layers, model.decoder.num_layers = 1, 2
+    for layer in (model.encoder.layer_cfg, model.decoder.layer_cfg):
+        layer.ffn_cfg.feedforward_channels = 64
+        for attention in ('self_attn_cfg', 'cross_attn_cfg'):
+            if attention in layer:
+                layer[attention].num_heads = 2
+                if 'num_points' in layer[attention]:
+                    layer[attention].num_points = 1
+    model.num_queries = 10
+    model.dn_cfg.group_cfg.num_dn_queries = 6
+    return cfg
+
+
+def test_detr_decoder_queries_name_the_denoising_queries(tmp_path):
+    """A DINO student tapped at its decoder: in training it runs the
+    denoising queries ahead of the object queries, the teacher (eval mode)
+    does not. The message says so and what to tap instead (before, it
+    showed the two shapes only)."""
+    from mmdistill.testing.tiny import random_checkpoint
+    cfg = _tiny_dino()
+    config = str(tmp_path / 'dino.py')
+    cfg.dump(config)
+    checkpoint = random_checkpoint(cfg.model, str(tmp_path / 'dino.pth'),
+                                   scope='mmdet', init=False)
+    distiller = build(ConfigDict(default_scope='mmdet', model=dict(
+        type='mmdistill.SingleTeacherDistiller',
+        student=cfg.model,
+        teacher=dict(config=config, checkpoint=checkpoint),
+        distill=dict(queries=dict(student='decoder.layers.1',
+                                  teacher='decoder.layers.1',
+                                  loss=dict(type='MSELoss'))))))
+    with pytest.raises(ValueError) as err:
+        forward(distiller)
+    message = str(err.value)
+    assert "pair 'queries' (student tap decoder.layers.1" in message
+    assert 'The token counts differ (student ' in message
+    found = re.search(r'The (\d+) extra student tokens are the denoising '
+                      r'queries DINO adds in training', message)
+    assert found and int(found.group(1)) > 0, message
+    assert "tap the encoder (e.g. 'encoder.layers.5'" in message
