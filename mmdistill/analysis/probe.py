@@ -234,6 +234,26 @@ def model_names(model: dict) -> Dict[str, Any]:
     return names
 
 
+def loss_types(model: dict) -> Tuple[str, ...]:
+    """The types of the losses a model config trains with (every ``loss*``
+    key of its parts, e.g. ``('FocalLoss', 'L1Loss')`` for RetinaNet),
+    sorted, without registry scopes."""
+    found = set()
+
+    def visit(node, key=''):
+        if isinstance(node, dict):
+            if key.startswith('loss') and isinstance(node.get('type'), str):
+                found.add(node['type'].split('.')[-1])
+            for k, v in node.items():
+                visit(v, k if isinstance(k, str) else '')
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                visit(v, key)
+
+    visit(model)
+    return tuple(sorted(found))
+
+
 def _pair_of(value) -> Optional[Tuple[int, int]]:
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
@@ -276,7 +296,7 @@ def profile_of(cfg, model: Optional[dict] = None) -> Dict[str, Any]:
         else the data preprocessor's ``size``, else the config's
         ``crop_size``; None when none says) and ``schedule``
         (``('iters', n)`` or ``('epochs', n)`` of ``train_cfg``; None when
-        it says neither).
+        it says neither) and ``losses`` (:func:`loss_types`).
     """
     model = cfg.get('model', None) if model is None else model
     model = model if isinstance(model, dict) else {}
@@ -293,7 +313,8 @@ def profile_of(cfg, model: Optional[dict] = None) -> Dict[str, Any]:
         if isinstance(train_cfg, dict) and train_cfg.get(key):
             schedule = (key[4:], train_cfg[key])
             break
-    return dict(names=model_names(model), crop=crop, schedule=schedule)
+    return dict(names=model_names(model), crop=crop, schedule=schedule,
+                losses=loss_types(model))
 
 
 def strip_pretrained(node: Any) -> Any:
@@ -598,13 +619,20 @@ def _stride_runs(recorder, comp, modules, hw, add, changed) -> None:
         root = with_params[0]  # a wrapper (e.g. timm's model) around stages
         children = [n for n in modules if n.startswith(root + '.')
                     and _depth(n) == _depth(root) + 1]
+    # a list of stages is never called itself (ConvNeXt's ``stages`` and
+    # ``downsample_layers``): its items are the stages
+    children = [item for child in children for item in (
+        [n for n in modules if n.startswith(child + '.')
+         and _depth(n) == _depth(child) + 1]
+        if isinstance(modules[child], nn.ModuleList) else [child])]
     runs = [c for c in recorder.calls
             if c.name in children and c.shape is not None
             and len(c.shape) == 4]
     for i, call in enumerate(runs):
         stride = _stride(hw, call.shape)
         last = i + 1 == len(runs) or _stride(hw, runs[i + 1].shape) != stride
-        if last and stride not in (None, 1) and \
+        pooled = tuple(call.shape[2:]) == (1, 1)  # e.g. ConvNeXt's norm3
+        if last and stride not in (None, 1) and not pooled and \
                 recorder.counts[call.name] == 1:
             add(Candidate(call.name, STAGE, call.shape, stride,
                           calls=[call.call], inplace=changed(call),

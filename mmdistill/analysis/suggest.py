@@ -32,7 +32,8 @@ import torch.nn as nn
 
 from mmdistill.utils.config import config_bases
 
-from .probe import HEAD, LEVEL, STAGE, Candidate, Probe, profile_of
+from .probe import (HEAD, LEVEL, STAGE, Candidate, Probe, loss_types,
+                    profile_of)
 
 METHODS = ('mlp', 'fgd', 'mgd', 'cwd', 'lad', 'cad', 'tat', 'kd', 'dkd',
            'dist')
@@ -144,6 +145,8 @@ class Settings:
     #: what the shipped config changes in its student (KD: the weight of
     #: the student's own loss), merged into the student written
     student: Optional[dict] = None
+    #: the losses its student trains with (:func:`~.probe.loss_types`)
+    student_losses: Tuple[str, ...] = ()
 
 
 def method_of(model: dict) -> Optional[str]:
@@ -423,7 +426,25 @@ def load_settings(method: str, variant: str,
     source = osp.relpath(path, osp.dirname(configs_root()))
     return Settings(source, pairs, inherit, optim, hooks, notes,
                     student_changes if isinstance(student_changes, dict)
-                    else None)
+                    else None, loss_types(model.student))
+
+
+def loss_scale_note(settings: Settings, student: Probe) -> Optional[str]:
+    """When the student trains with other losses than the shipped config's
+    student: its weights may make the distillation too strong or too weak
+    against them."""
+    mine = tuple((student.profile or {}).get('losses') or ())
+    shipped = tuple(settings.student_losses)
+    if not mine or not shipped or mine == shipped:
+        return None
+    return (f'the loss weights are those of {settings.source}, set against '
+            f"its student's own losses ({', '.join(shipped)}); this student "
+            f"trains with {', '.join(mine)}, of another scale, so the "
+            'distillation may be too strong or too weak: compare the logged '
+            "loss_distill_* with the student's losses over the first "
+            "iterations, or give the pairs loss_weight='auto' with "
+            "dict(type='mmdistill.AutoLossWeightHook') in custom_hooks, "
+            'which measures the weight on the run')
 
 
 def classifier_layer(probe: Probe) -> Optional[str]:
@@ -907,6 +928,9 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
                              student.profile or None,
                              teacher.profile or None)
     notes = list(settings.notes)
+    scale = loss_scale_note(settings, student)
+    if scale:
+        notes.append(scale)
     distill: Dict[str, dict] = {}
     report = []
     det = variant.startswith('det')
@@ -1460,6 +1484,8 @@ def format_candidates(probe: Probe, title: str) -> str:
         what = _ROLE_NAMES[c.role]
         if c.role == LEVEL and not c.spatial:  # a classifier's pooling neck
             what = 'neck output'
+        elif c.role == STAGE and len(c.shape) == 2:  # pooled, class token
+            what = 'backbone output, a vector per image'
         what += f' ({c.note})' if c.note else ''
         rows.append((tap, 'x'.join(str(v) for v in c.shape),
                      _stride_text(c), str(c.channels), what))

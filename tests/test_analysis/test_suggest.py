@@ -6,6 +6,7 @@ The models are real mmdet/mmseg configs shrunk by ``mmdistill.testing``
 fixture; the command line tool and the configs it writes are tested in
 ``tests/test_tools/test_suggest_pairs.py``."""
 import os.path as osp
+import re
 
 import pytest
 from mmengine.config import Config
@@ -205,3 +206,62 @@ def test_the_logit_layer_is_not_a_distillation_token_branch():
         model = nn.Module()
         model.head = head
         assert classifier_layer(SimpleNamespace(model=model)) == expected
+
+
+@pytest.mark.parametrize('stock, method, variant, noted', [
+    ('mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py', 'fgd', 'det-one', True),
+    ('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py', 'fgd', 'det-one',
+     False),
+    ('mmseg::upernet/upernet_r18_4xb2-40k_cityscapes-512x1024.py', 'cwd',
+     'seg-hetero', False),
+])
+def test_loss_weights_for_a_student_of_other_losses_are_flagged(
+        stock, method, variant, noted):
+    """FGD's weights are set against RetinaNet's FocalLoss + L1Loss: an
+    RTMDet student (QualityFocalLoss + GIoULoss) is told to check the scale
+    or measure the weight; a RetinaNet R18 or an UPerNet (the shipped
+    students' CrossEntropyLoss) is not."""
+    from mmdistill.analysis.probe import Probe, profile_of
+    from mmdistill.analysis.suggest import loss_scale_note
+    from mmdistill.utils.config import load_config
+    cfg = load_config(stock)
+    student = Probe(config=stock, kind=variant[:3], model_type=cfg.model.type,
+                    input_shape=(1, 3, 64, 64), candidates=[],
+                    components={}, profile=profile_of(cfg))
+    settings = load_settings(method, variant)
+    note = loss_scale_note(settings, student)
+    if not noted:
+        assert note is None
+        return
+    assert note == (
+        f'the loss weights are those of {settings.source}, set against its '
+        "student's own losses (FocalLoss, L1Loss); this student trains with "
+        'GIoULoss, QualityFocalLoss, of another scale, so the distillation '
+        "may be too strong or too weak: compare the logged loss_distill_* "
+        "with the student's losses over the first iterations, or give the "
+        "pairs loss_weight='auto' with "
+        "dict(type='mmdistill.AutoLossWeightHook') in custom_hooks, which "
+        'measures the weight on the run')
+
+
+def test_stages_in_a_list_are_listed_and_pooled_outputs_named():
+    """ConvNeXt keeps its stages in a ModuleList (never called itself) and
+    pools before its last norm: the four stages are listed, the pooled 1x1
+    norm output is not a "stage", and the backbone's vector is named as
+    one (it was listed as a "backbone stage", and the stages were not)."""
+    from mmdistill.analysis.suggest import format_candidates
+    from mmdistill.utils.config import load_config
+    config = 'mmpretrain::convnext/convnext-tiny_32xb128_in1k.py'
+    cfg = load_config(config)
+    cfg.model.backbone.arch = dict(depths=[1, 1, 1, 1],
+                                   channels=[8, 16, 24, 32])
+    cfg.model.head.in_channels = 32
+    probe = probe_model(cfg, config, (64, 64))
+    stages = [(c.path, c.stride) for c in probe.candidates
+              if c.role == 'stage' and c.spatial]
+    assert stages == [(f'backbone.stages.{i}', 4 * 2 ** i)
+                      for i in range(4)]
+    table = format_candidates(probe, 'student')
+    assert 'norm3' not in table
+    assert re.search(r'backbone\[0\] +1x32 +- +32 +backbone output, a '
+                     r'vector per image', table), table
