@@ -4,8 +4,13 @@ student export is written once, and both processes end with the same student
 weights (each writes its hash through tools_support.StudentWeightProbe).
 PSPNet's SyncBN runs as BN in each process: every runner checkpoint and
 export holds the running statistics both processes hold when it is saved.
-An FGD RetinaNet run where one process sees no ground-truth box at all
-finishes (no hang)."""
+
+Each run covers more than the basics, since every two-process run costs
+about 25 s here:
+- FGD RetinaNet where process 0 sees no ground-truth box at all (its
+  images have none) finishes, in step (no hang);
+- PSPNet with ``loss_weight='auto'``: each process measures its own
+  batches, the sums are all-reduced, and both use the same weight."""
 import glob
 import json
 import os
@@ -14,7 +19,6 @@ import re
 import time
 
 import pytest
-from conftest import run_tool
 from mmengine.config import Config
 from tools_support import (BN_BUFFERS, BOXES, PROBE, free_port,
                            run_process_group, state_sha256, strip_boxes,
@@ -32,22 +36,46 @@ def load(path):
     return read_checkpoint(path)
 
 
-@pytest.mark.parametrize('name', ['retinanet', 'pspnet'])
-def test_two_cpu_processes(name, tmp_path):
-    kind_det = name == 'retinanet'
+def _fgd_without_boxes_on_process_0(tmp_path) -> str:
+    """FGD RetinaNet; every image process 0 trains on has no ground-truth
+    box (the sampler does not shuffle: process r takes images r, r + 2,
+    ...)."""
     config = write_tiny_config(
-        name,
-        str(tmp_path),
-        length=EPOCHS if kind_det else 4,
-        checkpoint_interval=None if kind_det else 2)
+        'fgd_retinanet', str(tmp_path), length=EPOCHS,
+        hooks=[dict(type='GtBoxProbe')])
+    removed = strip_boxes(
+        str(tmp_path / 'fgd_retinanet_data'), 'train', lambda i: i % 2)
+    assert removed > 0
+    cfg = Config.fromfile(config)
+    cfg.train_dataloader.sampler.shuffle = False
+    cfg.dump(config)
+    return config
+
+
+def _pspnet_with_auto_weight(tmp_path) -> str:
+    config = write_tiny_config(
+        'pspnet', str(tmp_path), length=4, checkpoint_interval=2,
+        hooks=[dict(type='mmdistill.AutoLossWeightHook', warmup_iters=2),
+               dict(type='AutoWeightProbe')])
+    cfg = Config.fromfile(config)
+    cfg.model.distill.stage4.loss.loss_weight = 'auto'
+    cfg.dump(config)
+    return config
+
+
+@pytest.mark.parametrize('name', ['fgd_retinanet', 'pspnet'])
+def test_two_cpu_processes(name, tmp_path):
+    kind_det = name == 'fgd_retinanet'
+    config = (_fgd_without_boxes_on_process_0 if kind_det else
+              _pspnet_with_auto_weight)(tmp_path)
     work_dir = str(tmp_path / 'work')
     start = time.time()
-    result = run_tool(
+    code, log = run_process_group(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir],
-        env=tool_env(port=free_port()))
-    elapsed = time.time() - start
-    log = result.stdout
-    print(f'{name}: 2 processes trained in {elapsed:.1f} s')
+        env=tool_env(port=free_port()), timeout=420)
+    print(f'{name}: 2 processes trained in {time.time() - start:.1f} s')
+    assert code is not None, f'the run hung (killed):\n{log[-4000:]}'
+    assert code == 0, log[-6000:]
 
     # both processes ran to the end, in one gloo process group of 2, with
     # DDP and no search for unused parameters
@@ -124,60 +152,15 @@ def test_two_cpu_processes(name, tmp_path):
     first = load(osp.join(work_dir, f'{unit}_{steps[0]}_student.pth'))
     assert state_sha256(first['state_dict']) != records[0]['state']
 
-
-def test_one_process_without_boxes_fgd(tmp_path):
-    """FGD RetinaNet on 2 processes; every image process 0 trains on has no
-    ground-truth box (the sampler does not shuffle: process r takes images
-    r, r + 2, ...). Both finish, in step, with the same student."""
-    config = write_tiny_config(
-        'fgd_retinanet', str(tmp_path), length=1,
-        hooks=[dict(type='GtBoxProbe')])
-    removed = strip_boxes(
-        str(tmp_path / 'fgd_retinanet_data'), 'train', lambda i: i % 2)
-    assert removed > 0
-    cfg = Config.fromfile(config)
-    cfg.train_dataloader.sampler.shuffle = False
-    cfg.dump(config)
-    work_dir = str(tmp_path / 'work')
-    start = time.time()
-    code, log = run_process_group(
-        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir],
-        env=tool_env(port=free_port()), timeout=420)
-    print(f'FGD, 2 processes, one without boxes: {time.time() - start:.1f} s')
-    assert code is not None, f'the run hung (killed):\n{log[-4000:]}'
-    assert code == 0, log[-6000:]
-    seen = []
-    for rank in (0, 1):
-        with open(osp.join(work_dir, BOXES.format(rank=rank))) as f:
-            seen.append(json.load(f))
-    assert seen[0] == dict(images=4, boxes=0), seen
-    assert seen[1]['images'] == 4 and seen[1]['boxes'] > 0, seen
-    records = []
-    for rank in (0, 1):
-        with open(osp.join(work_dir, PROBE.format(rank=rank))) as f:
-            records.append(json.load(f))
-    assert [r['iter'] for r in records] == [2, 2]
-    assert records[0]['state'] == records[1]['state']
-    assert records[0]['connectors'] == records[1]['connectors']
-    assert all('loss_distill_fpn_' in line for line in log.splitlines()
-               if 'Epoch(train)' in line)
-    assert osp.exists(osp.join(work_dir, 'epoch_1_student.pth'))
-
-
-def test_auto_loss_weight_agrees_across_processes(tmp_path):
-    """loss_weight='auto' over 2 processes, each measuring its own batches:
-    the sums are all-reduced, so both use the same weight."""
-    config = write_tiny_config(
-        'pspnet', str(tmp_path), length=3,
-        hooks=[dict(type='mmdistill.AutoLossWeightHook', warmup_iters=2),
-               dict(type='AutoWeightProbe')])
-    cfg = Config.fromfile(config)
-    cfg.model.distill.stage4.loss.loss_weight = 'auto'
-    cfg.dump(config)
-    work_dir = str(tmp_path / 'work')
-    run_tool(
-        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir],
-        env=tool_env(port=free_port()))
+    if kind_det:  # process 0 saw no box, process 1 did
+        seen = []
+        for rank in (0, 1):
+            with open(osp.join(work_dir, BOXES.format(rank=rank))) as f:
+                seen.append(json.load(f))
+        assert seen[0] == dict(images=4 * EPOCHS, boxes=0), seen
+        assert seen[1]['images'] == 4 * EPOCHS and seen[1]['boxes'] > 0
+        return
+    # the automatic weight: the same on both processes, and dumped
     weights = []
     for rank in (0, 1):
         with open(osp.join(work_dir, f'auto_weights_rank{rank}.json')) as f:
