@@ -71,10 +71,28 @@ def run_test_tool(*args, work_dir, env=None, check=True):
     return result, out
 
 
-def test_same_metric_from_runner_checkpoint_export_and_release(trained):
+@pytest.fixture(scope='module')
+def exported_run(trained):
+    """tools/test.py with the student config the hook wrote and the
+    student-only export, painting the predictions too: its work dir and
+    predictions file (the reference of the tests below)."""
+    work = trained['work_dir']
+    work_dir = osp.join(trained['root'], 'test_b')
+    _, out = run_test_tool(
+        osp.join(work, 'student_config.py'),
+        osp.join(work, 'epoch_1_student.pth'),
+        '--show-dir',
+        'painted',
+        '--cfg-options',
+        'default_hooks.visualization.type=DetVisualizationHook',
+        work_dir=work_dir)
+    return work_dir, out
+
+
+def test_same_metric_from_runner_checkpoint_export_and_release(
+        trained, exported_run):
     work = trained['work_dir']
     runner_ckpt = osp.join(work, 'epoch_1.pth')
-    export = osp.join(work, 'epoch_1_student.pth')
     student_cfg = osp.join(work, 'student_config.py')
     root = trained['root']
 
@@ -82,16 +100,8 @@ def test_same_metric_from_runner_checkpoint_export_and_release(trained):
     result, out_a = run_test_tool(
         trained['config'], runner_ckpt, work_dir=f'{root}/test_a')
     assert 'testing its student alone' in result.stdout
-    # the student config the hook wrote, with the student-only export,
-    # painting the predictions too
-    _, out_b = run_test_tool(
-        student_cfg,
-        export,
-        '--show-dir',
-        'painted',
-        '--cfg-options',
-        'default_hooks.visualization.type=DetVisualizationHook',
-        work_dir=f'{root}/test_b')
+    # the student config with the student-only export
+    _, out_b = exported_run
     # the released file
     release = run_tool([
         sys.executable, 'tools/publish_model.py', runner_ckpt,
@@ -133,7 +143,7 @@ def test_checkpoint_that_does_not_fit(trained, tmp_path):
     assert 'does not exist' in result.stdout
 
 
-def test_dist_test_two_processes(trained, tmp_path):
+def test_dist_test_two_processes(trained, exported_run, tmp_path):
     """dist_test.sh (torchrun) with the student config and the distiller's
     runner checkpoint: the metric of one process."""
     work = trained['work_dir']
@@ -145,11 +155,7 @@ def test_dist_test_two_processes(trained, tmp_path):
         str(tmp_path / 'w'), '--out', out
     ],
              env=tool_env(port=free_port()))
-    reference_dir = str(tmp_path / 'single')
-    _, reference = run_test_tool(
-        osp.join(work, 'student_config.py'),
-        osp.join(work, 'epoch_1_student.pth'),
-        work_dir=reference_dir)
+    reference_dir, reference = exported_run
     assert metrics_of(str(tmp_path / 'w')) == metrics_of(reference_dir)
     assert_same_predictions(predictions_of(out), predictions_of(reference))
 
