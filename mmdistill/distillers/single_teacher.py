@@ -14,7 +14,9 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdistill.connectors.resize import resize_to
 from mmdistill.registry import MODELS
-from mmdistill.utils.checkpoint import load_weights
+from mmdistill.utils.checkpoint import (MIN_LOADED_FRACTION, STUDENT_PREFIX,
+                                        CheckpointMismatchError, fit_share,
+                                        load_weights, state_fit)
 from mmdistill.utils.names import UnknownNameError, closest, did_you_mean
 from mmdistill.utils.tensor import autocast_enabled, gradients_in_place
 from mmdistill.utils.warn import warn
@@ -514,6 +516,40 @@ class SingleTeacherDistiller(BaseModel):
         if not self.__dict__.get('_teacher_shared', False):
             self.teacher._apply(fn, *args, **kwargs)
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint of the student alone (the config's ``load_from``, a
+        student trained or pretrained with its own config; also given to
+        ``--resume``) goes into the student: its keys lack ``student.``, so
+        mmengine would load nothing of it and train from the
+        initialisation, with a warning. One that fits less than 10 % of the
+        student's values stops, naming what to give instead."""
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        # the preprocessor is the student's own (and keeps no weights)
+        own = tuple(f'{prefix}{name}.' for name, _ in self.named_children()
+                    if name != 'data_preprocessor')
+        if keys and not any(k.startswith(own) for k in keys):
+            state = {k[len(prefix):]: state_dict[k] for k in keys}
+            fit = state_fit(self.student.state_dict(), state)
+            share = fit_share(fit, 'student')
+            if fit['fraction'] < MIN_LOADED_FRACTION:
+                raise CheckpointMismatchError(
+                    'The checkpoint loaded into the distiller (load_from, '
+                    '--resume) is neither a runner checkpoint of a '
+                    "distillation (keys 'student.…') nor one of its "
+                    f'student: {share} would load. Give load_from a '
+                    "checkpoint of the student's model (it goes into the "
+                    'student), or a runner checkpoint of this '
+                    'distillation; the teacher takes its weights from '
+                    'teacher.checkpoint.')
+            for key in keys:
+                state_dict[f'{prefix}{STUDENT_PREFIX}{key[len(prefix):]}'] \
+                    = state_dict.pop(key)
+            print_log(
+                'The checkpoint loaded into the distiller holds the student '
+                "alone (no 'student.' keys): it goes into the student, "
+                f'{share}.', logger='current')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def init_weights(self) -> None:
         super().init_weights()

@@ -264,6 +264,40 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+def state_fit(own: Mapping[str, torch.Tensor],
+              state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """How a state dict fits a model's (``own``), counted in values
+    (elements), not keys: BN counters and a few biases are many keys but
+    almost no weights.
+
+    Returns:
+        dict: ``fits`` (keys of ``own`` that ``state`` has with the same
+        shape), ``missing``/``unexpected``/``mismatched`` key lists,
+        ``loaded``/``total`` value counts and ``fraction``, the loaded
+        share of ``own``'s values.
+    """
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state
+                  and tuple(state[k].shape) != tuple(own[k].shape)]
+    fits = [k for k in own if k in state and k not in mismatched]
+    total = sum(v.numel() for v in own.values())
+    loaded = sum(own[k].numel() for k in fits)
+    return dict(fits=fits, missing=missing, unexpected=unexpected,
+                mismatched=mismatched, loaded=loaded, total=total,
+                fraction=loaded / max(total, 1))
+
+
+def fit_share(fit: Dict[str, Any], owner: str) -> str:
+    """``'98.0% of the student weights (980 of 1000 values, 10 of 12
+    tensors)'`` for a :func:`state_fit` result."""
+    tensors = len(fit['fits']) + len(fit['missing']) + len(
+        fit['mismatched'])
+    return (f'{fit["fraction"]:.1%} of the {owner} weights ({fit["loaded"]} '
+            f'of {fit["total"]} values, {len(fit["fits"])} of {tensors} '
+            'tensors)')
+
+
 def load_weights(model: nn.Module,
                  checkpoint: str,
                  strict: bool = True,
@@ -307,14 +341,10 @@ def load_weights(model: nn.Module,
                 f'The {owner} checkpoint {checkpoint!r} was not found ({err}).'
                 ' Give an existing local path or a URL.') from None
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state
-                  and tuple(state[k].shape) != tuple(own[k].shape)]
-    fits = [k for k in own if k in state and k not in mismatched]
-    total = sum(v.numel() for v in own.values())
-    loaded = sum(own[k].numel() for k in fits)
-    fraction = loaded / max(total, 1)
+    fit = state_fit(own, state)
+    fits, missing, unexpected, mismatched = (
+        fit[k] for k in ('fits', 'missing', 'unexpected', 'mismatched'))
+    fraction = fit['fraction']
     report = ''
     if missing:
         report += (f'\n  missing in the checkpoint ({len(missing)}):\n' +
@@ -326,8 +356,7 @@ def load_weights(model: nn.Module,
         report += (f'\n  shape mismatch ({len(mismatched)}):\n' + _describe([
             f'{k}: checkpoint {tuple(state[k].shape)} vs model '
             f'{tuple(own[k].shape)}' for k in mismatched]))
-    share = (f'{fraction:.1%} of the {owner} weights ({loaded} of '
-             f'{total} values, {len(fits)} of {len(own)} tensors)')
+    share = fit_share(fit, owner)
     head = (f'The checkpoint {checkpoint!r} does not fit the model of the '
             f'config ({owner})')
     if report and (strict or fraction < min_fraction):
@@ -348,7 +377,7 @@ def load_weights(model: nn.Module,
     model.load_state_dict({k: state[k] for k in fits}, strict=False)
     print_log(f'{owner} checkpoint {checkpoint}: loaded {share}.',
               logger='current')
-    return dict(fraction=fraction, loaded=loaded, total=total,
+    return dict(fraction=fraction, loaded=fit['loaded'], total=fit['total'],
                 missing=missing, unexpected=unexpected,
                 mismatched=mismatched)
 

@@ -257,6 +257,47 @@ def test_inherit_from_teacher_and_student_checkpoint(tiny_cfg, tmp_path):
             assert torch.equal(value, pretrained[key]), key
 
 
+def test_load_from_a_student_checkpoint_goes_into_the_student(
+        tiny_cfg, tmp_path):
+    """mmengine's ``load_from`` (and ``--resume``) with a checkpoint of the
+    student alone, in the Runner: it fills the student (its keys lack
+    ``student.``; mmengine loaded nothing of it before and trained from the
+    initialisation), a class count of another dataset loads all but the
+    classifier, and a checkpoint of another model stops before training
+    (a distiller's own runner checkpoint loads as before: the resume
+    tests)."""
+    from mmengine.runner import Runner
+
+    from mmdistill.utils.checkpoint import CheckpointMismatchError
+    cfg, teacher = tiny_cfg('pspnet')
+    path = random_checkpoint(cfg.model.student, str(tmp_path / 's.pth'),
+                             scope='mmseg', seed=7, init=False)
+    expected = torch.load(path)['state_dict']
+    cfg.load_from = path
+    runner = Runner.from_cfg(copy.deepcopy(cfg))
+    runner.load_or_resume()
+    state = runner.model.student.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+    # a dataset of 5 classes: the classifiers keep their initialisation
+    other = copy.deepcopy(cfg)
+    for head in ('decode_head', 'auxiliary_head'):
+        other.model.student[head].num_classes = 5
+    runner = Runner.from_cfg(other)
+    runner.load_or_resume()
+    state = runner.model.student.state_dict()
+    kept = [k for k in state if 'conv_seg' in k]
+    assert kept and all(torch.equal(state[k], expected[k])
+                        for k in state if k not in kept)
+    # the teacher's checkpoint (another width) fits under 10 %: stop
+    bad = copy.deepcopy(cfg)
+    bad.load_from = teacher
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"neither a runner checkpoint of a distillation "
+                       r"\(keys 'student.…'\) nor one of its student"):
+        Runner.from_cfg(bad).train()
+
+
 def test_losses_receive_data_samples(retina):
     seen = {}
 
