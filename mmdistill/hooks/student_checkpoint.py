@@ -8,13 +8,15 @@ from typing import Dict, List, Mapping, Optional, Set
 from mmengine.dist import master_only
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from mmdistill.registry import HOOKS
 from mmdistill.utils.checkpoint import (free_path, read_checkpoint,
                                         save_student_checkpoint,
                                         student_state_dict)
-from mmdistill.utils.config import (STUDENT_CONFIG, student_config,
-                                    unsafe_hook_errors)
+from mmdistill.utils.config import (STUDENT_CONFIG,
+                                    custom_keys_on_distillation,
+                                    student_config, unsafe_hook_errors)
 from .utils import check_registered_once
 
 
@@ -72,6 +74,12 @@ class StudentCheckpointHook(Hook):
         problems = unsafe_hook_errors(runner.hooks)
         if problems:
             raise ValueError(' '.join(problems))
+        model = getattr(runner, 'model', None)
+        model = model.module if is_model_wrapper(model) else model
+        warning = model is not None and custom_keys_on_distillation(
+            runner.cfg, model)
+        if warning:
+            print_log(warning, logger='current', level=logging.WARNING)
 
     @staticmethod
     def _checkpoint_hooks(runner) -> List[CheckpointHook]:

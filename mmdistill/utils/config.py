@@ -250,6 +250,54 @@ def lost_from_student(path: str, cfg: Config) -> List[str]:
     return found
 
 
+def custom_keys_on_distillation(cfg, model) -> Optional[str]:
+    """Which ``optim_wrapper.paramwise_cfg.custom_keys`` of the student's
+    recipe also apply to the distiller's own parameters (connectors,
+    losses): mmengine's optimizer constructor matches the keys as
+    substrings of parameter names, the longest first, so a pair named
+    ``backbone`` trains its new connector at the recipe's backbone
+    ``lr_mult=0.1`` (SegFormer's ``head``: 10x).
+
+    Args:
+        cfg: The run's config.
+        model (nn.Module): The distiller (unwrapped).
+
+    Returns:
+        str, optional: The warning naming each key, what it sets and the
+        parameters it reaches, and the fix; None when no key does.
+    """
+    optim = (cfg.get('optim_wrapper', None) or {}) if cfg else {}
+    keys = ((optim.get('paramwise_cfg', None) or {}).get('custom_keys')
+            or {})
+    if not keys:
+        return None
+    order = sorted(sorted(keys), key=len, reverse=True)  # as mmengine
+    reached = {}
+    for name, _ in model.named_parameters():
+        if name.startswith('student.'):
+            continue
+        key = next((k for k in order if k in name), None)
+        # a key naming the distiller's parts was written for them
+        if key is not None and not any(
+                part in key for part in ('connectors', 'distill_losses')):
+            reached.setdefault(key, []).append(name)
+    if not reached:
+        return None
+    found = '; '.join(
+        f'{key!r} ({", ".join(f"{k}={v}" for k, v in keys[key].items())})'
+        f' -> {", ".join(names[:3])}'
+        + (f' and {len(names) - 3} more' if len(names) > 3 else '')
+        for key, names in reached.items())
+    return (
+        'optim_wrapper.paramwise_cfg.custom_keys of the student\'s recipe '
+        'also apply to the distillation parameters (mmengine matches the '
+        f'keys as parts of parameter names): {found}. They train with '
+        'those settings. If that is not meant, rename the pair in '
+        'model.distill so that its name does not contain the key (e.g. '
+        "'stage' for 'backbone'), or add a longer key for them, e.g. "
+        "custom_keys={'connectors.<pair>': dict(lr_mult=1.0)}.")
+
+
 def load_config(path: str) -> Config:
     """Load a config from a local file or a scoped ``mmdet::``/``mmseg::``/
     ``mmpretrain::`` path shipped inside those packages."""

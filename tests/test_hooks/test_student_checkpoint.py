@@ -224,3 +224,41 @@ def test_resume_from_an_earlier_checkpoint_pairs_the_resaved_one(tiny_cfg):
     aside = osp.join(work_dir, 'iter_3_student-replaced.pth')
     assert open(aside, 'rb').read() == old
     assert not osp.exists(osp.join(work_dir, 'iter_3_student-1.pth'))
+
+
+def test_recipe_custom_keys_reaching_distillation_parameters_are_named(
+        tiny_cfg):
+    """A recipe's paramwise custom_keys match parameter names by substring:
+    a pair named 'backbone' puts its new connector at the recipe's backbone
+    lr_mult (what mmengine's constructor does, checked here). The run says
+    so before training, naming the key, the parameters and the fix; a key
+    written for the distiller's parts is not flagged."""
+    cfg, _ = tiny_cfg('pspnet', iters=1)
+    cfg.model.distill = dict(backbone=cfg.model.distill.pop('stage4'))
+    cfg.optim_wrapper.paramwise_cfg = dict(
+        custom_keys={'backbone': dict(lr_mult=0.1)})
+    runner = Runner.from_cfg(cfg)
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == 'StudentCheckpointHook')
+    wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    lr = {id(p): g['lr'] for g in wrapper.optimizer.param_groups
+          for p in g['params']}
+    base = cfg.optim_wrapper.optimizer.lr
+    connector = dict(runner.model.named_parameters())[
+        'connectors.backbone.mlp.0.weight']
+    assert lr[id(connector)] == pytest.approx(0.1 * base)
+    hook.before_run(runner)
+    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    assert ("optim_wrapper.paramwise_cfg.custom_keys of the student's "
+            'recipe also apply to the distillation parameters') in log
+    assert ("'backbone' (lr_mult=0.1) -> connectors.backbone.mlp.0.weight, "
+            'connectors.backbone.mlp.0.bias') in log
+    assert "custom_keys={'connectors.<pair>': dict(lr_mult=1.0)}" in log
+
+    cfg.optim_wrapper.paramwise_cfg.custom_keys['connectors.backbone'] = \
+        dict(lr_mult=1.0)
+    cfg.visualizer.name = 'custom_keys_fixed'
+    cfg.work_dir = cfg.work_dir + '_fixed'
+    runner = Runner.from_cfg(cfg)
+    from mmdistill.utils.config import custom_keys_on_distillation
+    assert custom_keys_on_distillation(runner.cfg, runner.model) is None
