@@ -424,9 +424,12 @@ def load_settings(method: str, variant: str,
         if extra.get('optim') is False:
             optim = None
     source = osp.relpath(path, osp.dirname(configs_root()))
+    # a documented setting replaced the weights: they were not set against
+    # this config's student
+    losses = loss_types(model.student) if extra is None else ()
     return Settings(source, pairs, inherit, optim, hooks, notes,
                     student_changes if isinstance(student_changes, dict)
-                    else None, loss_types(model.student))
+                    else None, losses)
 
 
 def loss_scale_note(settings: Settings, student: Probe) -> Optional[str]:
@@ -665,7 +668,9 @@ def shallower_stage_notes(student: Probe, s: Candidate,
         list[str]: The note, or nothing when ``s`` is the last stage.
     """
     last = _last_stage(student)
-    if last is None or last is s or last.path == s.path or \
+    # index taps (a transformer's ``backbone[i]``) share their path
+    if last is None or last is s or \
+            last.describe_tap() == s.describe_tap() or \
             last.stride == s.stride:
         return []
     ratio = (last.stride / t.stride if isinstance(last.stride, int) and
@@ -961,7 +966,10 @@ def suggest(student: Probe, teacher: Probe, method: str) -> Suggestion:
         else:
             pairs = [last_stage_pair(student, teacher)]
             extra = shallower_stage_notes(student, *pairs[0])
-            new_name = 'backbone'
+            # not 'backbone': recipes' paramwise custom_keys match
+            # parameter names by substring ('backbone': lr_mult=0.1),
+            # which the pair's connector parameters would carry
+            new_name = 'stage'
         for note in extra:
             if note not in notes:
                 notes.append(note)

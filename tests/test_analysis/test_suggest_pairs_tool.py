@@ -76,7 +76,7 @@ def test_written_config_builds_the_probed_models(pair_files, tmp_path):
         'model.auxiliary_head.in_channels=256'])
     assert 'error' not in result, result.get('error')
     cfg = Config.fromfile(out)
-    connector = cfg.model.distill.backbone.connector
+    connector = cfg.model.distill.stage.connector
     assert (connector.in_channels, connector.out_channels) == (256, 512)
     assert cfg.train_cfg.max_iters == 3  # merged into the base's train_cfg
     assert cfg.train_cfg.type == 'IterBasedTrainLoop'
@@ -253,7 +253,7 @@ def test_shallower_student_stage_is_named(pair_files):
     s, t = probes(student, teacher, options)
     assert stage(s, 'backbone.layer4').stride == 32
     suggestion = suggest(s, t, 'mlp')
-    assert suggestion.distill['backbone']['student'] == 'backbone.layer2'
+    assert suggestion.distill['stage']['student'] == 'backbone.layer2'
     note = next(n for n in suggestion.notes if 'last stage' in n)
     assert "stage backbone.layer2 (stride 8" in note
     assert 'last stage backbone.layer4 (stride 32' in note
@@ -261,6 +261,24 @@ def test_shallower_student_stage_is_named(pair_files):
     # the student's last stage at the teacher's stride: no note
     s, t = probes(student, teacher)
     assert not any('last stage' in n for n in suggest(s, t, 'mlp').notes)
+
+
+def test_shallower_stage_of_a_transformer_student_is_named(pair_files):
+    """A SegFormer (MiT) student returns its stages by index
+    (``backbone[i]``, one path): pairing its stride-8 stage with a
+    stride-8 teacher gets the note too (it compared paths, and said
+    nothing)."""
+    _, teacher = pair_files(PSPNET_R18, PSPNET_R101, 'seg')
+    config = 'mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py'
+    cfg = load_config(config)
+    cfg.model.backbone.init_cfg = None
+    s = probe_model(cfg, config, SEG_SIZE)
+    t = probe_model(Config.fromfile(teacher), teacher, SEG_SIZE)
+    suggestion = suggest(s, t, 'mlp')
+    assert suggestion.distill['stage']['student'] == 'backbone[1]'
+    note = next(n for n in suggestion.notes if 'last stage' in n)
+    assert "stage backbone[1] (stride 8" in note
+    assert 'last stage backbone[3] (stride 32' in note
 
 
 @pytest.mark.parametrize('method', ['mlp', 'cwd', 'tat'])

@@ -92,14 +92,13 @@ EXPECTED = {
                            alpha=5e-5, beta=2.5e-5, gamma=5e-5,
                            lambda_=5e-7, student_channels=16))),
     'deeplabv3_lad': dict(
-        backbone=dict(student='backbone.layer4', teacher='backbone.layer4',
-                      connector=dict(type='ConvConnector', in_channels=64,
-                                     out_channels=128, kernel_size=1,
-                                     num_convs=1,
-                                     norm_cfg=dict(type='SyncBN'),
-                                     last_norm_act=True),
-                      loss=dict(type='AngularLoss', mode='layer',
-                                loss_weight=10)),
+        stage=dict(student='backbone.layer4', teacher='backbone.layer4',
+                   connector=dict(type='ConvConnector', in_channels=64,
+                                  out_channels=128, kernel_size=1,
+                                  num_convs=1, norm_cfg=dict(type='SyncBN'),
+                                  last_norm_act=True),
+                   loss=dict(type='AngularLoss', mode='layer',
+                             loss_weight=10)),
         logits=dict(student='decode_head.conv_seg',
                     teacher='decode_head.conv_seg',
                     loss=dict(type='PixelKLDivergence', tau=1.0,
@@ -107,10 +106,10 @@ EXPECTED = {
     # MobileNetV2 (widen 0.25): its last stage layer7 (80 channels) at the
     # teacher's stride 8; homogeneous (both PSPHead): alpha 2e-5
     'mobilenetv2_mlp': dict(
-        backbone=dict(student='backbone.layer7', teacher='backbone.layer4',
-                      connector=dict(type='MLPConnector', in_channels=80,
-                                     out_channels=128),
-                      loss=dict(type='L2Loss', loss_weight=2e-5))),
+        stage=dict(student='backbone.layer7', teacher='backbone.layer4',
+                   connector=dict(type='MLPConnector', in_channels=80,
+                                  out_channels=128),
+                   loss=dict(type='L2Loss', loss_weight=2e-5))),
 }
 
 
