@@ -575,7 +575,8 @@ def probe_model(cfg, config: str = '', size: Optional[Sequence[int]] = None,
         role = {'backbone': STAGE, 'neck': LEVEL}.get(comp, HEAD)
         tensors = _tensors(output)
         if role == HEAD:
-            _head_candidates(recorder, comp, tensors, modules, hw, add)
+            _head_candidates(recorder, comp, tensors, modules, hw, add,
+                             int(inputs.shape[0]))
             continue
         for index, tensor in enumerate(tensors):
             if tensor.dim() not in (2, 3, 4):
@@ -641,6 +642,8 @@ def _stride_runs(recorder, comp, modules, hw, add, changed) -> None:
 
 #: the listing's note on a head tap found by its shape
 COMPUTED_FROM = 'the head returns a value computed from it'
+#: and on a head output with one row per region of interest
+PER_ROI = 'one row per region of interest'
 
 
 def _same_shape_leaf(recorder, comp, tensor, modules) -> Optional[_Call]:
@@ -654,12 +657,23 @@ def _same_shape_leaf(recorder, comp, tensor, modules) -> Optional[_Call]:
     return max(calls, key=lambda c: c.order) if calls else None
 
 
-def _head_candidates(recorder, comp, tensors, modules, hw, add) -> None:
+def _head_candidates(recorder, comp, tensors, modules, hw, add,
+                     batch: int) -> None:
     """A head's final conv/linear layers whose outputs it returns; a layer
     called once per FPN level becomes one candidate with all its calls.
     A returned tensor no module computes itself (the head averages or
     splits module outputs, as Cascade R-CNN's RoI head) is listed by the
-    last conv/linear layer of its shape, with a note."""
+    last conv/linear layer of its shape, with a note. Outputs with one
+    row per region of interest (an RoI head's, not ``batch`` rows) have no
+    stride, and a note says what they are."""
+
+    def stride(shape):
+        return _stride(hw, shape) if shape[0] == batch else None
+
+    def note(shape, text=None):
+        return text if shape[0] == batch else '; '.join(
+            t for t in (PER_ROI, text) if t)
+
     picked: Dict[str, List[_Call]] = {}
     unmatched = []
     for tensor in tensors:
@@ -673,7 +687,8 @@ def _head_candidates(recorder, comp, tensors, modules, hw, add) -> None:
         tensor = tensors[0]
         order = next((c.order for c in recorder.calls if c.name == comp), 0)
         add(Candidate(comp, HEAD, tuple(tensor.shape),
-                      _stride(hw, tensor.shape), order=order))
+                      stride(tensor.shape), order=order,
+                      note=note(tensor.shape)))
         return
     derived: Dict[str, _Call] = {}
     for tensor in unmatched:
@@ -683,13 +698,14 @@ def _head_candidates(recorder, comp, tensors, modules, hw, add) -> None:
         if alike is not None and alike.name not in picked:
             derived[alike.name] = alike
     for name, call in derived.items():
-        add(Candidate(name, HEAD, call.shape, _stride(hw, call.shape),
+        add(Candidate(name, HEAD, call.shape, stride(call.shape),
                       calls=[call.call], order=call.order,
-                      call_strides=[_stride(hw, call.shape)],
-                      note=COMPUTED_FROM))
+                      call_strides=[stride(call.shape)],
+                      note=note(call.shape, COMPUTED_FROM)))
     for name, calls in picked.items():
         calls.sort(key=lambda c: c.call)
         first = calls[0]
-        add(Candidate(name, HEAD, first.shape, _stride(hw, first.shape),
+        add(Candidate(name, HEAD, first.shape, stride(first.shape),
                       calls=[c.call for c in calls], order=first.order,
-                      call_strides=[_stride(hw, c.shape) for c in calls]))
+                      call_strides=[stride(c.shape) for c in calls],
+                      note=note(first.shape)))

@@ -18,7 +18,8 @@ from tiny_configs import (CASCADE_X101, FASTER_R50, PSPNET_R18, PSPNET_R101,
                           SEG_SIZE)
 
 from mmdistill.analysis import probe_model, suggest
-from mmdistill.analysis.probe import COMPUTED_FROM, ProbeError, profile_of
+from mmdistill.analysis.probe import (COMPUTED_FROM, PER_ROI, ProbeError,
+                                      profile_of)
 from mmdistill.analysis.suggest import (configs_root, find_source,
                                         load_settings)
 from mmdistill.utils.config import load_config
@@ -420,9 +421,14 @@ def test_cascade_roi_head_outputs_are_listed(pair_files):
     heads = {c.path: c for c in probe.by_role('head')}
     last = probe.model.roi_head.num_stages - 1
     fc_cls = heads[f'roi_head.bbox_head.{last}.fc_cls']
-    assert fc_cls.note == COMPUTED_FROM and fc_cls.channels == 81
+    # one row per region of interest, not per image
+    assert fc_cls.note == f'{PER_ROI}; {COMPUTED_FROM}'
+    assert fc_cls.channels == 81 and fc_cls.stride is None
     assert f'roi_head.bbox_head.{last}.fc_reg' in heads
     assert probe.unlisted == []
     text = format_candidates(probe, 'Teacher')
     assert f'roi_head.bbox_head.{last}.fc_cls' in text
     assert COMPUTED_FROM in text
+    # the mask head's per-RoI maps have no stride (it showed 9.14x9.14)
+    masks = heads['roi_head.mask_head.2.conv_logits']
+    assert masks.stride is None and masks.note.startswith(PER_ROI)
