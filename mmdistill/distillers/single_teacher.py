@@ -396,7 +396,8 @@ class SingleTeacherDistiller(BaseModel):
                    if isinstance(getattr(m, 'num_classes', None), int)
                    and m.num_classes > 0]
         size = (224, 224) if kind == 'cls' else (256, 256)
-        batch = random_batch(kind, size, 0, classes[0] if classes else 0)
+        # one image: mmseg < 1.2 refuses batches in test mode
+        batch = random_batch(kind, size, 1, classes[0] if classes else 0)
         was_training = self.student.training
         self.student.eval()
         try:

@@ -118,8 +118,10 @@ def test_recipe_hooks_reach_the_student_and_a_copy_shares_the_teacher(
                        match=r"'detector', nor has its student \(RetinaNet"):
         model.detector
     dataset = SimpleNamespace(update_skip_type_keys=lambda keys: None)
+    # the hook switches before epoch max_epochs - num_last_epochs (mmdet
+    # 3.0: exactly then; later versions: from then on)
     runner = SimpleNamespace(
-        epoch=1, max_epochs=2, model=model,
+        epoch=0, max_epochs=2, model=model,
         train_dataloader=SimpleNamespace(dataset=dataset),
         logger=MMLogger.get_instance('yolox_switch'))
     YOLOXModeSwitchHook(num_last_epochs=1).before_train_epoch(runner)
