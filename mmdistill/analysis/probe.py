@@ -621,11 +621,14 @@ def _stride_runs(recorder, comp, modules, hw, add, changed) -> None:
         children = [n for n in modules if n.startswith(root + '.')
                     and _depth(n) == _depth(root) + 1]
     # a list of stages is never called itself (ConvNeXt's ``stages`` and
-    # ``downsample_layers``): its items are the stages
+    # ``downsample_layers``): its items are the stages. Only lists named
+    # so: HRNet's ``transition<i>`` lists hold parallel branch convs
     children = [item for child in children for item in (
         [n for n in modules if n.startswith(child + '.')
          and _depth(n) == _depth(child) + 1]
-        if isinstance(modules[child], nn.ModuleList) else [child])]
+        if isinstance(modules[child], nn.ModuleList) and any(
+            word in child.rsplit('.', 1)[-1]
+            for word in ('stage', 'layer', 'block')) else [child])]
     runs = [c for c in recorder.calls
             if c.name in children and c.shape is not None
             and len(c.shape) == 4]
@@ -663,16 +666,17 @@ def _head_candidates(recorder, comp, tensors, modules, hw, add,
     called once per FPN level becomes one candidate with all its calls.
     A returned tensor no module computes itself (the head averages or
     splits module outputs, as Cascade R-CNN's RoI head) is listed by the
-    last conv/linear layer of its shape, with a note. Outputs with one
-    row per region of interest (an RoI head's, not ``batch`` rows) have no
-    stride, and a note says what they are."""
+    last conv/linear layer of its shape, with a note. Outputs without one
+    row per image (``batch`` rows) have no stride; an RoI head's (one row
+    per region of interest) get a note saying so."""
 
     def stride(shape):
         return _stride(hw, shape) if shape[0] == batch else None
 
     def note(shape, text=None):
-        return text if shape[0] == batch else '; '.join(
-            t for t in (PER_ROI, text) if t)
+        per_roi = shape[0] != batch and 'roi' in comp  # not DETR's layers
+        return '; '.join(t for t in (PER_ROI if per_roi else None, text)
+                         if t) or None
 
     picked: Dict[str, List[_Call]] = {}
     unmatched = []

@@ -156,9 +156,13 @@ def denoising_note(pair: Pair, model: nn.Module, student,
             and model.training and 'decoder' in pair.student.path
             and isinstance(student, torch.Tensor)
             and isinstance(teacher, torch.Tensor) and student.dim() == 3
-            and teacher.dim() == 3 and student.shape[1] > teacher.shape[1]):
+            and teacher.dim() == 3 and student.shape[1] != teacher.shape[1]):
         return []
-    extra = student.shape[1] - teacher.shape[1]
+    queries = getattr(model, 'num_queries', None)
+    extra = student.shape[1] - (queries if isinstance(queries, int)
+                                else teacher.shape[1])
+    if extra <= 0:
+        return []
     return [
         f'The {extra} extra student tokens are the denoising queries '
         f'{type(model).__name__} adds in training ({pair.student.path} runs '

@@ -520,32 +520,39 @@ class SingleTeacherDistiller(BaseModel):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """A checkpoint of the student alone (the config's ``load_from``, a
-        student trained or pretrained with its own config; also given to
-        ``--resume``) goes into the student: its keys lack ``student.``, so
-        mmengine would load nothing of it and train from the
-        initialisation, with a warning. One that fits less than 10 % of the
-        student's values stops, naming what to give instead."""
+        student trained or pretrained with its own config) goes into the
+        student: its keys lack ``student.``, so mmengine would load nothing
+        of it and train from the initialisation, with a warning. One that
+        fits less than 10 % of the student's values stops, naming what to
+        give instead. (``--resume`` refuses such a checkpoint before it
+        gets here: ``StudentCheckpointHook.after_load_checkpoint``.)"""
+
+        def name(key: str) -> str:  # as mmengine's revise_keys
+            key = key[len(prefix):]
+            return key[len('module.'):] if key.startswith('module.') else key
+
         keys = [k for k in state_dict if k.startswith(prefix)]
         # the preprocessor is the student's own (and keeps no weights)
-        own = tuple(f'{prefix}{name}.' for name, _ in self.named_children()
-                    if name != 'data_preprocessor')
-        if keys and not any(k.startswith(own) for k in keys):
-            state = {k[len(prefix):]: state_dict[k] for k in keys}
+        own = tuple(f'{n}.' for n, _ in self.named_children()
+                    if n != 'data_preprocessor')
+        names = [name(k) for k in keys]
+        if names and not any(n.startswith(own) for n in names) and any(
+                not n.startswith('data_preprocessor.') for n in names):
+            state = {n: state_dict[k] for k, n in zip(keys, names)}
             fit = state_fit(self.student.state_dict(), state)
             share = fit_share(fit, 'student')
             if fit['fraction'] < MIN_LOADED_FRACTION:
                 raise CheckpointMismatchError(
-                    'The checkpoint loaded into the distiller (load_from, '
-                    '--resume) is neither a runner checkpoint of a '
-                    "distillation (keys 'student.…') nor one of its "
-                    f'student: {share} would load. Give load_from a '
-                    "checkpoint of the student's model (it goes into the "
-                    'student), or a runner checkpoint of this '
-                    'distillation; the teacher takes its weights from '
-                    'teacher.checkpoint.')
-            for key in keys:
-                state_dict[f'{prefix}{STUDENT_PREFIX}{key[len(prefix):]}'] \
-                    = state_dict.pop(key)
+                    'The checkpoint loaded into the distiller (load_from) '
+                    'is neither a runner checkpoint of a distillation '
+                    "(keys 'student.…') nor one of its student: "
+                    f'{share} would load. Give load_from a checkpoint of '
+                    "the student's model (it goes into the student), or a "
+                    'runner checkpoint of this distillation; the teacher '
+                    'takes its weights from teacher.checkpoint.')
+            for key, new in zip(keys, names):
+                state_dict[f'{prefix}{STUDENT_PREFIX}{new}'] = \
+                    state_dict.pop(key)
             print_log(
                 'The checkpoint loaded into the distiller holds the student '
                 "alone (no 'student.' keys): it goes into the student, "

@@ -284,6 +284,24 @@ class StudentCheckpointHook(Hook):
             print_log('Student config for plain mmdet/mmseg/mmpretrain: '
                       f'{path}', logger='current')
 
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """``--resume`` takes a runner checkpoint of this distillation: one
+        of the student alone has no connectors, optimizer state for them,
+        nor the distillation's iteration to go on from (an export has no
+        optimizer or message hub at all). Stops before anything loads,
+        naming ``load_from``, which starts the student from it."""
+        state = checkpoint.get('state_dict', checkpoint)
+        if not getattr(runner, '_resume', False) or not isinstance(
+                state, dict) or not state or any(
+                    k.startswith(('student.', 'module.student.'))
+                    for k in state):
+            return
+        raise ValueError(
+            '--resume (resume=True) takes a runner checkpoint of this '
+            'distillation (its weights are "student.*"); this one holds the '
+            'student alone. To start the student from it, give it as '
+            'load_from (without --resume) or as model.student_checkpoint.')
+
     # ------------------------------------------------------------ training
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # Runs after EMAHook's (priority LOWEST): the weights being saved.

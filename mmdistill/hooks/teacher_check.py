@@ -404,7 +404,15 @@ class TeacherCheckHook(Hook):
                           f'{self.skipped}; training goes on.',
                           logger='current', level=logging.WARNING)
                 self.metrics = {}
-                self._compare_precision(distiller, loader)
+                try:
+                    self._compare_precision(distiller, loader)
+                except Exception as error:
+                    failure = error
+                failed = torch.tensor([0, int(failure is not None)],
+                                      dtype=torch.int64)
+                all_reduce(failed)  # every process skips: all get here
+                if int(failed[1]):
+                    self._stop_together(failure)
                 return self.metrics
             evaluator = self._evaluator(runner)
             if hasattr(dataset, 'metainfo'):
@@ -412,12 +420,17 @@ class TeacherCheckHook(Hook):
             raised = []
             notes = self._watch_metrics(evaluator, raised)
             teacher.eval()
-            for index, batch in enumerate(loader):
-                if index >= self.num_batches:
-                    break
+            batches_of = None
+            for index in range(self.num_batches):
                 # an error stops this loop, not the process: the others
-                # learn of it below instead of waiting for this one
+                # learn of it below instead of waiting for this one (a
+                # batch that cannot be read too)
                 try:
+                    if batches_of is None:
+                        batches_of = iter(loader)
+                    batch = next(batches_of, None)
+                    if batch is None:  # the set ended
+                        break
                     data = distiller.data_preprocessor(batch, False)
                     if index == 0:  # teacher.dtype: half against float32
                         self.precision = \

@@ -269,12 +269,15 @@ def custom_keys_on_distillation(cfg, model) -> Optional[str]:
     optim = (cfg.get('optim_wrapper', None) or {}) if cfg else {}
     keys = ((optim.get('paramwise_cfg', None) or {}).get('custom_keys')
             or {})
-    if not keys:
+    # other constructors (layer-wise lr decay) read custom_keys otherwise
+    constructor = str(optim.get('constructor', None) or
+                      'DefaultOptimWrapperConstructor').split('.')[-1]
+    if not keys or constructor != 'DefaultOptimWrapperConstructor':
         return None
     order = sorted(sorted(keys), key=len, reverse=True)  # as mmengine
     reached = {}
-    for name, _ in model.named_parameters():
-        if name.startswith('student.'):
+    for name, param in model.named_parameters():
+        if name.startswith('student.') or not param.requires_grad:
             continue
         key = next((k for k in order if k in name), None)
         # a key naming the distiller's parts was written for them

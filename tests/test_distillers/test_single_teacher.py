@@ -261,13 +261,13 @@ def test_inherit_from_teacher_and_student_checkpoint(tiny_cfg, tmp_path):
 
 def test_load_from_a_student_checkpoint_goes_into_the_student(
         tiny_cfg, tmp_path):
-    """mmengine's ``load_from`` (and ``--resume``) with a checkpoint of the
-    student alone, in the Runner: it fills the student (its keys lack
-    ``student.``; mmengine loaded nothing of it before and trained from the
-    initialisation), a class count of another dataset loads all but the
-    classifier, and a checkpoint of another model stops before training
-    (a distiller's own runner checkpoint loads as before: the resume
-    tests)."""
+    """mmengine's ``load_from`` with a checkpoint of the student alone, in
+    the Runner: it fills the student (its keys lack ``student.``; mmengine
+    loaded nothing of it before and trained from the initialisation), a
+    class count of another dataset loads all but the classifier, a
+    checkpoint of another model stops before training, and ``--resume``
+    refuses it, naming load_from (a distiller's own runner checkpoint
+    loads as before: the resume tests)."""
     from mmengine.runner import Runner
 
     from mmdistill.utils.checkpoint import CheckpointMismatchError
@@ -298,6 +298,14 @@ def test_load_from_a_student_checkpoint_goes_into_the_student(
                        match=r"neither a runner checkpoint of a distillation "
                        r"\(keys 'student.…'\) nor one of its student"):
         Runner.from_cfg(bad).train()
+    resumed = copy.deepcopy(cfg)
+    resumed.resume = True
+    runner = Runner.from_cfg(resumed)
+    with pytest.raises(ValueError, match=r'--resume \(resume=True\) takes a '
+                       'runner checkpoint of this distillation .* give it '
+                       r'as load_from \(without --resume\)'):
+        runner.load_or_resume()
+    assert runner.iter == 0
 
 
 def test_losses_receive_data_samples(retina):

@@ -96,6 +96,10 @@ def test_two_cpu_processes(name, tmp_path):
     assert records[0]['params'] == records[1]['params']
     assert records[0]['state'] == records[1]['state']
     assert records[0]['connectors'] == records[1]['connectors']
+    # and what trains besides it (PSPNet's MLP connector, FGD's loss
+    # modules)
+    assert records[0]['distillation_tensors'] > 0
+    assert records[0]['distillation'] == records[1]['distillation']
 
     # losses logged once per iteration, by rank 0 only: on the console and
     # in the single log folder

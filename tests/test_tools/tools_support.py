@@ -121,6 +121,16 @@ class StudentWeightProbe(Hook):
             state=state_sha256(student.state_dict()),
             connectors=state_sha256(model.connectors.state_dict())
             if hasattr(model, 'connectors') else None,
+            # what trains besides the student: connectors and the losses'
+            # own parameters (FGD's global-context blocks)
+            distillation=state_sha256(
+                {**{f'c.{k}': v for k, v in model.connectors.state_dict(
+                ).items()},
+                 **{f'l.{k}': v for k, v in model.distill_losses.state_dict(
+                 ).items()}}) if hasattr(model, 'connectors') else None,
+            distillation_tensors=len(model.connectors.state_dict()) + len(
+                model.distill_losses.state_dict())
+            if hasattr(model, 'connectors') else 0,
             num_params=sum(p.numel() for p in student.parameters()),
             buffers=self.buffers)
         with open(osp.join(runner.work_dir, PROBE.format(rank=rank)),
