@@ -72,6 +72,12 @@ def build_distiller(cfg: Config, args, workdir: str):
     if args.checkpoint:
         state = read_checkpoint(args.checkpoint)
         state = state.get('state_dict', state)
+        if not any(k.startswith('student.') for k in state):
+            raise KeyError(
+                f'{args.checkpoint} does not fit this distiller: it has no '
+                "'student.' weights (a checkpoint of the student alone has "
+                'no connectors to draw). Give a runner checkpoint of this '
+                'config (iter_N.pth / epoch_N.pth).')
         missing, unexpected = distiller.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith('teacher')]:
             raise KeyError(
